@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` (the main job) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SRC := diamond_env tests $(wildcard examples train_wm.py)
+RUN_DIR ?= runs/demo
+
+.PHONY: install test lint demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU machines: the pinned CPU build of torch, before anything pulls the CUDA one.
+	command -v nvidia-smi >/dev/null 2>&1 || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(VENV)/bin/ruff check $(SRC)
+	$(VENV)/bin/ruff format --check $(SRC)
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/python -m pytest
+
+demo: install
+	$(PY) -m diamond_env collect --game Breakout --steps 10000 --out $(RUN_DIR)/dataset
+
+bench: install
+	$(PY) -m diamond_env bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

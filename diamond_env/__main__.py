@@ -1,0 +1,7 @@
+"""``python -m diamond_env`` runs the ``diamond-env`` command line."""
+
+import sys
+
+from diamond_env.cli import main
+
+sys.exit(main())

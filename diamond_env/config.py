@@ -1,0 +1,264 @@
+"""Frozen configuration dataclasses for every component, and the three size presets.
+
+The ``paper`` preset holds the numbers of DIAMOND (Alonso et al., 2024) for Atari 100k; ``small``
+and ``tiny`` change sizes and step counts only, never the code path. Game-dependent values (the
+number of actions) are not part of a preset: models receive them as constructor arguments and
+checkpoints store them beside the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PresetName = Literal["tiny", "small", "paper"]
+PRESETS: tuple[str, ...] = ("tiny", "small", "paper")
+
+IMG_SIZE = 64
+"""Side of the square RGB frames every model sees."""
+
+NUM_CONTEXT = 4
+"""L: the number of past frames and actions the world model conditions on."""
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """EDM denoiser with DIAMOND's action conditioning (SPEC §2.1)."""
+
+    channels: tuple[int, ...] = (64, 64, 64, 64)
+    """U-Net channels per level; one stride-2 downsampling between consecutive levels."""
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    """Residual blocks per level."""
+    attn_depths: tuple[bool, ...] = (False, False, False, False)
+    """Self-attention in the residual blocks of each level (the two middle blocks always have it)."""
+    cond_channels: int = 256
+    """Width of the conditioning vector (noise level + actions) that drives adaptive group norm."""
+    action_emb_dim: int = 64
+    """Embedding width of each of the ``num_context`` conditioning actions (concatenated)."""
+    num_context: int = NUM_CONTEXT
+    """Number of conditioning frames and actions."""
+    img_channels: int = 3
+    sigma_data: float = 0.5
+    sigma_offset_noise: float = 0.3
+    """Std of the per-sample, per-channel constant shift added to noisy inputs in training."""
+    train_log_sigma_loc: float = -0.4
+    train_log_sigma_scale: float = 1.2
+    train_sigma_min: float = 2e-3
+    train_sigma_max: float = 20.0
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Karras et al. (2022) sampler settings (SPEC §2.1)."""
+
+    num_steps: int = 3
+    """Number of denoising steps per imagined frame."""
+    sigma_min: float = 2e-3
+    sigma_max: float = 5.0
+    rho: float = 7.0
+    method: Literal["euler", "heun"] = "euler"
+    s_churn: float = 0.0
+    """Stochastic churn (0 = deterministic sampler)."""
+    s_tmin: float = 0.0
+    s_tmax: float = float("inf")
+    s_noise: float = 1.0
+
+
+@dataclass(frozen=True)
+class RewEndConfig:
+    """Reward / termination model (SPEC §2.2)."""
+
+    channels: tuple[int, ...] = (32, 32, 32, 32)
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    attn_depths: tuple[bool, ...] = (False, False, False, False)
+    cond_channels: int = 128
+    """Width of the action embedding that drives adaptive group norm in the encoder."""
+    lstm_dim: int = 512
+    img_channels: int = 3
+
+
+@dataclass(frozen=True)
+class ActorCriticConfig:
+    """DIAMOND's actor-critic (SPEC §4)."""
+
+    channels: tuple[int, ...] = (32, 32, 64, 64)
+    lstm_dim: int = 512
+    img_channels: int = 3
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up and gradient-norm clipping (SPEC §2.3)."""
+
+    lr: float = 1e-4
+    eps: float = 1e-8
+    weight_decay: float = 1e-2
+    warmup_steps: int = 100
+    max_grad_norm: float = 1.0
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class ImaginationConfig:
+    """Actor-critic training in imagination (SPEC §4)."""
+
+    batch_size: int = 32
+    """Parallel dream trajectories."""
+    horizon: int = 15
+    gamma: float = 0.985
+    lambda_: float = 0.95
+    entropy_weight: float = 1e-3
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """DIAMOND's Algorithm 1 schedule (SPEC §5)."""
+
+    real_steps: int = 100_000
+    initial_steps_min: int = 5_000
+    initial_steps_max: int = 10_000
+    initial_min_minority_rewards: int = 10
+    steps_per_epoch: int = 100
+    """Real environment steps collected per epoch."""
+    grad_steps_per_epoch: int = 400
+    first_epoch_denoiser_steps: int = 10_000
+    first_epoch_rew_end_steps: int = 10_000
+    first_epoch_actor_critic_steps: int = 5_000
+    extra_epochs: int = 50
+    """Epochs trained after the real-step budget is spent, without collection."""
+    eval_every_epochs: int = 10
+    eval_episodes: int = 4
+    final_eval_episodes: int = 100
+    epsilon: float = 0.01
+    recency_weights: tuple[float, ...] = (0.1, 0.1, 0.1, 0.7)
+    denoiser_seq_len: int = NUM_CONTEXT + 1
+    rew_end_seq_len: int = 15 + NUM_CONTEXT
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs; ``preset`` names where the numbers came from."""
+
+    preset: str = "paper"
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    rew_end: RewEndConfig = field(default_factory=RewEndConfig)
+    actor_critic: ActorCriticConfig = field(default_factory=ActorCriticConfig)
+    denoiser_optim: OptimConfig = field(default_factory=OptimConfig)
+    rew_end_optim: OptimConfig = field(default_factory=lambda: OptimConfig(max_grad_norm=100.0))
+    actor_critic_optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(weight_decay=0.0, max_grad_norm=100.0)
+    )
+    imagination: ImaginationConfig = field(default_factory=ImaginationConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able nested dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
+        return _from_dict(cls, data, "config")
+
+
+def _from_dict(cls: Any, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise TypeError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; expected a subset of {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        default = getattr(cls(), name) if _has_defaults(cls) else None
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _from_dict(type(default), value, f"{where}.{name}")
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _has_defaults(cls: Any) -> bool:
+    return all(
+        f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        for f in dataclasses.fields(cls)
+    )
+
+
+def _tiny() -> Config:
+    return Config(
+        preset="tiny",
+        denoiser=DenoiserConfig(
+            channels=(16, 16),
+            depths=(1, 1),
+            attn_depths=(False, False),
+            cond_channels=32,
+            action_emb_dim=8,
+        ),
+        rew_end=RewEndConfig(
+            channels=(8, 8),
+            depths=(1, 1),
+            attn_depths=(False, False),
+            cond_channels=16,
+            lstm_dim=32,
+        ),
+        actor_critic=ActorCriticConfig(channels=(8, 8, 16, 16), lstm_dim=32),
+        denoiser_optim=OptimConfig(batch_size=8, warmup_steps=10, lr=1e-3),
+        rew_end_optim=OptimConfig(batch_size=8, warmup_steps=10, lr=1e-3, max_grad_norm=100.0),
+        actor_critic_optim=OptimConfig(
+            batch_size=8, warmup_steps=10, lr=1e-3, weight_decay=0.0, max_grad_norm=100.0
+        ),
+        imagination=ImaginationConfig(batch_size=8, horizon=5),
+        loop=LoopConfig(
+            real_steps=1_000,
+            initial_steps_min=200,
+            initial_steps_max=400,
+            initial_min_minority_rewards=1,
+            steps_per_epoch=100,
+            grad_steps_per_epoch=5,
+            first_epoch_denoiser_steps=20,
+            first_epoch_rew_end_steps=20,
+            first_epoch_actor_critic_steps=10,
+            extra_epochs=1,
+            eval_every_epochs=5,
+            eval_episodes=1,
+            final_eval_episodes=2,
+            rew_end_seq_len=5 + NUM_CONTEXT,
+        ),
+    )
+
+
+def _small() -> Config:
+    return Config(
+        preset="small",
+        denoiser=DenoiserConfig(channels=(32, 32, 32, 32)),
+        rew_end=RewEndConfig(channels=(16, 16, 16, 16), lstm_dim=256),
+        actor_critic=ActorCriticConfig(channels=(16, 16, 32, 32), lstm_dim=256),
+        loop=LoopConfig(
+            real_steps=20_000,
+            initial_steps_min=2_000,
+            initial_steps_max=5_000,
+            grad_steps_per_epoch=100,
+            first_epoch_denoiser_steps=2_000,
+            first_epoch_rew_end_steps=2_000,
+            first_epoch_actor_critic_steps=1_000,
+            extra_epochs=10,
+            eval_every_epochs=20,
+            final_eval_episodes=20,
+        ),
+    )
+
+
+def get_preset(name: str) -> Config:
+    """Return the named preset (``tiny``, ``small`` or ``paper``)."""
+    if name == "paper":
+        return Config(preset="paper")
+    if name == "small":
+        return _small()
+    if name == "tiny":
+        return _tiny()
+    raise ValueError(f"unknown preset {name!r}; expected one of {list(PRESETS)}")

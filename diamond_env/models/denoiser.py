@@ -1,0 +1,177 @@
+"""EDM denoiser of the next frame, conditioned on past frames and actions (SPEC §2.1).
+
+Frames are float ``(..., 3, H, W)`` in [-1, 1]; actions are int64 indices of the game's minimal
+action set. Noise levels ``sigma`` are float ``(B,)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diamond_env.config import DenoiserConfig
+from diamond_env.models.blocks import FourierFeatures, UNet, check_levels, conv3x3, group_norm
+from diamond_env.models.sampler import draw_normal
+
+
+@dataclass(frozen=True)
+class EdmScalings:
+    """EDM preconditioning coefficients, each float ``(B,)``."""
+
+    c_in: torch.Tensor
+    c_skip: torch.Tensor
+    c_out: torch.Tensor
+    c_noise: torch.Tensor
+
+
+def edm_scalings(sigma: torch.Tensor, sigma_data: float, sigma_offset: float) -> EdmScalings:
+    """Preconditioning for noise level ``sigma`` (B,) with offset noise folded into
+    ``s = sqrt(sigma² + sigma_offset²)``: ``c_in = 1/sqrt(s² + σd²)``, ``c_skip = σd²/(s² + σd²)``,
+    ``c_out = s σd / sqrt(s² + σd²)``, ``c_noise = ln(s) / 4``."""
+    s2 = sigma.pow(2) + sigma_offset**2
+    total = s2 + sigma_data**2
+    return EdmScalings(
+        c_in=total.rsqrt(),
+        c_skip=sigma_data**2 / total,
+        c_out=s2.sqrt() * sigma_data * total.rsqrt(),
+        c_noise=s2.log() / 8.0,  # ln(sqrt(s2)) / 4
+    )
+
+
+def _image(t: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, 1, 1, 1) for broadcasting against frames."""
+    return t[:, None, None, None]
+
+
+class Denoiser(nn.Module):
+    """Preconditioned U-Net ``D(x; σ, past frames, past actions)`` and its training loss."""
+
+    def __init__(self, config: DenoiserConfig, num_actions: int) -> None:
+        super().__init__()
+        if not isinstance(num_actions, int) or num_actions < 1:
+            raise ValueError(f"num_actions: expected a positive int, got {num_actions!r}")
+        check_levels("DenoiserConfig", config.channels, config.depths, config.attn_depths)
+        if config.num_context * config.action_emb_dim != config.cond_channels:
+            raise ValueError(
+                "DenoiserConfig: num_context * action_emb_dim must equal cond_channels (the action "
+                f"embeddings are added to the noise features), got {config.num_context} * "
+                f"{config.action_emb_dim} != {config.cond_channels}"
+            )
+        self.config = config
+        self.num_actions = num_actions
+        c0, cond = config.channels[0], config.cond_channels
+        self.noise_emb = FourierFeatures(cond)
+        self.act_emb = nn.Embedding(num_actions, config.action_emb_dim)
+        self.cond_proj = nn.Sequential(nn.Linear(cond, cond), nn.SiLU(), nn.Linear(cond, cond))
+        self.conv_in = conv3x3((config.num_context + 1) * config.img_channels, c0)
+        self.unet = UNet(cond, config.channels, config.depths, config.attn_depths)
+        self.norm_out = group_norm(c0)
+        self.conv_out = conv3x3(c0, config.img_channels)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def scalings(self, sigma: torch.Tensor) -> EdmScalings:
+        """:func:`edm_scalings` with this model's ``sigma_data`` and offset-noise std."""
+        return edm_scalings(sigma, self.config.sigma_data, self.config.sigma_offset_noise)
+
+    def _check_context(self, obs_ctx: torch.Tensor, act_ctx: torch.Tensor, x: torch.Tensor) -> None:
+        cfg = self.config
+        expected = (x.shape[0], cfg.num_context, cfg.img_channels, *x.shape[-2:])
+        if tuple(obs_ctx.shape) != expected:
+            raise ValueError(f"obs_ctx: expected shape {expected}, got {tuple(obs_ctx.shape)}")
+        if tuple(act_ctx.shape) != expected[:2]:
+            raise ValueError(f"act_ctx: expected shape {expected[:2]}, got {tuple(act_ctx.shape)}")
+        if act_ctx.dtype != torch.int64:
+            raise TypeError(f"act_ctx: expected dtype torch.int64, got {act_ctx.dtype}")
+
+    def network(
+        self,
+        x_in: torch.Tensor,
+        c_noise: torch.Tensor,
+        obs_ctx: torch.Tensor,
+        act_ctx: torch.Tensor,
+    ) -> torch.Tensor:
+        """Raw network ``F``: scaled noisy frame ``x_in`` (B, 3, H, W), ``c_noise`` (B,),
+        context frames (B, L, 3, H, W) in [-1, 1], actions (B, L) int64 -> (B, 3, H, W)."""
+        cond = self.noise_emb(c_noise) + self.act_emb(act_ctx).flatten(1)
+        cond = self.cond_proj(cond)
+        ctx = obs_ctx.flatten(1, 2) / self.config.sigma_data
+        h = self.conv_in(torch.cat([ctx, x_in], dim=1))
+        h = self.unet(h, cond)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+    def denoise(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        obs_ctx: torch.Tensor,
+        act_ctx: torch.Tensor,
+    ) -> torch.Tensor:
+        """Denoised estimate ``D = c_skip x + c_out F`` of the next frame (B, 3, H, W).
+
+        ``x`` (B, 3, H, W) noisy frame, ``sigma`` (B,) or scalar noise level, ``obs_ctx``
+        (B, L, 3, H, W) float in [-1, 1], ``act_ctx`` (B, L) int64 (``act_ctx[:, -1]`` is the
+        action taken at the last context frame). No clamping or quantisation here.
+        """
+        self._check_context(obs_ctx, act_ctx, x)
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        sc = self.scalings(sigma)
+        out = self.network(_image(sc.c_in) * x, sc.c_noise, obs_ctx, act_ctx)
+        return _image(sc.c_skip) * x + _image(sc.c_out) * out
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        obs_ctx: torch.Tensor,
+        act_ctx: torch.Tensor,
+    ) -> torch.Tensor:
+        """Same as :meth:`denoise`."""
+        return self.denoise(x, sigma, obs_ctx, act_ctx)
+
+    def sample_training_sigma(
+        self, batch_size: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Training noise levels (B,): ``ln σ ~ N(loc, scale²)`` clipped to [min, max]."""
+        cfg = self.config
+        z = draw_normal((batch_size,), device, generator)
+        sigma = (cfg.train_log_sigma_loc + cfg.train_log_sigma_scale * z).exp()
+        return sigma.clamp(cfg.train_sigma_min, cfg.train_sigma_max)
+
+    def compute_loss(
+        self,
+        obs_ctx: torch.Tensor,
+        act_ctx: torch.Tensor,
+        target: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """EDM loss: MSE between ``F`` and ``(x0 - c_skip x) / c_out`` (a scalar tensor).
+
+        ``obs_ctx`` (B, L, 3, H, W) and ``target`` (B, 3, H, W) float in [-1, 1]; ``act_ctx``
+        (B, L) int64; ``mask`` (B,) bool, False excludes a sample (a padded target). The noisy
+        input is ``x = x0 + offset + σ ε`` with a per-sample, per-channel offset ~ N(0, σ_off²).
+        Returns 0 (still differentiable) when every sample is masked.
+        """
+        self._check_context(obs_ctx, act_ctx, target)
+        b, c = target.shape[:2]
+        sigma = self.sample_training_sigma(b, target.device, generator)
+        offset = self.config.sigma_offset_noise * draw_normal((b, c, 1, 1), target.device, generator)
+        eps = draw_normal(tuple(target.shape), target.device, generator)
+        x = target + offset + _image(sigma) * eps
+        sc = self.scalings(sigma)
+        out = self.network(_image(sc.c_in) * x, sc.c_noise, obs_ctx, act_ctx)
+        goal = (target - _image(sc.c_skip) * x) / _image(sc.c_out)
+        per_sample = (out - goal).pow(2).flatten(1).mean(dim=1)
+        if mask is None:
+            return per_sample.mean()
+        if tuple(mask.shape) != (b,) or mask.dtype != torch.bool:
+            raise ValueError(
+                f"mask: expected a bool tensor of shape ({b},), got {mask.dtype} "
+                f"{tuple(mask.shape)}"
+            )
+        weights = mask.to(per_sample.dtype)
+        return (per_sample * weights).sum() / weights.sum().clamp(min=1.0)

@@ -1,0 +1,96 @@
+"""Karras et al. (2022) samplers as pure functions of a ``denoise(x, sigma) -> D`` callable.
+
+``x`` and ``D`` are float ``(B, 3, H, W)``; ``sigma`` is float ``(B,)`` (every sample shares the
+current noise level). The callable closes over whatever it conditions on (past frames, actions).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from diamond_env.config import SamplerConfig
+from diamond_env.frames import quantize
+
+DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``denoise(x (B, C, H, W), sigma (B,)) -> D (B, C, H, W)``: the denoised estimate."""
+
+
+def draw_normal(
+    shape: tuple[int, ...], device: torch.device | str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Standard normal float32 tensor on ``device``, drawn from ``generator`` when given.
+
+    The draw happens on the generator's own device (then moves), so a CPU generator gives the
+    same numbers whatever device the result lives on.
+    """
+    if generator is None:
+        return torch.randn(shape, device=device)
+    return torch.randn(shape, generator=generator, device=generator.device).to(device)
+
+
+def karras_sigmas(
+    num_steps: int,
+    sigma_min: float,
+    sigma_max: float,
+    rho: float,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Noise levels ``(num_steps + 1,)`` float32: ``num_steps`` levels from ``sigma_max`` down to
+    ``sigma_min`` evenly spaced in ``sigma ** (1 / rho)``, then a final 0."""
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps: expected an int >= 1, got {num_steps!r}")
+    if not 0.0 < sigma_min <= sigma_max:
+        raise ValueError(
+            f"sigma_min, sigma_max: expected 0 < sigma_min <= sigma_max, got {sigma_min}, "
+            f"{sigma_max}"
+        )
+    if rho <= 0:
+        raise ValueError(f"rho: expected > 0, got {rho}")
+    ramp = torch.linspace(0.0, 1.0, num_steps, dtype=torch.float64)
+    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    sigmas = (hi + ramp * (lo - hi)) ** rho
+    return torch.cat([sigmas, sigmas.new_zeros(1)]).to(device=device, dtype=torch.float32)
+
+
+def _check_config(cfg: SamplerConfig) -> None:
+    if cfg.method not in ("euler", "heun"):
+        raise ValueError(f"sampler.method: expected 'euler' or 'heun', got {cfg.method!r}")
+    if cfg.s_churn < 0:
+        raise ValueError(f"sampler.s_churn: expected >= 0, got {cfg.s_churn}")
+
+
+def sample(
+    denoise: DenoiseFn,
+    noise: torch.Tensor,
+    cfg: SamplerConfig,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Integrate the probability-flow ODE from ``sigma_max * noise`` to sigma = 0.
+
+    ``noise`` is standard normal (B, C, H, W); callers draw it to control randomness. Euler steps
+    (``cfg.method == "euler"``) or Heun's second-order correction (Euler on the last step to 0).
+    With ``cfg.s_churn > 0`` noise is re-injected (drawn from ``generator``) at levels in
+    ``[s_tmin, s_tmax]``. Returns float (B, C, H, W) clamped to [-1, 1] and quantised to the
+    256 levels of a uint8 frame.
+    """
+    _check_config(cfg)
+    sigmas = karras_sigmas(cfg.num_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho, "cpu").tolist()
+    gamma_max = min(cfg.s_churn / cfg.num_steps, math.sqrt(2.0) - 1.0)
+    batch = noise.shape[0]
+    x = cfg.sigma_max * noise
+    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+        gamma = gamma_max if cfg.s_tmin <= sigma <= cfg.s_tmax else 0.0
+        sigma_hat = sigma * (1.0 + gamma)
+        if gamma > 0.0:
+            extra = draw_normal(tuple(x.shape), x.device, generator).to(x.dtype)
+            x = x + cfg.s_noise * math.sqrt(sigma_hat**2 - sigma**2) * extra
+        slope = (x - denoise(x, x.new_full((batch,), sigma_hat))) / sigma_hat
+        x_next = x + (sigma_next - sigma_hat) * slope
+        if cfg.method == "heun" and sigma_next > 0.0:
+            slope_next = (x_next - denoise(x_next, x.new_full((batch,), sigma_next))) / sigma_next
+            x_next = x + (sigma_next - sigma_hat) * 0.5 * (slope + slope_next)
+        x = x_next
+    return quantize(x)
