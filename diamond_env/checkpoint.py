@@ -1,0 +1,95 @@
+"""Atomic files and resume state.
+
+Inference artifacts (safetensors + JSON) are written by the models themselves; this module holds
+the shared atomic-write helpers and the *resume* state of a training run (optimiser states,
+counters, RNG states), saved with ``torch.save`` and read back with ``weights_only=True`` so that
+loading never unpickles code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with tmp_path.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
+
+
+def rng_state() -> dict[str, Any]:
+    """The states of Python's, NumPy's and torch's global generators (tensors and plain types)."""
+    np_state: tuple[Any, ...] = tuple(np.random.get_state(legacy=True))  # type: ignore[arg-type]
+    return {
+        "python": repr(random.getstate()),
+        "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    import ast
+
+    py_state = ast.literal_eval(state["python"])
+    random.setstate((py_state[0], tuple(py_state[1]), py_state[2]))
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(state["numpy_pos"]), 0, 0.0))
+    torch.set_rng_state(state["torch"])
+
+
+def seed_everything(seed: int) -> None:
+    """One seed for Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def save_resume_state(path: Path, state: dict[str, Any]) -> None:
+    """Save a resume state (tensors, numbers, strings, nested dicts/lists) atomically."""
+    atomic_write(path, lambda p: torch.save(state, p))
+
+
+def load_resume_state(path: Path) -> dict[str, Any]:
+    """Load a resume state without unpickling code (``weights_only=True``).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is damaged or holds something other than plain data.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no resume state at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for damaged files
+        raise ValueError(f"resume state {path} is damaged or not a resume state: {err}") from err
+    if not isinstance(state, dict):
+        raise ValueError(f"resume state {path}: expected a dict, got {type(state).__name__}")
+    return state
