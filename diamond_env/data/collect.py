@@ -145,8 +145,12 @@ class Collector:
             ):
                 done_games = self._step(policy, epsilon, stats)
                 bar.update(self.env.num_envs if steps is not None else done_games)
-                if stats.game_returns:
-                    bar.set_postfix(games=stats.games_finished, last_return=stats.game_returns[-1])
+                if done_games:
+                    bar.set_postfix(
+                        games=stats.games_finished,
+                        last_return=stats.game_returns[-1],
+                        refresh=False,
+                    )
         self.flush()
         stats.seconds = time.perf_counter() - start
         return stats
