@@ -63,6 +63,19 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from diamond_env.bench import format_results, run_bench
+
+    results = run_bench(quick=args.quick, game=args.game)
+    print(format_results(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diamond-env",
@@ -83,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the env and the policy")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_collect)
+
+    p = sub.add_parser("bench", help="measure throughput and print the figures")
+    p.add_argument("--quick", action="store_true", help="short measurements (a few minutes)")
+    p.add_argument("--game", default="Breakout", help="game for the real-env figures")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 
