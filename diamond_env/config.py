@@ -193,16 +193,16 @@ def _tiny() -> Config:
     return Config(
         preset="tiny",
         denoiser=DenoiserConfig(
-            channels=(16, 16),
-            depths=(1, 1),
-            attn_depths=(False, False),
+            channels=(16, 16, 16, 16),
+            depths=(1, 1, 1, 1),
+            attn_depths=(False, False, False, False),
             cond_channels=32,
             action_emb_dim=8,
         ),
         rew_end=RewEndConfig(
-            channels=(8, 8),
-            depths=(1, 1),
-            attn_depths=(False, False),
+            channels=(8, 8, 8, 8),
+            depths=(1, 1, 1, 1),
+            attn_depths=(False, False, False, False),
             cond_channels=16,
             lstm_dim=32,
         ),

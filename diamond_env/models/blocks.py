@@ -7,9 +7,10 @@ float ``(B, C, H, W)``.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,14 @@ def group_norm(channels: int, affine: bool = True) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups(channels), channels, eps=GN_EPS, affine=affine)
 
 
+def zero_init(conv: nn.Conv2d) -> nn.Conv2d:
+    """Set the weight and bias of ``conv`` to zero (in place) and return it."""
+    nn.init.zeros_(conv.weight)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     """3x3 convolution with padding 1 (keeps the size when ``stride`` is 1, halves it at 2)."""
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1)
@@ -46,7 +55,10 @@ class AdaGroupNorm(nn.Module):
         self.linear = nn.Linear(cond_channels, 2 * channels)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, C, H, W), ``cond`` (B, cond_channels) -> (B, C, H, W): ``x̂ (1 + scale) + shift``."""
+        """``x`` (B, C, H, W), ``cond`` (B, cond_channels) -> (B, C, H, W).
+
+        Returns ``normalised(x) * (1 + scale) + shift``.
+        """
         scale, shift = self.linear(cond)[:, :, None, None].chunk(2, dim=1)
         return self.norm(x) * (1.0 + scale) + shift
 
@@ -63,18 +75,16 @@ class SelfAttention2d(nn.Module):
         self.num_heads = channels // head_dim
         self.norm = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, kernel_size=1)
-        self.out = nn.Conv2d(channels, channels, kernel_size=1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.out = zero_init(nn.Conv2d(channels, channels, kernel_size=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
         b, c, h, w = x.shape
         qkv = self.qkv(self.norm(x)).view(b, 3, self.num_heads, c // self.num_heads, h * w)
-        q, k, v = qkv.unbind(dim=1)  # each (B, heads, head_dim, HW)
-        scores = q.transpose(-1, -2) @ k / math.sqrt(q.shape[-2])  # (B, heads, HW, HW)
-        y = v @ scores.softmax(dim=-1).transpose(-1, -2)  # (B, heads, head_dim, HW)
-        return x + self.out(y.reshape(b, c, h, w))
+        q, k, v = qkv.transpose(-1, -2).unbind(dim=1)  # each (B, heads, HW, head_dim)
+        y = F.scaled_dot_product_attention(q, k, v)  # softmax(q kᵀ / sqrt(head_dim)) v
+        y = y.transpose(-1, -2).reshape(b, c, h, w)
+        return x + self.out(y)
 
 
 class ResBlock(nn.Module):
@@ -91,9 +101,7 @@ class ResBlock(nn.Module):
         self.norm1 = AdaGroupNorm(in_channels, cond_channels)
         self.conv1 = conv3x3(in_channels, out_channels)
         self.norm2 = AdaGroupNorm(out_channels, cond_channels)
-        self.conv2 = conv3x3(out_channels, out_channels)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
+        self.conv2 = zero_init(conv3x3(out_channels, out_channels))
         self.attn: nn.Module = SelfAttention2d(out_channels) if attn else nn.Identity()
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -108,6 +116,8 @@ class FourierFeatures(nn.Module):
 
     The frequencies are a persistent buffer, so they travel with the weights.
     """
+
+    freqs: torch.Tensor
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -153,7 +163,9 @@ def check_levels(
             f"{len(channels)}, {len(depths)} and {len(attn_depths)}"
         )
     if min(depths) < 1 or min(channels) < 1:
-        raise ValueError(f"{where}: expected positive depths and channels, got {depths}, {channels}")
+        raise ValueError(
+            f"{where}: expected positive depths and channels, got {depths}, {channels}"
+        )
 
 
 class UNet(nn.Module):
@@ -204,7 +216,7 @@ class UNet(nn.Module):
             if i > 0:
                 x = self.downsamples[i - 1](x)
             skips.append(x)
-            for block in level:
+            for block in cast(nn.ModuleList, level):
                 x = block(x, cond)
                 skips.append(x)
         for block in self.mid:
@@ -212,7 +224,7 @@ class UNet(nn.Module):
         for i, level in enumerate(self.up):
             if i > 0:
                 x = self.upsamples[i - 1](x)
-            for block in level:
+            for block in cast(nn.ModuleList, level):
                 x = block(torch.cat([x, skips.pop()], dim=1), cond)
         return x
 
@@ -223,12 +235,16 @@ def count_params(module: nn.Module) -> int:
 
 
 def count_flops(module: nn.Module, inputs: Sequence[Any]) -> int:
-    """FLOPs of one call ``module(*inputs)`` under ``torch.utils.flop_counter.FlopCounterMode``.
+    """FLOPs of one call ``module(*inputs)``, counted by PyTorch's ``FlopCounterMode``.
 
-    The counter counts a multiply-add as 2 FLOPs and only counts matrix products and convolutions
-    (norms, activations, softmax and interpolation are not included). Runs without gradients.
+    The count runs on copies of the module and of the tensor inputs on the ``meta`` device, so
+    nothing is computed and the fused attention kernels are counted too (PyTorch's CPU attention
+    kernel is not). A multiply-add counts as 2 FLOPs; only matrix products, convolutions and
+    attention are counted (norms, activations and interpolation are not).
     """
+    meta_module = copy.deepcopy(module).to("meta")
+    meta_inputs = [x.to("meta") if isinstance(x, torch.Tensor) else x for x in inputs]
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        module(*inputs)
+        meta_module(*meta_inputs)
     return int(counter.get_total_flops())

@@ -13,7 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from diamond_env.config import DenoiserConfig
-from diamond_env.models.blocks import FourierFeatures, UNet, check_levels, conv3x3, group_norm
+from diamond_env.models.blocks import (
+    FourierFeatures,
+    UNet,
+    check_levels,
+    conv3x3,
+    group_norm,
+    zero_init,
+)
 from diamond_env.models.sampler import draw_normal
 
 
@@ -28,9 +35,11 @@ class EdmScalings:
 
 
 def edm_scalings(sigma: torch.Tensor, sigma_data: float, sigma_offset: float) -> EdmScalings:
-    """Preconditioning for noise level ``sigma`` (B,) with offset noise folded into
-    ``s = sqrt(sigma² + sigma_offset²)``: ``c_in = 1/sqrt(s² + σd²)``, ``c_skip = σd²/(s² + σd²)``,
-    ``c_out = s σd / sqrt(s² + σd²)``, ``c_noise = ln(s) / 4``."""
+    """Preconditioning for noise level ``sigma`` (B,), offset noise folded into ``s``.
+
+    With ``s = sqrt(sigma² + sigma_offset²)``: ``c_in = 1/sqrt(s² + σd²)``,
+    ``c_skip = σd²/(s² + σd²)``, ``c_out = s σd / sqrt(s² + σd²)``, ``c_noise = ln(s) / 4``.
+    """
     s2 = sigma.pow(2) + sigma_offset**2
     total = s2 + sigma_data**2
     return EdmScalings(
@@ -69,9 +78,7 @@ class Denoiser(nn.Module):
         self.conv_in = conv3x3((config.num_context + 1) * config.img_channels, c0)
         self.unet = UNet(cond, config.channels, config.depths, config.attn_depths)
         self.norm_out = group_norm(c0)
-        self.conv_out = conv3x3(c0, config.img_channels)
-        nn.init.zeros_(self.conv_out.weight)
-        nn.init.zeros_(self.conv_out.bias)
+        self.conv_out = zero_init(conv3x3(c0, config.img_channels))
 
     def scalings(self, sigma: torch.Tensor) -> EdmScalings:
         """:func:`edm_scalings` with this model's ``sigma_data`` and offset-noise std."""
@@ -159,7 +166,9 @@ class Denoiser(nn.Module):
         self._check_context(obs_ctx, act_ctx, target)
         b, c = target.shape[:2]
         sigma = self.sample_training_sigma(b, target.device, generator)
-        offset = self.config.sigma_offset_noise * draw_normal((b, c, 1, 1), target.device, generator)
+        offset = self.config.sigma_offset_noise * draw_normal(
+            (b, c, 1, 1), target.device, generator
+        )
         eps = draw_normal(tuple(target.shape), target.device, generator)
         x = target + offset + _image(sigma) * eps
         sc = self.scalings(sigma)

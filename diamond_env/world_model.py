@@ -1,0 +1,360 @@
+"""The world model: denoiser + reward/termination model + sampler behind one ``step()``, and its
+self-describing checkpoint directory.
+
+Frames given to and returned by the model are float ``(..., 3, 64, 64)`` in [-1, 1]; stored
+context frames are uint8 ``(..., 64, 64, 3)``. A checkpoint directory holds ``model.safetensors``
+(weights), ``contexts.safetensors`` (real starting contexts) and ``config.json`` (everything needed
+to rebuild the modules); nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from diamond_env import __version__
+from diamond_env.config import IMG_SIZE, Config, SamplerConfig
+from diamond_env.frames import quantize
+from diamond_env.models.denoiser import Denoiser
+from diamond_env.models.rew_end import LstmState, RewEndModel
+from diamond_env.models.sampler import draw_normal, sample
+
+FORMAT_VERSION = 1
+"""Checkpoint layout version written by :meth:`WorldModel.save`; newer ones are refused."""
+
+MODEL_FILE = "model.safetensors"
+CONTEXTS_FILE = "contexts.safetensors"
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class ContextBank:
+    """Real starting contexts recorded with the checkpoint.
+
+    ``obs`` uint8 (K, L, 64, 64, 3); ``act`` int64 (K, L), where ``act[:, i]`` is the action taken
+    at ``obs[:, i]``. Kept on the CPU.
+    """
+
+    obs: torch.Tensor
+    act: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.obs.shape[0])
+
+    @classmethod
+    def empty(cls, num_context: int, img_size: int = IMG_SIZE) -> ContextBank:
+        """A bank with no contexts."""
+        return cls(
+            obs=torch.zeros((0, num_context, img_size, img_size, 3), dtype=torch.uint8),
+            act=torch.zeros((0, num_context), dtype=torch.int64),
+        )
+
+    def validate(self, num_context: int, num_actions: int, img_size: int = IMG_SIZE) -> None:
+        """Raise ``TypeError``/``ValueError`` unless dtypes, shapes and action range are right."""
+        if self.obs.dtype != torch.uint8 or self.act.dtype != torch.int64:
+            raise TypeError(
+                f"contexts: expected obs uint8 and act int64, got {self.obs.dtype} and "
+                f"{self.act.dtype}"
+            )
+        k = self.obs.shape[0] if self.obs.ndim == 5 else -1
+        if tuple(self.obs.shape) != (k, num_context, img_size, img_size, 3):
+            raise ValueError(
+                f"contexts.obs: expected shape (K, {num_context}, {img_size}, {img_size}, 3), got "
+                f"{tuple(self.obs.shape)}"
+            )
+        if tuple(self.act.shape) != (k, num_context):
+            raise ValueError(
+                f"contexts.act: expected shape ({k}, {num_context}), got {tuple(self.act.shape)}"
+            )
+        if k > 0 and (int(self.act.min()) < 0 or int(self.act.max()) >= num_actions):
+            raise ValueError(
+                f"contexts.act: expected actions in [0, {num_actions}), got range "
+                f"[{int(self.act.min())}, {int(self.act.max())}]"
+            )
+
+
+@dataclass(frozen=True)
+class WorldModelStep:
+    """One imagined transition for N environments.
+
+    ``next_obs`` float (N, 3, H, W) in [-1, 1] on the 256 uint8 levels; ``reward`` float32 (N,);
+    ``termination`` bool (N,); ``state`` the reward/end LSTM state after the transition.
+    """
+
+    next_obs: torch.Tensor
+    reward: torch.Tensor
+    termination: torch.Tensor
+    state: LstmState
+
+
+class WorldModel(nn.Module):
+    """Denoiser + reward/termination model + sampler settings for one game."""
+
+    def __init__(
+        self,
+        config: Config,
+        game: str,
+        action_meanings: Sequence[str],
+        contexts: ContextBank | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(game, str) or not game:
+            raise ValueError(f"game: expected a non-empty str, got {game!r}")
+        meanings = list(action_meanings)
+        if not meanings or not all(isinstance(m, str) for m in meanings):
+            raise ValueError(f"action_meanings: expected a non-empty list of str, got {meanings!r}")
+        self.config = config
+        self.game = game
+        self.action_meanings = meanings
+        self.num_actions = len(meanings)
+        self.num_context = config.denoiser.num_context
+        self.sampler_config: SamplerConfig = config.sampler
+        self.denoiser = Denoiser(config.denoiser, self.num_actions)
+        self.rew_end = RewEndModel(config.rew_end, self.num_actions)
+        bank = contexts if contexts is not None else ContextBank.empty(self.num_context)
+        bank.validate(self.num_context, self.num_actions)
+        self.contexts = bank
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _check_obs_act(self, obs: torch.Tensor, act: torch.Tensor) -> None:
+        expected = (self.num_context, self.config.denoiser.img_channels, IMG_SIZE, IMG_SIZE)
+        if obs.ndim != 5 or tuple(obs.shape[1:]) != expected:
+            raise ValueError(
+                f"obs: expected shape (N, {', '.join(map(str, expected))}), got {tuple(obs.shape)}"
+            )
+        if not obs.is_floating_point():
+            raise TypeError(f"obs: expected a float tensor in [-1, 1], got {obs.dtype}")
+        if act.dtype != torch.int64 or tuple(act.shape) != tuple(obs.shape[:2]):
+            raise ValueError(
+                f"act: expected int64 of shape {tuple(obs.shape[:2])}, got {act.dtype} "
+                f"{tuple(act.shape)}"
+            )
+
+    @torch.no_grad()
+    def burn_in(self, obs: torch.Tensor, act: torch.Tensor) -> LstmState:
+        """LSTM state after the L-1 real transitions inside a context.
+
+        ``obs`` (N, L, 3, H, W) float in [-1, 1], ``act`` (N, L) int64. Runs the reward/end model
+        on ``(obs[:, :-1], act[:, :-1], obs[:, 1:])``; returns ``(h, c)``, each (N, lstm_dim).
+        """
+        self._check_obs_act(obs, act)
+        if obs.shape[1] < 2:
+            zeros = obs.new_zeros((obs.shape[0], self.config.rew_end.lstm_dim))
+            return zeros, zeros.clone()
+        _, _, state = self.rew_end(obs[:, :-1], act[:, :-1], obs[:, 1:])
+        return state
+
+    @torch.no_grad()
+    def step(
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        state: LstmState | None,
+        *,
+        noise: torch.Tensor | None = None,
+        uniforms: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        sampler: SamplerConfig | None = None,
+        reward_mode: Literal["sample", "mean"] = "sample",
+    ) -> WorldModelStep:
+        """Imagine the next frame, reward and termination for N environments.
+
+        ``obs`` (N, L, 3, H, W) float in [-1, 1] and ``act`` (N, L) int64: the last L frames and
+        actions, ``act[:, -1]`` being the action taken now at ``obs[:, -1]``. ``state`` is the
+        reward/end LSTM state (from :meth:`burn_in` or the previous step; None = zeros).
+        ``noise`` (N, 3, H, W) standard normal starts the sampler; ``uniforms`` (N, 2) in [0, 1)
+        draw the reward class and termination. Missing ones are drawn from ``generator`` (noise
+        first, then uniforms). ``reward_mode="mean"`` gives p(+1) - p(-1) and ends when
+        p(end) > 0.5. The context buffers are not rolled here.
+        """
+        self._check_obs_act(obs, act)
+        if reward_mode not in ("sample", "mean"):
+            raise ValueError(f"reward_mode: expected 'sample' or 'mean', got {reward_mode!r}")
+        n, device = obs.shape[0], obs.device
+        frame_shape = (n, *obs.shape[2:])
+        if noise is None:
+            noise = draw_normal(frame_shape, device, generator)
+        elif tuple(noise.shape) != frame_shape:
+            raise ValueError(f"noise: expected shape {frame_shape}, got {tuple(noise.shape)}")
+        if uniforms is None:
+            gen_device = device if generator is None else generator.device
+            uniforms = torch.rand((n, 2), generator=generator, device=gen_device).to(device)
+        elif tuple(uniforms.shape) != (n, 2):
+            raise ValueError(f"uniforms: expected shape ({n}, 2), got {tuple(uniforms.shape)}")
+
+        def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            return quantize(self.denoiser.denoise(x, sigma, obs, act))
+
+        cfg = sampler if sampler is not None else self.sampler_config
+        next_obs = sample(denoise, noise.to(device, obs.dtype), cfg, generator)
+        logits_rew, logits_end, new_state = self.rew_end(
+            obs[:, -1:], act[:, -1:], next_obs[:, None], state
+        )
+        p_rew = logits_rew[:, 0].float().softmax(dim=-1)  # (N, 3) for rewards -1, 0, +1
+        p_end = logits_end[:, 0].float().softmax(dim=-1)[:, 1]
+        if reward_mode == "sample":
+            u = uniforms.to(device, torch.float32)
+            reward_class = (u[:, :1] >= p_rew.cumsum(dim=-1)[:, :-1]).sum(dim=-1)
+            reward = (reward_class - 1).to(torch.float32)
+            termination = u[:, 1] < p_end
+        else:
+            reward = p_rew[:, 2] - p_rew[:, 0]
+            termination = p_end > 0.5
+        return WorldModelStep(next_obs, reward, termination, new_state)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the checkpoint directory ``path`` atomically (build in a temp dir, then rename);
+        an existing checkpoint there is replaced. Returns the path."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            weights = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+            save_file(weights, str(tmp / MODEL_FILE), metadata={"format": "pt"})
+            bank = {
+                "obs": self.contexts.obs.cpu().contiguous(),
+                "act": self.contexts.act.cpu().contiguous(),
+            }
+            save_file(bank, str(tmp / CONTEXTS_FILE), metadata={"format": "pt"})
+            (tmp / CONFIG_FILE).write_text(json.dumps(self._describe(), indent=2) + "\n")
+            if target.exists():
+                old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    def _describe(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "diamond_env_version": __version__,
+            "game": self.game,
+            "num_actions": self.num_actions,
+            "action_meanings": self.action_meanings,
+            "obs_shape": [IMG_SIZE, IMG_SIZE, self.config.denoiser.img_channels],
+            "num_context": self.num_context,
+            "config": self.config.to_dict(),
+        }
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        device: torch.device | str = "cpu",
+        expected_game: str | None = None,
+    ) -> WorldModel:
+        """Rebuild a world model from a checkpoint directory written by :meth:`save`.
+
+        Raises ``FileNotFoundError`` for a missing directory or file, ``ValueError`` for a corrupt
+        file, a key/shape mismatch, a newer ``format_version`` or a game other than
+        ``expected_game``. The contexts stay on the CPU; the modules go to ``device``.
+        """
+        root = Path(path)
+        hint = (
+            f"create one with `python train_wm.py --game {expected_game or '<Game>'} ...` "
+            "(it writes a world-model checkpoint directory)"
+        )
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"world-model checkpoint directory {root} does not exist; {hint}"
+            )
+        for name in (CONFIG_FILE, MODEL_FILE, CONTEXTS_FILE):
+            if not (root / name).is_file():
+                raise FileNotFoundError(f"checkpoint file {root / name} is missing; {hint}")
+        meta = _read_meta(root / CONFIG_FILE)
+        if expected_game is not None and meta["game"] != expected_game:
+            raise ValueError(
+                f"checkpoint {root} is a world model of {meta['game']!r}, expected "
+                f"{expected_game!r}"
+            )
+        try:
+            config = Config.from_dict(meta["config"])
+            model = cls(config, meta["game"], meta["action_meanings"])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{root / CONFIG_FILE}: invalid config ({err})") from err
+        if meta["num_actions"] != model.num_actions:
+            raise ValueError(
+                f"{root / CONFIG_FILE}: num_actions {meta['num_actions']} does not match "
+                f"{model.num_actions} action_meanings"
+            )
+        _load_weights(model, _read_tensors(root / MODEL_FILE), root / MODEL_FILE)
+        bank = _read_tensors(root / CONTEXTS_FILE)
+        if set(bank) != {"obs", "act"}:
+            raise ValueError(
+                f"{root / CONTEXTS_FILE}: expected keys ['act', 'obs'], got {sorted(bank)}"
+            )
+        contexts = ContextBank(obs=bank["obs"], act=bank["act"])
+        try:
+            contexts.validate(model.num_context, model.num_actions)
+        except TypeError as err:
+            raise ValueError(f"{root / CONTEXTS_FILE}: {err}") from err
+        model.contexts = contexts
+        return model.to(device)
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """Parse and check config.json; raises ``ValueError`` naming the file and the problem."""
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    required = ("format_version", "game", "num_actions", "action_meanings", "config")
+    missing = [key for key in required if key not in meta]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing}")
+    version = meta["format_version"]
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"{path}: format_version must be a positive int, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format_version {version} is newer than the supported {FORMAT_VERSION}; "
+            "upgrade diamond_env to load it"
+        )
+    return meta
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Copy ``tensors`` into ``model``; ``ValueError`` on any missing, extra or misshapen key."""
+    expected = model.state_dict()
+    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise ValueError(
+            f"{path}: weights do not match the config: missing {missing[:5]} "
+            f"({len(missing)}), unexpected {extra[:5]} ({len(extra)})"
+        )
+    for key, value in expected.items():
+        if tensors[key].shape != value.shape:
+            raise ValueError(
+                f"{path}: {key} has shape {tuple(tensors[key].shape)}, expected "
+                f"{tuple(value.shape)}"
+            )
+    model.load_state_dict(tensors, strict=True)
