@@ -24,42 +24,55 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
-    from diamond_env.atari import ATARI_SETTINGS, canonical_game, make_atari_env
-    from diamond_env.data.collect import Collector, RandomPolicy
-    from diamond_env.data.dataset import EpisodeDataset
+    from diamond_env.data.collect import collect_random_until
 
-    game = canonical_game(args.game)
-    env = make_atari_env(game, args.num_envs, train=True)
-    dataset = EpisodeDataset.open_or_create(
-        Path(args.out),
-        game=game,
-        settings=ATARI_SETTINGS,
-        num_actions=int(env.single_action_space.n),  # type: ignore[attr-defined]
-        action_meanings=env.get_action_meanings(),
-    )
-    missing = args.steps - dataset.num_steps
-    if missing <= 0:
+    dataset, stats = collect_random_until(
+        Path(args.out), args.game, args.steps,
+        num_envs=args.num_envs, seed=args.seed, progress=not args.quiet,
+    )  # fmt: skip
+    if stats is None:
         print(
             f"{args.out} already holds {dataset.num_steps} steps (>= {args.steps}); nothing to do"
         )
-        return 0
-    if dataset.num_steps:
-        print(f"{args.out} holds {dataset.num_steps} steps; collecting {missing} more")
-    # A rerun after an interruption must not replay the games it already holds.
-    seed = args.seed + dataset.num_steps
-    collector = Collector(env, dataset, seed=seed)
-    policy = RandomPolicy(int(env.single_action_space.n), seed=seed)  # type: ignore[attr-defined]
-    stats = collector.collect(policy, steps=missing, progress=not args.quiet)
-    env.close()
-    print(
-        f"collected {stats.steps} steps in {stats.seconds:.1f} s ({stats.steps_per_s:.0f} steps/s), "
-        f"{stats.games_finished} games finished"
-    )
+    else:
+        print(
+            f"collected {stats.steps} steps in {stats.seconds:.1f} s "
+            f"({stats.steps_per_s:.0f} steps/s), {stats.games_finished} games finished"
+        )
     info = dataset.info()
     print(
         f"dataset {args.out}: game {info['game']}, {info['num_steps']} steps, "
         f"{info['num_episodes']} episodes, reward signs {info['reward_counts']}"
     )
+    return 0
+
+
+def _cmd_eval_wm(args: argparse.Namespace) -> int:
+    import json
+
+    from diamond_env.data.dataset import EpisodeDataset
+    from diamond_env.training.wm_eval import evaluate_world_model
+    from diamond_env.world_model import WorldModel
+
+    dataset = EpisodeDataset.open(args.dataset)
+    wm = WorldModel.load(args.checkpoint, device=args.device, expected_game=dataset.game)
+    data = dataset.load_all()
+    grid = Path(args.grid) if args.grid else None
+    results = evaluate_world_model(
+        wm, data, seq_len=wm.config.loop.rew_end_seq_len, seed=args.seed,
+        batches=args.batches, grid_path=grid,
+    )  # fmt: skip
+    psnr = ", ".join(f"h={h}: {v:.2f} dB" for h, v in results["psnr"].items())
+    print(f"{dataset.game}: {data.num_steps} steps in {data.num_episodes} episodes")
+    print(f"denoising loss {results['denoising_loss']:.4f}")
+    print(f"open-loop PSNR {psnr or results.get('psnr_error')}")
+    print(f"reward accuracy {results['reward_accuracy']:.4f}, F1 {results['reward_f1']}")
+    print(f"end accuracy {results['end_accuracy']:.4f}, F1 {results['end_f1']}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
+    if grid:
+        print(f"wrote {grid}")
     return 0
 
 
@@ -96,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the env and the policy")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_collect)
+
+    p = sub.add_parser("eval-wm", help="held-out fidelity of a world model on a dataset")
+    p.add_argument("--checkpoint", required=True, help="world-model checkpoint directory")
+    p.add_argument("--dataset", required=True, help="episode dataset (held-out play)")
+    p.add_argument("--out", default=None, help="write the figures to this JSON file")
+    p.add_argument("--grid", default=None, help="write a real-vs-imagined PNG here")
+    p.add_argument("--batches", type=_positive_int, default=8, help="batches of 32 segments")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_eval_wm)
 
     p = sub.add_parser("bench", help="measure throughput and print the figures")
     p.add_argument("--quick", action="store_true", help="short measurements (a few minutes)")

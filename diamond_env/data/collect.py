@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
 
-from diamond_env.atari import RealAtariVectorEnv
+from diamond_env.atari import (
+    ATARI_SETTINGS,
+    RealAtariVectorEnv,
+    action_meanings,
+    canonical_game,
+    make_atari_env,
+)
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.data.episode import Episode
 
@@ -201,3 +208,51 @@ class Collector:
         """Write every game in progress to the dataset (the games go on)."""
         for i in range(self.env.num_envs):
             self._write(i)
+
+
+def open_game_dataset(root: Path, game: str) -> EpisodeDataset:
+    """Open (or start) the dataset of real ``game`` play in ``root`` with SPEC §1 settings.
+
+    Raises:
+        ValueError: ``root`` holds a dataset of another game or other env settings.
+    """
+    meanings = action_meanings(game)
+    return EpisodeDataset.open_or_create(
+        root,
+        game=canonical_game(game),
+        settings=ATARI_SETTINGS,
+        num_actions=len(meanings),
+        action_meanings=meanings,
+    )
+
+
+def collect_random_until(
+    root: Path,
+    game: str,
+    steps: int,
+    *,
+    num_envs: int = 1,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[EpisodeDataset, CollectStats | None]:
+    """Top the dataset in ``root`` up to ``steps`` steps of random play (None: already there).
+
+    A rerun after an interruption collects only what is missing, from fresh games seeded with
+    ``seed + steps already held`` so it does not replay the games it holds.
+    """
+    if steps <= 0:
+        raise ValueError(f"steps: expected a positive int, got {steps}")
+    dataset = open_game_dataset(root, game)
+    missing = steps - dataset.num_steps
+    if missing <= 0:
+        return dataset, None
+    seed = seed + dataset.num_steps
+    env = make_atari_env(dataset.game, num_envs, train=True)
+    try:
+        collector = Collector(env, dataset, seed=seed)
+        stats = collector.collect(
+            RandomPolicy(dataset.num_actions, seed=seed), steps=missing, progress=progress
+        )
+    finally:
+        env.close()
+    return dataset, stats

@@ -1,0 +1,226 @@
+"""World-model training from real play: the library side of ``train_wm.py``.
+
+A run directory holds ``options.json`` (what the run was asked to do), ``dataset/`` (when the run
+collected its own data), ``world_model/`` (the inference checkpoint, kept up to date),
+``resume.pt`` (weights, optimisers, counters and RNG states, read with ``weights_only=True``),
+``metrics.jsonl``, ``tensorboard/``, ``eval_wm.json`` and ``real_vs_imagined.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from diamond_env.checkpoint import (
+    atomic_write_json,
+    load_resume_state,
+    rng_state,
+    save_resume_state,
+    seed_everything,
+    set_rng_state,
+)
+from diamond_env.config import IMG_SIZE, Config, get_preset
+from diamond_env.data.collect import collect_random_until
+from diamond_env.data.dataset import EpisodeDataset
+from diamond_env.data.episode import FlatData
+from diamond_env.data.segments import SegmentSampler
+from diamond_env.metrics import MetricsLogger
+from diamond_env.options import opt
+from diamond_env.paths import default_run_dir
+from diamond_env.training.wm_eval import evaluate_world_model
+from diamond_env.training.wm_trainer import WorldModelTrainer, build_context_bank, split_episodes
+from diamond_env.world_model import WorldModel
+
+# Options that must not change when a run is resumed.
+_FIXED_ON_RESUME = ("game", "preset", "dataset", "real_steps", "seed", "test_fraction",
+                    "num_contexts")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainWMOptions:
+    """What ``python train_wm.py`` does; every field is a ``--flag``."""
+
+    game: str = opt("Breakout", "ALE game name")
+    preset: str = opt("tiny", "model sizes: tiny | small | paper")
+    run_dir: str | None = opt(
+        None, "output directory (default: $DIAMOND_ENV_HOME or runs, /<Game>)"
+    )
+    dataset: str | None = opt(
+        None, "episode dataset to train on; without it, --real-steps random steps are collected"
+    )
+    real_steps: int = opt(10_000, "random-policy steps to collect when no --dataset is given")
+    steps: int = opt(1_000, "gradient steps of each network; a resumed run continues up to it")
+    resume: bool = opt(False, "continue the run in --run-dir where it stopped")
+    device: str = opt("cpu", "torch device: cpu | cuda")
+    seed: int = opt(0, "seed of data sampling, model initialisation and noise")
+    save_every: int = opt(200, "gradient steps between checkpoint saves")
+    eval_every: int = opt(500, "gradient steps between held-out evaluations (0: only at the end)")
+    log_every: int = opt(10, "gradient steps between metrics.jsonl records")
+    test_fraction: float = opt(0.1, "share of the episodes (the latest) held out for evaluation")
+    num_contexts: int = opt(256, "real starting contexts stored in the checkpoint")
+    num_envs: int = opt(1, "real games played at once when collecting")
+    progress: bool = opt(True, "show progress bars")
+    max_minutes: float = opt(
+        0.0, "stop (save, evaluate) after this much training time; 0: no limit"
+    )
+
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else default_run_dir(self.game)
+
+    def validate(self) -> None:
+        get_preset(self.preset)
+        for name in ("steps", "real_steps", "save_every", "log_every", "num_contexts", "num_envs"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every: expected >= 0, got {self.eval_every}")
+
+
+def _check_run_dir(opts: TrainWMOptions, run_dir: Path) -> None:
+    saved_path = run_dir / "options.json"
+    if not opts.resume:
+        if (run_dir / "resume.pt").exists():
+            raise ValueError(
+                f"{run_dir} already holds a run; pass --resume to continue it or choose another "
+                "--run-dir"
+            )
+        return
+    if not (run_dir / "resume.pt").exists():
+        raise FileNotFoundError(f"--resume: no resume state in {run_dir} (resume.pt is missing)")
+    saved = json.loads(saved_path.read_text())
+    now = dataclasses.asdict(opts)
+    diffs = [f"{k}: run has {saved.get(k)!r}, got {now[k]!r}" for k in _FIXED_ON_RESUME
+             if saved.get(k) != now[k]]  # fmt: skip
+    if diffs:
+        raise ValueError("--resume with a different configuration: " + "; ".join(diffs))
+
+
+def _load_data(opts: TrainWMOptions, run_dir: Path) -> EpisodeDataset:
+    if opts.dataset is not None:
+        dataset = EpisodeDataset.open(opts.dataset)
+        if dataset.game.lower() != opts.game.replace("_", "").lower():
+            raise ValueError(f"dataset {opts.dataset} holds {dataset.game}, not {opts.game}")
+    else:
+        dataset, _ = collect_random_until(
+            run_dir / "dataset", opts.game, opts.real_steps, num_envs=opts.num_envs,
+            seed=opts.seed, progress=opts.progress,
+        )  # fmt: skip
+    if tuple(dataset.frame_shape) != (IMG_SIZE, IMG_SIZE, 3):
+        raise ValueError(
+            f"dataset frames: expected shape ({IMG_SIZE}, {IMG_SIZE}, 3), got {dataset.frame_shape}"
+        )
+    return dataset
+
+
+def _samplers(config: Config, data: FlatData, seed: int) -> tuple[SegmentSampler, SegmentSampler]:
+    weights = config.loop.recency_weights
+    den = SegmentSampler(data, config.loop.denoiser_seq_len, pad_after_end=False,
+                         recency_weights=weights, seed=seed + 1)  # fmt: skip
+    re = SegmentSampler(data, config.loop.rew_end_seq_len, pad_after_end=True,
+                        recency_weights=weights, seed=seed + 2)  # fmt: skip
+    return den, re
+
+
+def _save(
+    run_dir: Path, wm: WorldModel, trainer: WorldModelTrainer, samplers: tuple[Any, ...]
+) -> None:
+    wm.save(run_dir / "world_model")
+    state = trainer.state_dict()
+    state["rng"] = rng_state()
+    state["samplers"] = [s.rng.bit_generator.state for s in samplers]
+    save_resume_state(run_dir / "resume.pt", state)
+
+
+def train_world_model(opts: TrainWMOptions) -> dict[str, Any]:
+    """Run (or resume) world-model training; returns the final held-out evaluation."""
+    opts.validate()
+    run_dir = opts.resolved_run_dir()
+    _check_run_dir(opts, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "options.json", dataclasses.asdict(opts))
+    config = get_preset(opts.preset)
+    seed_everything(opts.seed)
+    dataset = _load_data(opts, run_dir)
+    split = split_episodes(dataset.num_episodes, opts.test_fraction)
+    train_data = dataset.load_all(split.train)
+    test_data = dataset.load_all(split.test) if split.test else train_data
+    bank = build_context_bank(train_data, opts.num_contexts, config.denoiser.num_context,
+                              np.random.default_rng(opts.seed))  # fmt: skip
+    wm = WorldModel(config, dataset.game, dataset.action_meanings, bank)
+    device = torch.device(opts.device)
+    wm.to(device)
+    trainer = WorldModelTrainer(wm, config, device)
+    samplers = _samplers(config, train_data, opts.seed)
+    if opts.resume:
+        state = load_resume_state(run_dir / "resume.pt")
+        trainer.load_state_dict(state)
+        for sampler, s in zip(samplers, state["samplers"], strict=True):
+            sampler.rng.bit_generator.state = s
+        set_rng_state(state["rng"])
+    with MetricsLogger(run_dir) as log:
+        _loop(opts, run_dir, wm, trainer, samplers, test_data, log)
+        results = evaluate_world_model(
+            wm, test_data, seq_len=config.loop.rew_end_seq_len, seed=opts.seed,
+            grid_path=run_dir / "real_vs_imagined.png",
+        )  # fmt: skip
+        log.log(trainer.grad_steps, _scalars(results), kind="eval")
+    results["grad_steps"] = trainer.grad_steps
+    results["test_episodes"] = len(split.test)
+    atomic_write_json(run_dir / "eval_wm.json", results)
+    return results
+
+
+def _loop(
+    opts: TrainWMOptions,
+    run_dir: Path,
+    wm: WorldModel,
+    trainer: WorldModelTrainer,
+    samplers: tuple[SegmentSampler, SegmentSampler],
+    test_data: FlatData,
+    log: MetricsLogger,
+) -> None:
+    seq_len = trainer.config.loop.rew_end_seq_len
+    deadline = time.monotonic() + 60 * opts.max_minutes if opts.max_minutes > 0 else float("inf")
+    bar = tqdm(total=opts.steps, initial=trainer.grad_steps, unit="step", desc="world model",
+               disable=not opts.progress)  # fmt: skip
+    while trainer.grad_steps < opts.steps:
+        metrics = trainer.train_step(*samplers)
+        step = trainer.grad_steps
+        bar.update(1)
+        if step % opts.log_every == 0 or step == opts.steps or time.monotonic() > deadline:
+            log.log(step, metrics)
+            bar.set_postfix(den=metrics["denoiser/loss"], rew_end=metrics["rew_end/loss"],
+                            refresh=False)  # fmt: skip
+        if opts.eval_every and step % opts.eval_every == 0 and step < opts.steps:
+            results = evaluate_world_model(wm, test_data, seq_len=seq_len, seed=opts.seed,
+                                           batches=2, num_rollouts=8)  # fmt: skip
+            log.log(step, _scalars(results), kind="eval")
+        out_of_time = time.monotonic() > deadline
+        if step % opts.save_every == 0 or step == opts.steps or out_of_time:
+            _save(run_dir, wm, trainer, samplers)
+        if out_of_time:
+            break
+    bar.close()
+    if not (run_dir / "world_model").exists():
+        _save(run_dir, wm, trainer, samplers)
+
+
+def _scalars(results: dict[str, Any]) -> dict[str, float]:
+    """The numbers of an evaluation, flattened for metrics.jsonl and TensorBoard."""
+    out = {
+        "denoising_loss": results["denoising_loss"],
+        "reward_accuracy": results["reward_accuracy"],
+        "end_accuracy": results["end_accuracy"],
+    }
+    for key in ("reward_f1", "end_f1", "psnr"):
+        for cls, value in results.get(key, {}).items():
+            out[f"{key}/{cls}"] = value
+    return out

@@ -1,0 +1,133 @@
+"""Training steps of the world model's two networks, and what a checkpoint needs from the data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from diamond_env.config import Config
+from diamond_env.data.episode import FlatData
+from diamond_env.data.segments import SegmentSampler, to_torch
+from diamond_env.training.optim import make_optimizer, optimizer_step
+from diamond_env.world_model import ContextBank, WorldModel
+
+
+@dataclass(frozen=True)
+class Split:
+    """Episode indices (into a dataset's chronological episode list) for training and testing."""
+
+    train: list[int]
+    test: list[int]
+
+
+def split_episodes(num_episodes: int, test_fraction: float) -> Split:
+    """Hold out the last ``test_fraction`` of the episodes (at least one when there are two)."""
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes: expected >= 1, got {num_episodes}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction: expected a value in [0, 1), got {test_fraction}")
+    num_test = int(round(num_episodes * test_fraction))
+    if test_fraction > 0 and num_episodes >= 2:
+        num_test = max(1, num_test)
+    num_test = min(num_test, num_episodes - 1)
+    cut = num_episodes - num_test
+    return Split(train=list(range(cut)), test=list(range(cut, num_episodes)))
+
+
+def build_context_bank(
+    data: FlatData, num_contexts: int, num_context: int, rng: np.random.Generator
+) -> ContextBank:
+    """Draw ``num_contexts`` real windows of ``num_context`` frames (and the actions taken at them).
+
+    Windows lie fully inside one episode (no padding), chosen uniformly over valid positions.
+    """
+    starts = []
+    frame_starts, step_starts = data.frame_starts, data.step_starts
+    for e in range(data.num_episodes):
+        n_valid = int(data.lengths[e]) - num_context + 1  # windows whose actions all exist
+        if n_valid > 0:
+            starts.append(np.stack([np.full(n_valid, e), np.arange(n_valid)], axis=1))
+    if not starts:
+        raise ValueError(
+            f"no episode has the {num_context} steps a starting context needs "
+            f"(episode lengths {data.lengths.tolist()})"
+        )
+    candidates = np.concatenate(starts)
+    pick = rng.choice(len(candidates), size=min(num_contexts, len(candidates)), replace=False)
+    offsets = np.arange(num_context)
+    obs_idx = frame_starts[candidates[pick, 0]][:, None] + candidates[pick, 1][:, None] + offsets
+    act_idx = step_starts[candidates[pick, 0]][:, None] + candidates[pick, 1][:, None] + offsets
+    return ContextBank(
+        obs=torch.from_numpy(np.ascontiguousarray(data.obs[obs_idx])),
+        act=torch.from_numpy(np.ascontiguousarray(data.act[act_idx])),
+    )
+
+
+class WorldModelTrainer:
+    """One gradient step at a time for the denoiser and the reward/end model (SPEC §2.3)."""
+
+    def __init__(self, world_model: WorldModel, config: Config, device: torch.device) -> None:
+        self.world_model = world_model
+        self.config = config
+        self.device = device
+        self.den_opt, self.den_sched = make_optimizer(world_model.denoiser, config.denoiser_optim)
+        self.re_opt, self.re_sched = make_optimizer(world_model.rew_end, config.rew_end_optim)
+        self.grad_steps = 0
+
+    def denoiser_step(self, sampler: SegmentSampler) -> dict[str, float]:
+        """One step on a batch of (4 context frames + 1 target) segments."""
+        cfg = self.config.denoiser_optim
+        seg = to_torch(sampler.sample(cfg.batch_size), self.device)
+        den = self.world_model.denoiser
+        den.train()
+        loss = den.compute_loss(seg.obs[:, :-1], seg.act, seg.obs[:, -1], mask=seg.mask[:, -1])
+        grad = optimizer_step(loss, den, self.den_opt, self.den_sched, cfg.max_grad_norm)
+        return {"denoiser/loss": float(loss.detach()), "denoiser/grad_norm": grad}
+
+    def rew_end_step(self, sampler: SegmentSampler) -> dict[str, float]:
+        """One step on a batch of reward/end segments (padding masked)."""
+        cfg = self.config.rew_end_optim
+        seg = to_torch(sampler.sample(cfg.batch_size), self.device)
+        model = self.world_model.rew_end
+        model.train()
+        loss, metrics = model.compute_loss(
+            seg.obs[:, :-1], seg.act, seg.obs[:, 1:], seg.rew, seg.end, seg.step_mask
+        )
+        grad = optimizer_step(loss, model, self.re_opt, self.re_sched, cfg.max_grad_norm)
+        out = {f"rew_end/{k}": float(v) for k, v in metrics.items()}
+        out["rew_end/loss"] = float(loss.detach())
+        out["rew_end/grad_norm"] = grad
+        return out
+
+    def train_step(
+        self, den_sampler: SegmentSampler, re_sampler: SegmentSampler
+    ) -> dict[str, float]:
+        """A step of each network; counts one ``grad_steps``."""
+        metrics = self.denoiser_step(den_sampler)
+        metrics.update(self.rew_end_step(re_sampler))
+        self.grad_steps += 1
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimiser and scheduler states, and the step counter (for resuming)."""
+        return {
+            "grad_steps": self.grad_steps,
+            "denoiser": self.world_model.denoiser.state_dict(),
+            "rew_end": self.world_model.rew_end.state_dict(),
+            "den_opt": self.den_opt.state_dict(),
+            "den_sched": self.den_sched.state_dict(),
+            "re_opt": self.re_opt.state_dict(),
+            "re_sched": self.re_sched.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.world_model.denoiser.load_state_dict(state["denoiser"])
+        self.world_model.rew_end.load_state_dict(state["rew_end"])
+        self.den_opt.load_state_dict(state["den_opt"])
+        self.den_sched.load_state_dict(state["den_sched"])
+        self.re_opt.load_state_dict(state["re_opt"])
+        self.re_sched.load_state_dict(state["re_sched"])
+        self.grad_steps = int(state["grad_steps"])
