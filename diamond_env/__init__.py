@@ -1,5 +1,38 @@
-"""diamond_env: DIAMOND diffusion world models of Atari games, served as Gymnasium environments."""
+"""diamond_env: DIAMOND diffusion world models of Atari games, served as Gymnasium environments.
+
+Importing the package registers ``DiamondDream-<Game>-v0`` for the 26 Atari 100k games
+(``gym.make`` for one env, ``gym.make_vec`` for a batch over one world model). Heavy names
+(``WorldModel``, ``DreamSimulator``, ``make_sb3_env``, ...) are imported on first use.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+from diamond_env.atari import GAMES, make_atari_env  # noqa: E402
+from diamond_env.envs.registration import env_id, register_envs  # noqa: E402
+
+register_envs(GAMES)
+
+_LAZY = {
+    "WorldModel": "diamond_env.world_model",
+    "Config": "diamond_env.config",
+    "get_preset": "diamond_env.config",
+    "DreamSimulator": "diamond_env.envs.simulator",
+    "make_simulator": "diamond_env.envs.simulator",
+    "DreamEnv": "diamond_env.envs.gym_env",
+    "DreamVectorEnv": "diamond_env.envs.gym_env",
+    "DreamSB3VecEnv": "diamond_env.envs.sb3",
+    "make_sb3_env": "diamond_env.envs.sb3",
+}
+
+__all__ = ["GAMES", "__version__", "env_id", "make_atari_env", "register_envs", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'diamond_env' has no attribute {name!r}")

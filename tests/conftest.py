@@ -19,3 +19,26 @@ def breakout_dataset(tmp_path_factory: pytest.TempPathFactory) -> EpisodeDataset
     root: Path = tmp_path_factory.mktemp("breakout") / "dataset"
     dataset, _ = collect_random_until(root, "Breakout", 1200, seed=0, progress=False)
     return dataset
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(
+    breakout_dataset: EpisodeDataset, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A real tiny-preset Breakout world model (untrained weights) whose context bank holds real
+    windows of ``breakout_dataset``, saved as a checkpoint directory."""
+    import numpy as np
+
+    from diamond_env.atari import action_meanings
+    from diamond_env.config import get_preset
+    from diamond_env.training.wm_trainer import build_context_bank
+    from diamond_env.world_model import WorldModel
+
+    config = get_preset("tiny")
+    torch.manual_seed(0)
+    bank = build_context_bank(
+        breakout_dataset.load_all(), 8, config.denoiser.num_context, np.random.default_rng(0)
+    )
+    path: Path = tmp_path_factory.mktemp("tiny_wm") / "world_model"
+    WorldModel(config, "Breakout", action_meanings("Breakout"), bank).save(path)
+    return path

@@ -1,0 +1,395 @@
+"""The batched dream simulator: N imagined games over one world model, on one torch device.
+
+Everything stays a torch tensor on ``device`` (no numpy): the project's own agent uses this class
+directly, and the Gymnasium and stable-baselines3 faces convert at their boundary.
+
+Buffers (all on ``device``): the last L frames ``(N, L, 3, H, W)`` float in [-1, 1], the actions
+taken at them ``(N, L)`` int64 (the last slot is filled by the action of the current step), the
+reward/end LSTM state, and the steps taken since each env's reset ``(N,)`` int64.
+
+Randomness: env ``i`` owns one ``torch.Generator`` (on ``device``), seeded with ``seed + i``.
+Each step draws from it, in order, the sampler noise ``(3, H, W)`` and two uniforms (reward
+class, termination); each (re)start draws the index of a starting context. So env ``i``'s
+trajectory depends only on its seed and its actions, not on the other envs or on ``N``. (With
+``s_churn > 0`` the sampler's extra noise comes from one shared generator seeded with the reset
+seed: still reproducible, but not independent of ``N``.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import os
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import torch
+
+from diamond_env.config import SamplerConfig
+from diamond_env.frames import to_model
+from diamond_env.models.rew_end import LstmState
+from diamond_env.paths import resolve_checkpoint
+from diamond_env.world_model import WorldModel
+
+SAMPLERS = ("euler", "heun")
+REWARD_MODES = ("sample", "mean")
+SeedArg = int | Sequence[int | None] | None
+
+
+class SimStep(NamedTuple):
+    """One batched step. ``obs`` (N, 3, H, W) float32 in [-1, 1] (on the 256 uint8 levels; for
+    an env that ended this step it is already the first frame of its next episode); ``reward``
+    (N,) float32; ``terminated`` and ``truncated`` (N,) bool, never both True; ``final_obs``
+    (N, 3, H, W) float32: the frame each env reached this step, before any reset (equal to
+    ``obs`` where the env did not end)."""
+
+    obs: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    final_obs: torch.Tensor
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    return value
+
+
+def sampler_config(
+    base: SamplerConfig, num_denoising_steps: int | None, sampler: str | None
+) -> SamplerConfig:
+    """``base`` with the number of denoising steps and/or the method (euler/heun) replaced."""
+    changes: dict[str, object] = {}
+    if num_denoising_steps is not None:
+        changes["num_steps"] = _check_int("num_denoising_steps", num_denoising_steps, 1)
+    if sampler is not None:
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler: expected one of {list(SAMPLERS)}, got {sampler!r}")
+        changes["method"] = sampler
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+class DreamSimulator:
+    """N dream games at once over one world model, with same-step autoreset.
+
+    Args:
+        world_model: the model (denoiser + reward/end); its context bank supplies the starts.
+        num_envs: N, the number of parallel games.
+        device: where buffers and generators live; None = the world model's device. The model
+            must already be there (it is shared, so it is never moved behind the owner's back).
+        horizon: an env is truncated when its step count since reset reaches ``horizon``.
+        num_denoising_steps, sampler: override the checkpoint's sampler settings.
+        reward_mode: "sample" (reward and end drawn from the predicted categoricals) or "mean"
+            (expected reward, end when p(end) > 0.5).
+        seed: seeds the generators now (env i gets ``seed + i``); None = from torch's global RNG.
+        autoreset: reset ended envs inside :meth:`step` (False: they keep dreaming until the
+            caller resets them, as a single Gymnasium env does).
+    """
+
+    def __init__(
+        self,
+        world_model: WorldModel,
+        num_envs: int,
+        *,
+        device: torch.device | str | None = None,
+        horizon: int = 15,
+        num_denoising_steps: int | None = None,
+        sampler: Literal["euler", "heun"] | None = None,
+        reward_mode: Literal["sample", "mean"] = "sample",
+        seed: int | None = None,
+        autoreset: bool = True,
+    ) -> None:
+        self.num_envs = _check_int("num_envs", num_envs, 1)
+        self.horizon = _check_int("horizon", horizon, 1)
+        if reward_mode not in REWARD_MODES:
+            raise ValueError(
+                f"reward_mode: expected one of {list(REWARD_MODES)}, got {reward_mode!r}"
+            )
+        self.reward_mode = reward_mode
+        self.autoreset = bool(autoreset)
+        model_device = torch.device(world_model.device)
+        self.device = model_device if device is None else torch.device(device)
+        if self.device != model_device:
+            raise ValueError(
+                f"device: the world model is on {model_device}, got device={str(self.device)!r}; "
+                "move the model first or pass device=None"
+            )
+        self.world_model = world_model
+        self.sampler_config = sampler_config(
+            world_model.config.sampler, num_denoising_steps, sampler
+        )
+        bank = world_model.contexts
+        if bank.obs.ndim != 5 or bank.obs.shape[0] == 0:
+            raise ValueError(
+                f"world_model.contexts: expected at least one starting context (K, L, H, W, 3), "
+                f"got obs of shape {tuple(bank.obs.shape)}"
+            )
+        self._bank_obs = bank.obs.to(self.device)  # uint8 (K, L, H, W, C)
+        self._bank_act = bank.act.to(self.device, torch.int64)  # (K, L)
+        self.num_contexts, self.num_context, height, width, channels = bank.obs.shape
+        self.frame_shape: tuple[int, int, int] = (channels, height, width)
+        self._generators = [torch.Generator(device=self.device) for _ in range(self.num_envs)]
+        self._churn_generator = torch.Generator(device=self.device)
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        self._seed_generators(self._per_env_seeds(seed), range(self.num_envs))
+        self._obs: torch.Tensor | None = None
+        self._act = torch.zeros((self.num_envs, self.num_context), dtype=torch.int64)
+        self._state: LstmState | None = None
+        self._elapsed = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
+
+    # ---------------------------------------------------------------- read-only views
+    @property
+    def num_actions(self) -> int:
+        return int(self.world_model.num_actions)
+
+    @property
+    def action_meanings(self) -> list[str]:
+        return list(self.world_model.action_meanings)
+
+    @property
+    def game(self) -> str:
+        return str(self.world_model.game)
+
+    @property
+    def obs(self) -> torch.Tensor:
+        """Current frames (N, 3, H, W) float32 in [-1, 1] (a copy)."""
+        return self._buffers()[:, -1].clone()
+
+    @property
+    def context_obs(self) -> torch.Tensor:
+        """The last L frames (N, L, 3, H, W) float32 in [-1, 1], current last (a copy)."""
+        return self._buffers().clone()
+
+    @property
+    def context_act(self) -> torch.Tensor:
+        """The actions (N, L - 1) int64 taken at ``context_obs[:, :-1]`` (a copy)."""
+        self._buffers()
+        return self._act[:, :-1].clone()
+
+    @property
+    def elapsed_steps(self) -> torch.Tensor:
+        """Steps (N,) int64 taken since each env's last reset (a copy)."""
+        return self._elapsed.clone()
+
+    def _buffers(self) -> torch.Tensor:
+        if self._obs is None:
+            raise RuntimeError("DreamSimulator: call reset() before step() or reading buffers")
+        return self._obs
+
+    # ---------------------------------------------------------------- reset
+    def reset(
+        self,
+        seed: SeedArg = None,
+        mask: torch.Tensor | Sequence[bool] | None = None,
+        context_index: Sequence[int | None] | None = None,
+    ) -> torch.Tensor:
+        """(Re)start the envs in ``mask`` (all when None) from real contexts.
+
+        ``seed``: an int seeds env i with ``seed + i``; a sequence gives one seed (or None) per
+        env; None keeps the generators running. ``mask``: bool (N,), at least one True; the
+        first reset must cover every env. ``context_index``: per env, a bank index to start
+        from instead of a random one (None entries draw; the draw happens either way, so the
+        generator streams do not shift). Returns the current frames (N, 3, H, W) float32.
+        """
+        envs = self._mask_indices(mask)
+        if self._obs is None and len(envs) != self.num_envs:
+            raise ValueError("mask: the first reset must reset every env (all True)")
+        if seed is not None:
+            self._seed_generators(self._per_env_seeds(seed), envs)
+        indices = self._draw_contexts(envs)
+        if context_index is not None:
+            indices = self._apply_context_index(indices, envs, context_index)
+        self._start(envs, indices)
+        return self.obs
+
+    def _per_env_seeds(self, seed: SeedArg) -> list[int | None]:
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            _check_int("seed", seed, 0)
+            return [seed + i for i in range(self.num_envs)]
+        if isinstance(seed, Sequence) and len(seed) == self.num_envs:
+            return [
+                None if s is None else _check_int(f"seed[{i}]", s, 0) for i, s in enumerate(seed)
+            ]
+        raise ValueError(
+            f"seed: expected None, an int >= 0 or a sequence of {self.num_envs} ints/None, "
+            f"got {seed!r}"
+        )
+
+    def _seed_generators(self, seeds: list[int | None], envs: Sequence[int]) -> None:
+        chosen = [s for s in (seeds[i] for i in envs) if s is not None]
+        for i in envs:
+            s = seeds[i]
+            if s is not None:
+                self._generators[i].manual_seed(s)
+        if chosen:
+            self._churn_generator.manual_seed(chosen[0])
+
+    def _mask_indices(self, mask: torch.Tensor | Sequence[bool] | None) -> list[int]:
+        if mask is None:
+            return list(range(self.num_envs))
+        values = torch.as_tensor(mask)
+        if values.dtype != torch.bool or tuple(values.shape) != (self.num_envs,):
+            raise ValueError(
+                f"mask: expected bool of shape ({self.num_envs},), got {values.dtype} "
+                f"{tuple(values.shape)}"
+            )
+        envs = [i for i, on in enumerate(values.tolist()) if on]
+        if not envs:
+            raise ValueError("mask: expected at least one True entry, got none")
+        return envs
+
+    def _apply_context_index(
+        self, indices: torch.Tensor, envs: list[int], context_index: Sequence[int | None]
+    ) -> torch.Tensor:
+        if len(context_index) != self.num_envs:
+            raise ValueError(
+                f"context_index: expected {self.num_envs} entries (int or None), "
+                f"got {len(context_index)}"
+            )
+        chosen = indices.clone()
+        for j, i in enumerate(envs):
+            k = context_index[i]
+            if k is None:
+                continue
+            try:
+                value = operator.index(k) if not isinstance(k, bool) else -1
+            except TypeError:
+                value = -1
+            if not 0 <= value < self.num_contexts:
+                raise ValueError(
+                    f"context_index[{i}]: expected an int in [0, {self.num_contexts}), got {k!r}"
+                )
+            chosen[j] = value
+        return chosen
+
+    def _draw_contexts(self, envs: Sequence[int]) -> torch.Tensor:
+        """One starting-context index per env in ``envs``, each from that env's generator."""
+        draws = [
+            torch.randint(
+                self.num_contexts, (1,), generator=self._generators[i], device=self.device
+            )
+            for i in envs
+        ]
+        return torch.cat(draws)
+
+    def _start(self, envs: list[int], indices: torch.Tensor) -> None:
+        """Load contexts ``indices`` (M,) into envs ``envs`` (M) and burn the LSTM in."""
+        obs = to_model(self._bank_obs[indices])  # (M, L, C, H, W)
+        act = self._bank_act[indices]
+        h, c = self.world_model.burn_in(obs, act)
+        if not bool(torch.isfinite(h).all() & torch.isfinite(c).all()):
+            raise RuntimeError("world model burn_in produced NaN or Inf in the LSTM state")
+        if self._obs is None or self._state is None or len(envs) == self.num_envs:
+            self._obs, self._act, self._state = obs, act.clone(), (h, c)
+            self._elapsed.zero_()
+            return
+        rows = torch.tensor(envs, device=self.device)
+        self._obs[rows] = obs
+        self._act[rows] = act
+        for buffer, fresh in zip(self._state, (h, c), strict=True):
+            buffer[rows] = fresh.to(buffer.dtype)
+        self._elapsed[rows] = 0
+
+    # ---------------------------------------------------------------- step
+    def step(self, actions: torch.Tensor) -> SimStep:
+        """Advance every env by one action; envs that end are reset in the same call.
+
+        ``actions``: integer tensor (N,) with values in [0, num_actions) (any device). Raises
+        ``TypeError``/``ValueError`` for a bad batch (nothing changes; the env stays usable) and
+        ``RuntimeError`` when the model returns NaN/Inf (nothing is committed).
+        """
+        obs = self._buffers()
+        act = self._act.clone()
+        act[:, -1] = self._check_actions(actions)
+        noise, uniforms = self._draw_step_randomness()
+        out = self.world_model.step(
+            obs,
+            act,
+            self._state,
+            noise=noise,
+            uniforms=uniforms,
+            generator=self._churn_generator,
+            sampler=self.sampler_config,
+            reward_mode=self.reward_mode,
+        )
+        next_obs, reward = out.next_obs.float(), out.reward.float()
+        elapsed = self._elapsed + 1
+        terminated = out.termination.to(torch.bool)
+        truncated = (elapsed >= self.horizon) & ~terminated
+        done = terminated | truncated
+        finite = torch.stack([torch.isfinite(t).all() for t in (next_obs, reward, *out.state)])
+        host = torch.cat([finite.all().view(1), done]).tolist()  # the one sync of a step
+        if not host[0]:
+            raise RuntimeError(
+                "world model step produced NaN or Inf (next frame, reward or LSTM state); "
+                "the simulator state was left unchanged"
+            )
+        self._obs = torch.cat([obs[:, 1:], next_obs[:, None]], dim=1)
+        self._act = torch.cat([act[:, 1:], torch.zeros_like(act[:, :1])], dim=1)
+        self._state = (out.state[0].clone(), out.state[1].clone())
+        self._elapsed = elapsed
+        ended = [i for i, d in enumerate(host[1:]) if d]
+        if self.autoreset and ended:
+            self._start(ended, self._draw_contexts(ended))
+        return SimStep(self.obs, reward, terminated, truncated, next_obs)
+
+    def _check_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        n, k = self.num_envs, self.num_actions
+        expected = f"an integer torch.Tensor of shape ({n},) with values in [0, {k})"
+        if not isinstance(actions, torch.Tensor):
+            raise TypeError(f"actions: expected {expected}, got {type(actions).__name__}")
+        if actions.is_floating_point() or actions.is_complex() or actions.dtype == torch.bool:
+            raise TypeError(f"actions: expected {expected}, got dtype {actions.dtype}")
+        if tuple(actions.shape) != (n,):
+            raise ValueError(f"actions: expected {expected}, got shape {tuple(actions.shape)}")
+        act = actions.to(self.device, torch.int64)
+        bad = (act < 0) | (act >= k)
+        if bool(bad.any()):
+            where = bad.nonzero().flatten()[:5].tolist()
+            raise ValueError(
+                f"actions: expected {expected}, got {act[where].tolist()} at envs {where}"
+            )
+        return act
+
+    def _draw_step_randomness(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per env, from its own generator: noise (C, H, W) standard normal, then 2 uniforms."""
+        noise, uniforms = [], []
+        for g in self._generators:
+            noise.append(torch.randn(self.frame_shape, generator=g, device=self.device))
+            uniforms.append(torch.rand((2,), generator=g, device=self.device))
+        return torch.stack(noise), torch.stack(uniforms)
+
+
+def make_simulator(
+    game: str,
+    num_envs: int,
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    world_model: WorldModel | None = None,
+    device: torch.device | str | None = None,
+    horizon: int = 15,
+    max_episode_steps: int | None = None,
+    **kwargs: object,
+) -> DreamSimulator:
+    """A simulator over ``world_model``, or over the checkpoint of ``game`` loaded once.
+
+    ``checkpoint`` None means the default location (:func:`diamond_env.paths.default_checkpoint`);
+    ``device`` None means the model's device (CPU when loading). ``max_episode_steps``, when given,
+    truncates at ``min(horizon, max_episode_steps)``. Other kwargs go to :class:`DreamSimulator`.
+    """
+    if not isinstance(game, str) or not game:
+        raise ValueError(f"game: expected a non-empty str such as 'Breakout', got {game!r}")
+    if max_episode_steps is not None:
+        horizon = min(
+            _check_int("horizon", horizon, 1), _check_int("max_episode_steps", max_episode_steps, 1)
+        )
+    if world_model is None:
+        path = resolve_checkpoint(game, checkpoint)
+        world_model = WorldModel.load(path, device=device or "cpu", expected_game=game)
+    elif world_model.game != game:
+        raise ValueError(
+            f"world_model: expected a model of {game!r}, got one of {world_model.game!r}"
+        )
+    return DreamSimulator(world_model, num_envs, device=device, horizon=horizon, **kwargs)  # type: ignore[arg-type]
