@@ -89,6 +89,36 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from diamond_env.options import namespace_to
+    from diamond_env.training.loop import TrainOptions, train
+
+    opts = namespace_to(TrainOptions, args)
+    result = train(opts)
+    if result["finished"]:
+        print(f"run: {opts.resolved_run_dir()} (agent in actor_critic/, scores in eval.json)")
+    return 0
+
+
+def _cmd_train_agent(args: argparse.Namespace) -> int:
+    from diamond_env.options import namespace_to
+    from diamond_env.training.agents import TrainAgentOptions, train_agent
+
+    out = train_agent(namespace_to(TrainAgentOptions, args))
+    print(f"agent: {out} (play it in the real game: diamond-env evaluate --agent {out})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from diamond_env.training.evaluate import cmd_evaluate
+
+    cmd_evaluate(
+        args.agent, args.game, args.episodes, args.out, seed=args.seed, video=args.video,
+        num_envs=args.num_envs, device=args.device, progress=not args.quiet,
+    )  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diamond-env",
@@ -119,6 +149,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_eval_wm)
+
+    from diamond_env.options import add_dataclass_arguments
+    from diamond_env.training.agents import TrainAgentOptions
+    from diamond_env.training.loop import TrainOptions
+
+    p = sub.add_parser("train", help="the full DIAMOND loop: collect, world model, agent, evaluate")
+    add_dataclass_arguments(p, TrainOptions)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("train-agent", help="train our actor-critic or an SB3 agent in a dream")
+    add_dataclass_arguments(p, TrainAgentOptions)
+    p.set_defaults(func=_cmd_train_agent)
+
+    p = sub.add_parser("evaluate", help="play an agent in the real game and report its scores")
+    p.add_argument("--agent", required=True, help="agent directory (train-agent's --out)")
+    p.add_argument("--game", default=None, help="game to play (default: the agent's own)")
+    p.add_argument("--episodes", type=_positive_int, default=10, help="full games to play")
+    p.add_argument("--out", default=None, help="write the scores to this JSON file")
+    p.add_argument("--video", default=None, help="record the first game (.mp4 or .gif)")
+    p.add_argument("--num-envs", type=_positive_int, default=1, help="games played at once")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("bench", help="measure throughput and print the figures")
     p.add_argument("--quick", action="store_true", help="short measurements (a few minutes)")

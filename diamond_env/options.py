@@ -43,8 +43,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                                 help=help_text)  # fmt: skip
         else:
             default = None if f.default is dataclasses.MISSING else f.default
-            parser.add_argument(flag, type=kind, default=default,
-                                required=f.default is dataclasses.MISSING,
+            # a field typed without None whose default is None must be given
+            required = default is None and type(None) not in typing.get_args(hints[f.name])
+            parser.add_argument(flag, type=kind, default=default, required=required,
                                 help=f"{help_text} (default: {default})")  # fmt: skip
 
 
@@ -53,4 +54,9 @@ def parse_options(cls: type[T], argv: Sequence[str] | None, description: str = "
     parser = argparse.ArgumentParser(description=description)
     add_dataclass_arguments(parser, cls)
     ns = parser.parse_args(argv)
+    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})  # type: ignore[call-arg, arg-type]
+
+
+def namespace_to(cls: type[T], ns: argparse.Namespace) -> T:
+    """The dataclass ``cls`` built from the parsed ``--options`` of :func:`add_dataclass_arguments`."""
     return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})  # type: ignore[call-arg, arg-type]

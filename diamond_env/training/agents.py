@@ -1,0 +1,194 @@
+"""Training an agent in the dream of a world-model checkpoint: ``diamond-env train-agent``.
+
+``--algo actor-critic`` trains the project's agent (:class:`ImaginationTrainer`, ``--steps``
+gradient steps of 15-step imagined rollouts); ``ppo``, ``a2c`` and ``dqn`` train a
+stable-baselines3 ``CnnPolicy`` on :func:`diamond_env.envs.sb3.make_sb3_env` with ``VecFrameStack``
+(``--steps`` environment steps). Either way ``--out`` ends up an agent directory that
+``diamond-env evaluate --agent OUT`` plays in the real game: ``agent.json`` plus
+``actor_critic.{json,safetensors}`` or ``model.zip``. Metrics go to ``OUT/metrics.jsonl`` and
+``OUT/tensorboard``. An actor-critic run saves ``resume.pt`` and continues with ``--resume``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from tqdm import tqdm
+
+from diamond_env.checkpoint import (
+    atomic_write_json,
+    load_resume_state,
+    rng_state,
+    save_resume_state,
+    seed_everything,
+    set_rng_state,
+)
+from diamond_env.metrics import MetricsLogger
+from diamond_env.models.actor_critic import ActorCritic
+from diamond_env.options import opt
+from diamond_env.training.imagination import ImaginationTrainer
+from diamond_env.world_model import WorldModel
+
+ALGOS = ("actor-critic", "ppo", "a2c", "dqn")
+
+# Atari-style settings (rl-baselines3-zoo) scaled to short dream runs.
+SB3_SETTINGS: dict[str, dict[str, Any]] = {
+    "ppo": {"n_steps": 128, "n_epochs": 4, "batch_size": 256, "learning_rate": 2.5e-4,
+            "clip_range": 0.1, "ent_coef": 0.01, "vf_coef": 0.5},
+    "a2c": {"ent_coef": 0.01, "vf_coef": 0.25},
+    "dqn": {"learning_rate": 1e-4, "buffer_size": 50_000, "train_freq": 4,
+            "target_update_interval": 1_000, "exploration_fraction": 0.1,
+            "exploration_final_eps": 0.01, "optimize_memory_usage": True,
+            "replay_buffer_kwargs": {"handle_timeout_termination": False}},
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainAgentOptions:
+    """What ``diamond-env train-agent`` does; every field is a ``--flag``."""
+
+    checkpoint: str = opt(None, "world-model checkpoint directory (train_wm.py's world_model/)")
+    out: str = opt(None, "agent directory to write")
+    algo: str = opt("actor-critic", "actor-critic | ppo | a2c | dqn")
+    steps: int = opt(1_000, "actor-critic: gradient steps; SB3: dream environment steps")
+    num_envs: int = opt(8, "SB3: parallel dream envs (actor-critic: the preset's batch)")
+    n_stack: int = opt(4, "SB3: frames stacked (VecFrameStack)")
+    horizon: int = opt(15, "SB3: dream episodes are truncated after this many steps")
+    num_denoising_steps: int = opt(0, "denoising steps per dreamed frame; 0: the checkpoint's")
+    device: str = opt("cpu", "torch device: cpu | cuda")
+    seed: int = opt(0, "seed of the agent and the dreams")
+    save_every: int = opt(100, "actor-critic: gradient steps between saves")
+    resume: bool = opt(False, "actor-critic: continue the run in --out")
+    progress: bool = opt(True, "show a progress bar")
+
+    def validate(self) -> None:
+        if self.algo not in ALGOS:
+            raise ValueError(f"algo: expected one of {list(ALGOS)}, got {self.algo!r}")
+        for name in ("steps", "num_envs", "n_stack", "horizon", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)}")
+        if self.num_denoising_steps < 0:
+            raise ValueError(f"num_denoising_steps: expected >= 0, got {self.num_denoising_steps}")
+        if self.resume and self.algo != "actor-critic":
+            raise ValueError("resume: only --algo actor-critic runs can be resumed")
+
+
+def train_agent(opts: TrainAgentOptions) -> Path:
+    """Train the agent ``opts`` describes in the dream; returns the agent directory."""
+    opts.validate()
+    out = Path(opts.out)
+    if not opts.resume and (out / "agent.json").exists():
+        raise ValueError(f"{out} already holds an agent; pass --resume or choose another --out")
+    wm = WorldModel.load(opts.checkpoint, device=opts.device)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "train_options.json", dataclasses.asdict(opts))
+    seed_everything(opts.seed)
+    if opts.algo == "actor-critic":
+        _train_actor_critic(opts, wm, out)
+    else:
+        _train_sb3(opts, wm, out)
+    return out
+
+
+def _train_actor_critic(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> None:
+    ac = ActorCritic(wm.config.actor_critic, wm.num_actions).to(wm.device)
+    trainer = ImaginationTrainer(ac, wm, wm.config, seed=opts.seed,
+                                 num_denoising_steps=opts.num_denoising_steps or None)  # fmt: skip
+    if opts.resume:
+        if not (out / "resume.pt").exists():
+            raise FileNotFoundError(f"--resume: no resume state in {out} (resume.pt is missing)")
+        state = load_resume_state(out / "resume.pt")
+        trainer.load_state_dict(state["trainer"])
+        set_rng_state(state["rng"])
+    meta = {"kind": "actor_critic", "game": wm.game, "world_model": str(opts.checkpoint)}
+    bar = tqdm(total=opts.steps, initial=trainer.grad_steps, unit="step", desc="actor-critic",
+               disable=not opts.progress)  # fmt: skip
+    start, start_step = time.perf_counter(), trainer.grad_steps
+    with MetricsLogger(out) as log:
+        while trainer.grad_steps < opts.steps:
+            metrics = trainer.train_step()
+            step = trainer.grad_steps
+            bar.update(1)
+            bar.set_postfix(reward=metrics["actor_critic/imagined_reward"], refresh=False)
+            if step % 10 == 0 or step == opts.steps:
+                frames = (
+                    (step - start_step) * trainer.simulator.num_envs * wm.config.imagination.horizon
+                )
+                metrics["dream_frames_per_s"] = frames / (time.perf_counter() - start)
+                log.log(step, metrics)
+            if step % opts.save_every == 0 or step == opts.steps:
+                ac.save(out)
+                atomic_write_json(out / "agent.json", meta)
+                save_resume_state(out / "resume.pt",
+                                  {"trainer": trainer.state_dict(), "rng": rng_state()})  # fmt: skip
+    bar.close()
+
+
+def make_sb3_model(algo: str, venv: Any, seed: int, device: str, tensorboard: Path) -> Any:
+    """An SB3 ``CnnPolicy`` model of ``algo`` with :data:`SB3_SETTINGS`."""
+    import stable_baselines3
+
+    cls = {"ppo": stable_baselines3.PPO, "a2c": stable_baselines3.A2C,
+           "dqn": stable_baselines3.DQN}[algo]  # fmt: skip
+    kwargs = dict(SB3_SETTINGS[algo])
+    return cls("CnnPolicy", venv, seed=seed, device=device, verbose=0,
+               tensorboard_log=str(tensorboard), **kwargs)  # fmt: skip
+
+
+def _train_sb3(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> None:
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    from diamond_env.envs.registration import env_id
+    from diamond_env.envs.sb3 import make_sb3_env
+
+    venv = make_sb3_env(env_id(wm.game), num_envs=opts.num_envs, world_model=wm,
+                        horizon=opts.horizon,
+                        num_denoising_steps=opts.num_denoising_steps or None)  # fmt: skip
+    venv.seed(opts.seed)
+    stacked = VecFrameStack(venv, opts.n_stack)
+    model = make_sb3_model(opts.algo, stacked, opts.seed, opts.device, out / "tensorboard")
+    if opts.algo == "dqn":
+        model.learning_starts = min(10_000, max(opts.steps // 10, model.batch_size))
+    with MetricsLogger(out, tensorboard=False) as log:
+        callback = _ProgressCallback(opts.steps, log, opts.progress)
+        model.learn(opts.steps, callback=callback)
+    model.save(out / "model.zip")
+    atomic_write_json(out / "agent.json", {"kind": "sb3", "algo": opts.algo,
+                                            "n_stack": opts.n_stack, "game": wm.game,
+                                            "world_model": str(opts.checkpoint)})  # fmt: skip
+    stacked.close()
+
+
+class _ProgressCallback(BaseCallback):
+    """tqdm over environment steps, and the mean dream-episode return into metrics.jsonl."""
+
+    def __init__(self, total: int, log: MetricsLogger, progress: bool) -> None:
+        super().__init__()
+        self.total, self.log, self.progress = total, log, progress
+        self.bar: tqdm[Any] | None = None
+        self.next_log = 0
+
+    def _on_training_start(self) -> None:
+        self.bar = tqdm(total=self.total, unit="step", desc="sb3", disable=not self.progress)
+
+    def _on_step(self) -> bool:
+        assert self.bar is not None
+        self.bar.update(self.training_env.num_envs)
+        if self.num_timesteps >= self.next_log:
+            self.next_log = self.num_timesteps + max(1, self.total // 100)
+            episodes = self.model.ep_info_buffer
+            if episodes:
+                returns = [float(e["r"]) for e in episodes]
+                self.log.log(self.num_timesteps, {"dream_return": float(np.mean(returns))})
+                self.bar.set_postfix(dream_return=float(np.mean(returns)), refresh=False)
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

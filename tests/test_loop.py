@@ -1,0 +1,54 @@
+"""The full loop (SPEC §5) at the tiny preset: collect → world model → agent → real evaluation,
+with the real-step budget, the run directory, a loadable agent, and resume after a stop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from diamond_env.checkpoint import load_resume_state
+from diamond_env.data.dataset import EpisodeDataset
+from diamond_env.metrics import read_metrics
+from diamond_env.training.evaluate import cmd_evaluate
+from diamond_env.training.loop import TrainOptions, train
+
+
+def test_tiny_loop_end_to_end_then_evaluate(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    opts = TrainOptions(game="Breakout", preset="tiny", run_dir=str(run_dir), real_steps=600,
+                        num_contexts=16, progress=False)  # fmt: skip
+    result = train(opts)
+    assert result["finished"] and result["episodes"] == 2  # tiny: final_eval_episodes
+    dataset = EpisodeDataset.open(run_dir / "dataset")
+    assert dataset.num_steps == 600  # the budget is spent, never exceeded
+    saved = json.loads((run_dir / "eval.json").read_text())
+    assert saved["returns"] == result["returns"] and saved["hns"] is not None
+    state = load_resume_state(run_dir / "resume.pt")
+    # initial 200-400 steps, then 100 per epoch up to 600, then 1 extra epoch
+    assert state["epoch"] == state["total_epochs"] >= 3
+    kinds = {m["kind"] for m in read_metrics(run_dir)}
+    assert {"train", "collect", "final_eval"} <= kinds
+    train_rows = read_metrics(run_dir, kind="train")
+    assert "actor_critic/loss" in train_rows[-1] and "denoiser/loss" in train_rows[-1]
+    again = cmd_evaluate(run_dir / "actor_critic", None, 1, None, seed=3, progress=False)
+    assert again.episodes == 1 and again.game == "Breakout"
+    with pytest.raises(ValueError, match="--resume"):
+        train(opts)
+
+
+def test_stop_then_resume_finishes_within_budget(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    base = dict(game="Breakout", preset="tiny", run_dir=str(run_dir), real_steps=500,
+                num_contexts=16, progress=False)  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="resume.pt"):
+        train(TrainOptions(**base, resume=True))  # type: ignore[arg-type]
+    stopped = train(TrainOptions(**base, max_minutes=1e-6))  # type: ignore[arg-type]
+    assert not stopped["finished"] and stopped["epoch"] == 1
+    with pytest.raises(ValueError, match="real_steps"):
+        train(TrainOptions(**{**base, "real_steps": 700}, resume=True))  # type: ignore[arg-type]
+    done = train(TrainOptions(**base, resume=True))  # type: ignore[arg-type]
+    assert done["finished"] and done["real_steps"] == 500
+    epochs = [m["step"] for m in read_metrics(run_dir, kind="train")]
+    assert epochs == list(range(1, len(epochs) + 1))  # no epoch trained twice

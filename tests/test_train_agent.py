@@ -1,0 +1,56 @@
+"""``diamond-env train-agent`` and ``evaluate`` through the real CLI: our actor-critic and SB3
+agents trained in a real (tiny) dream, saved, loaded and played in the real game."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from diamond_env.cli import main
+from diamond_env.metrics import read_metrics
+from diamond_env.training.evaluate import load_agent
+
+
+def test_actor_critic_in_the_dream_then_real_evaluation(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ac"
+    args = ["train-agent", "--checkpoint", str(tiny_checkpoint), "--out", str(out),
+            "--steps", "4", "--save-every", "2", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads((out / "agent.json").read_text())["kind"] == "actor_critic"
+    assert [m["step"] for m in read_metrics(out)] == [4]
+    assert main(args) == 2  # an agent is already there
+    assert "already holds an agent" in capsys.readouterr().err
+    assert main([*args[:5], "--steps", "6", "--save-every", "2", "--resume", "--no-progress"]) == 0
+    assert [m["step"] for m in read_metrics(out)] == [4, 6]
+    eval_json = tmp_path / "eval.json"
+    assert main(["evaluate", "--agent", str(out), "--episodes", "1", "--out", str(eval_json),
+                 "--quiet"]) == 0  # fmt: skip
+    report = json.loads(eval_json.read_text())
+    assert report["game"] == "Breakout" and report["episodes"] == 1
+    assert report["reference"]["random"] == pytest.approx(1.7)
+    assert "HNS" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn"])
+def test_sb3_in_the_dream_is_loadable(algo: str, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / algo
+    assert main(["train-agent", "--checkpoint", str(tiny_checkpoint), "--out", str(out),
+                 "--algo", algo, "--steps", "256", "--num-envs", "2",
+                 "--num-denoising-steps", "1", "--no-progress"]) == 0  # fmt: skip
+    policy, meta = load_agent(out)
+    assert meta["algo"] == algo and meta["n_stack"] == 4
+    assert meta["observation_shape"] == [12, 64, 64]
+
+
+def test_bad_requests_are_clear(tiny_checkpoint: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    assert main(["train-agent", "--checkpoint", str(tmp_path / "nope"), "--out", "x"]) == 2
+    assert main(["train-agent", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path),
+                 "--algo", "sac"]) == 2  # fmt: skip
+    assert main(["evaluate", "--agent", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert "algo: expected one of" in err and "agent directory not found" in err
