@@ -25,7 +25,8 @@ test: lint
 	$(VENV)/bin/python -m pytest
 
 demo: install
-	$(PY) -m diamond_env collect --game Breakout --steps 10000 --out $(RUN_DIR)/dataset
+	$(PY) -m diamond_env demo --game Breakout --run-dir $(RUN_DIR)
+	@echo "report: $(RUN_DIR)/report.md"
 
 bench: install
 	$(PY) -m diamond_env bench --quick

@@ -92,7 +92,11 @@ def action_meanings(game: str) -> list[str]:
         env.close()
 
 
-def _make_single(game: str, render_mode: str | None) -> gym.Env:
+def make_single_atari_env(game: str, render_mode: str | None = None) -> gym.Env:
+    """One real game with the settings of SPEC §1 (a plain ``gym.Env``, full games, no autoreset
+    logic of its own): for libraries that build their own vector env, such as SB3's
+    ``DummyVecEnv``. Observations uint8 ``(64, 64, 3)``."""
+    game = canonical_game(game)
     base = gym.make(
         f"ALE/{game}-v5",
         frameskip=1,
@@ -139,7 +143,7 @@ class RealAtariVectorEnv(gym.vector.VectorEnv):
         self.train = train
         self.num_envs = num_envs
         self.render_mode = render_mode
-        self.envs = [_make_single(self.game, render_mode) for _ in range(num_envs)]
+        self.envs = [make_single_atari_env(self.game, render_mode) for _ in range(num_envs)]
         self.metadata = {
             "autoreset_mode": AutoresetMode.SAME_STEP,
             "render_modes": ["rgb_array"],

@@ -109,6 +109,14 @@ def _cmd_train_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from diamond_env.demo import DemoOptions, run_demo
+    from diamond_env.options import namespace_to
+
+    run_demo(namespace_to(DemoOptions, args))
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from diamond_env.training.evaluate import cmd_evaluate
 
@@ -161,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-agent", help="train our actor-critic or an SB3 agent in a dream")
     add_dataclass_arguments(p, TrainAgentOptions)
     p.set_defaults(func=_cmd_train_agent)
+
+    from diamond_env.demo import DemoOptions
+
+    p = sub.add_parser("demo", help="Breakout end to end on a CPU budget, with report.md")
+    add_dataclass_arguments(p, DemoOptions)
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("evaluate", help="play an agent in the real game and report its scores")
     p.add_argument("--agent", required=True, help="agent directory (train-agent's --out)")

@@ -12,8 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-PresetName = Literal["tiny", "small", "paper"]
-PRESETS: tuple[str, ...] = ("tiny", "small", "paper")
+PresetName = Literal["tiny", "cpu", "small", "paper"]
+PRESETS: tuple[str, ...] = ("tiny", "cpu", "small", "paper")
 
 IMG_SIZE = 64
 """Side of the square RGB frames every model sees."""
@@ -253,12 +253,55 @@ def _small() -> Config:
     )
 
 
+def _cpu() -> Config:
+    """Sized for a 2-core CPU in minutes (``make demo``): the tiny networks, widened where it is
+    cheap, with the paper's imagination horizon."""
+    return Config(
+        preset="cpu",
+        denoiser=DenoiserConfig(
+            channels=(32, 32, 32, 32),
+            depths=(1, 1, 1, 1),
+            attn_depths=(False, False, False, False),
+            cond_channels=64,
+            action_emb_dim=16,
+        ),
+        rew_end=RewEndConfig(
+            channels=(8, 8, 8, 8),
+            depths=(1, 1, 1, 1),
+            attn_depths=(False, False, False, False),
+            cond_channels=16,
+            lstm_dim=128,
+        ),
+        actor_critic=ActorCriticConfig(channels=(16, 16, 32, 32), lstm_dim=128),
+        denoiser_optim=OptimConfig(batch_size=16, lr=3e-4),
+        rew_end_optim=OptimConfig(batch_size=16, lr=3e-4, max_grad_norm=100.0),
+        actor_critic_optim=OptimConfig(
+            batch_size=16, lr=3e-4, weight_decay=0.0, max_grad_norm=100.0
+        ),
+        imagination=ImaginationConfig(batch_size=16, horizon=15),
+        loop=LoopConfig(
+            real_steps=10_000,
+            initial_steps_min=2_000,
+            initial_steps_max=5_000,
+            grad_steps_per_epoch=20,
+            first_epoch_denoiser_steps=1_000,
+            first_epoch_rew_end_steps=1_000,
+            first_epoch_actor_critic_steps=100,
+            extra_epochs=10,
+            eval_every_epochs=20,
+            final_eval_episodes=10,
+        ),
+    )
+
+
 def get_preset(name: str) -> Config:
-    """Return the named preset (``tiny``, ``small`` or ``paper``)."""
+    """Return the named preset (``tiny``, ``cpu``, ``small`` or ``paper``)."""
     if name == "paper":
         return Config(preset="paper")
     if name == "small":
         return _small()
     if name == "tiny":
         return _tiny()
+    if name == "cpu":
+        return _cpu()
     raise ValueError(f"unknown preset {name!r}; expected one of {list(PRESETS)}")

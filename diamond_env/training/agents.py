@@ -64,6 +64,7 @@ class TrainAgentOptions:
     device: str = opt("cpu", "torch device: cpu | cuda")
     seed: int = opt(0, "seed of the agent and the dreams")
     save_every: int = opt(100, "actor-critic: gradient steps between saves")
+    max_minutes: float = opt(0.0, "stop (and save) after this much training time; 0: no limit")
     resume: bool = opt(False, "actor-critic: continue the run in --out")
     progress: bool = opt(True, "show a progress bar")
 
@@ -110,24 +111,32 @@ def _train_actor_critic(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> N
     bar = tqdm(total=opts.steps, initial=trainer.grad_steps, unit="step", desc="actor-critic",
                disable=not opts.progress)  # fmt: skip
     start, start_step = time.perf_counter(), trainer.grad_steps
+    deadline = _deadline(opts.max_minutes)
     with MetricsLogger(out) as log:
         while trainer.grad_steps < opts.steps:
             metrics = trainer.train_step()
             step = trainer.grad_steps
             bar.update(1)
             bar.set_postfix(reward=metrics["actor_critic/imagined_reward"], refresh=False)
-            if step % 10 == 0 or step == opts.steps:
+            last = step == opts.steps or time.monotonic() > deadline
+            if step % 10 == 0 or last:
                 frames = (
                     (step - start_step) * trainer.simulator.num_envs * wm.config.imagination.horizon
                 )
                 metrics["dream_frames_per_s"] = frames / (time.perf_counter() - start)
                 log.log(step, metrics)
-            if step % opts.save_every == 0 or step == opts.steps:
+            if step % opts.save_every == 0 or last:
                 ac.save(out)
                 atomic_write_json(out / "agent.json", meta)
                 save_resume_state(out / "resume.pt",
                                   {"trainer": trainer.state_dict(), "rng": rng_state()})  # fmt: skip
+            if last:
+                break
     bar.close()
+
+
+def _deadline(max_minutes: float) -> float:
+    return time.monotonic() + 60 * max_minutes if max_minutes > 0 else float("inf")
 
 
 def make_sb3_model(algo: str, venv: Any, seed: int, device: str, tensorboard: Path) -> Any:
@@ -156,7 +165,7 @@ def _train_sb3(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> None:
     if opts.algo == "dqn":
         model.learning_starts = min(10_000, max(opts.steps // 10, model.batch_size))
     with MetricsLogger(out, tensorboard=False) as log:
-        callback = _ProgressCallback(opts.steps, log, opts.progress)
+        callback = _ProgressCallback(opts.steps, log, opts.progress, _deadline(opts.max_minutes))
         model.learn(opts.steps, callback=callback)
     model.save(out / "model.zip")
     atomic_write_json(out / "agent.json", {"kind": "sb3", "algo": opts.algo,
@@ -166,11 +175,12 @@ def _train_sb3(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> None:
 
 
 class _ProgressCallback(BaseCallback):
-    """tqdm over environment steps, and the mean dream-episode return into metrics.jsonl."""
+    """tqdm over environment steps, the mean episode return into metrics.jsonl, and a stop at
+    ``total`` steps or the deadline."""
 
-    def __init__(self, total: int, log: MetricsLogger, progress: bool) -> None:
+    def __init__(self, total: int, log: MetricsLogger, progress: bool, deadline: float) -> None:
         super().__init__()
-        self.total, self.log, self.progress = total, log, progress
+        self.total, self.log, self.progress, self.deadline = total, log, progress, deadline
         self.bar: tqdm[Any] | None = None
         self.next_log = 0
 
@@ -185,10 +195,60 @@ class _ProgressCallback(BaseCallback):
             episodes = self.model.ep_info_buffer
             if episodes:
                 returns = [float(e["r"]) for e in episodes]
-                self.log.log(self.num_timesteps, {"dream_return": float(np.mean(returns))})
-                self.bar.set_postfix(dream_return=float(np.mean(returns)), refresh=False)
-        return True
+                self.log.log(self.num_timesteps, {"episode_return": float(np.mean(returns))})
+                self.bar.set_postfix(episode_return=float(np.mean(returns)), refresh=False)
+        # SB3 rounds up to whole rollouts; stopping here never spends more than ``total`` steps
+        return self.num_timesteps < self.total and time.monotonic() < self.deadline
 
     def _on_training_end(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def train_sb3_real(
+    game: str,
+    out: str | Path,
+    *,
+    algo: str = "ppo",
+    steps: int = 10_000,
+    num_envs: int = 8,
+    n_stack: int = 4,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+    max_minutes: float = 0.0,
+) -> Path:
+    """Model-free baseline: an SB3 agent trained on ``steps`` real steps (SPEC §1 settings, a lost
+    life ends the learner's episode as in DIAMOND's training env), saved like :func:`train_agent`.
+    """
+    from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
+
+    from diamond_env.atari import canonical_game, make_single_atari_env
+
+    if algo not in SB3_SETTINGS:
+        raise ValueError(f"algo: expected one of {sorted(SB3_SETTINGS)}, got {algo!r}")
+    game = canonical_game(game)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def make(i: int) -> Any:
+        def thunk() -> Any:
+            env = EpisodicLifeEnv(Monitor(make_single_atari_env(game)))  # type: ignore[arg-type]
+            env.reset(seed=seed + i)
+            return env
+
+        return thunk
+
+    venv = VecFrameStack(DummyVecEnv([make(i) for i in range(num_envs)]), n_stack)
+    model = make_sb3_model(algo, venv, seed, device, out / "tensorboard")
+    if algo == "dqn":
+        model.learning_starts = min(10_000, max(steps // 10, model.batch_size))
+    with MetricsLogger(out, tensorboard=False) as log:
+        model.learn(steps, callback=_ProgressCallback(steps, log, progress, _deadline(max_minutes)))
+    model.save(out / "model.zip")
+    meta = {"kind": "sb3", "algo": algo, "n_stack": n_stack, "game": game, "real_steps": steps}
+    atomic_write_json(out / "agent.json", meta)
+    venv.close()
+    return out

@@ -61,7 +61,7 @@ class TrainOptions:
     """What ``diamond-env train`` does; every field is a ``--flag``."""
 
     game: str = opt("Breakout", "ALE game name (one of the 26 Atari 100k games or any ALE game)")
-    preset: str = opt("tiny", "model sizes and schedule: tiny | small | paper")
+    preset: str = opt("tiny", "model sizes and schedule: tiny | cpu | small | paper")
     run_dir: str | None = opt(
         None, "output directory (default: $DIAMOND_ENV_HOME or runs, /<Game>)"
     )

@@ -49,7 +49,7 @@ class TrainWMOptions:
     """What ``python train_wm.py`` does; every field is a ``--flag``."""
 
     game: str = opt("Breakout", "ALE game name")
-    preset: str = opt("tiny", "model sizes: tiny | small | paper")
+    preset: str = opt("tiny", "model sizes: tiny | cpu | small | paper")
     run_dir: str | None = opt(
         None, "output directory (default: $DIAMOND_ENV_HOME or runs, /<Game>)"
     )

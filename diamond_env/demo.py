@@ -1,0 +1,257 @@
+"""``diamond-env demo`` (``make demo``): Breakout end to end on a CPU budget, with a report.
+
+Stages, each skipped when its output is already there (so an interrupted demo re-run picks up at
+the stage it was in):
+
+1. ``dataset/``: ``real_steps`` steps of random real play;
+2. ``wm/``: a world model (``train_wm``) trained for ``wm_minutes`` on all but the last 10 % of
+   the episodes, its held-out fidelity in ``wm/eval_wm.json`` and ``wm/real_vs_imagined.png``;
+3. ``actor_critic/``: our actor-critic trained in the dream for ``agent_minutes``;
+4. ``ppo_dream/``: SB3 PPO trained in the dream for ``ppo_minutes``;
+5. ``ppo_real/``: SB3 PPO trained model-free on the same ``real_steps`` real steps;
+6. each agent and a random policy play ``eval_episodes`` full real games (``scores.json``);
+7. ``report.md`` with the scores, the fidelity figures, ``learning_curves.png``,
+   ``real_vs_dream.gif`` (real frames above frames the world model dreamt from the same start and
+   actions) and ``actor_critic_real.gif`` (our agent's first real game).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diamond_env.atari import canonical_game
+from diamond_env.checkpoint import atomic_write_json
+from diamond_env.data.collect import RandomPolicy, collect_random_until
+from diamond_env.data.dataset import EpisodeDataset
+from diamond_env.metrics import read_metrics
+from diamond_env.options import opt
+from diamond_env.training.agents import TrainAgentOptions, train_agent, train_sb3_real
+from diamond_env.training.evaluate import EvalResult, evaluate, load_agent, reference_scores
+from diamond_env.training.train_wm import TrainWMOptions, train_world_model
+from diamond_env.training.wm_eval import open_loop_rollouts
+from diamond_env.training.wm_trainer import split_episodes
+from diamond_env.world_model import WorldModel
+
+AGENTS = ("random", "actor_critic", "ppo_dream", "ppo_real")
+LABELS = {
+    "random": "random policy",
+    "actor_critic": "our actor-critic, trained only in the dream",
+    "ppo_dream": "SB3 PPO, trained only in the dream",
+    "ppo_real": "SB3 PPO, model-free on the same real steps",
+}
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``diamond-env demo`` does; every field is a ``--flag``."""
+
+    game: str = opt("Breakout", "ALE game name")
+    run_dir: str = opt("runs/demo", "output directory")
+    preset: str = opt("cpu", "model sizes: tiny | cpu | small | paper")
+    real_steps: int = opt(10_000, "real steps: random play for the world model, PPO's budget")
+    wm_minutes: float = opt(7.0, "world-model training time")
+    agent_minutes: float = opt(4.0, "actor-critic training time in the dream")
+    ppo_minutes: float = opt(2.5, "SB3 PPO training time in the dream")
+    ppo_dream_steps: int = opt(200_000, "SB3 PPO dream steps at most")
+    eval_episodes: int = opt(5, "real games per agent")
+    device: str = opt("cpu", "torch device: cpu | cuda")
+    seed: int = opt(0, "seed of everything")
+    progress: bool = opt(True, "show progress bars")
+
+
+def run_demo(opts: DemoOptions) -> Path:
+    """Run every stage that has not run yet; returns the path of ``report.md``."""
+    root = Path(opts.run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    game = canonical_game(opts.game)
+    atomic_write_json(root / "demo_options.json", dataclasses.asdict(opts))
+    timings = _read_json(root / "timings.json")
+
+    def stage(name: str, done: bool, work: Any) -> None:
+        if done:
+            return
+        print(f"== {name}", flush=True)
+        start = time.perf_counter()
+        work()
+        timings[name] = round(time.perf_counter() - start, 1)
+        atomic_write_json(root / "timings.json", timings)
+
+    stage("collect", False, lambda: collect_random_until(
+        root / "dataset", game, opts.real_steps, seed=opts.seed, progress=opts.progress))  # fmt: skip
+    wm_opts = TrainWMOptions(
+        game=game, preset=opts.preset, run_dir=str(root / "wm"), dataset=str(root / "dataset"),
+        steps=10**7, device=opts.device, seed=opts.seed, save_every=500, eval_every=0,
+        log_every=20, progress=opts.progress, max_minutes=opts.wm_minutes,
+    )  # fmt: skip
+    stage(
+        "world_model", (root / "wm" / "eval_wm.json").exists(), lambda: train_world_model(wm_opts)
+    )
+    checkpoint = str(root / "wm" / "world_model")
+    ac_opts = TrainAgentOptions(
+        checkpoint=checkpoint, out=str(root / "actor_critic"), algo="actor-critic", steps=10**7,
+        device=opts.device, seed=opts.seed, save_every=50, max_minutes=opts.agent_minutes,
+        progress=opts.progress,
+    )  # fmt: skip
+    stage("actor_critic", (root / "actor_critic" / "agent.json").exists(),
+          lambda: train_agent(ac_opts))  # fmt: skip
+    ppo_opts = dataclasses.replace(ac_opts, out=str(root / "ppo_dream"), algo="ppo",
+                                   steps=opts.ppo_dream_steps, max_minutes=opts.ppo_minutes)  # fmt: skip
+    stage("ppo_dream", (root / "ppo_dream" / "agent.json").exists(), lambda: train_agent(ppo_opts))
+    stage("ppo_real", (root / "ppo_real" / "agent.json").exists(), lambda: train_sb3_real(
+        game, root / "ppo_real", steps=opts.real_steps, seed=opts.seed, device=opts.device,
+        progress=opts.progress))  # fmt: skip
+    scores = _read_json(root / "scores.json")
+    for name in AGENTS:
+        stage(f"evaluate_{name}", name in scores,
+              lambda name=name: scores.update({name: _evaluate(root, name, game, opts)}))  # fmt: skip
+        atomic_write_json(root / "scores.json", scores)
+    stage("figures", False, lambda: _figures(root, game, opts.seed))
+    report = root / "report.md"
+    report.write_text(_report(root, game, opts, scores, timings), encoding="utf-8")
+    print(f"wrote {report}")
+    return report
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _evaluate(root: Path, name: str, game: str, opts: DemoOptions) -> dict[str, Any]:
+    video = root / "actor_critic_real.gif" if name == "actor_critic" else None
+    if name == "random":
+        policy: Any = RandomPolicy(
+            EpisodeDataset.open(root / "dataset").num_actions, seed=opts.seed
+        )
+    else:  # every agent samples its actions, as DIAMOND's agent does at test time
+        policy, _ = load_agent(root / name, device=opts.device, seed=opts.seed, deterministic=False)
+    result: EvalResult = evaluate(policy, game, opts.eval_episodes, seed=opts.seed,
+                                  video_path=video, progress=opts.progress)  # fmt: skip
+    print(f"{LABELS[name]}: {result.summary()}")
+    return result.to_dict()
+
+
+def _figures(root: Path, game: str, seed: int) -> None:
+    """``learning_curves.png`` and ``real_vs_dream.gif``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    wm = read_metrics(root / "wm", kind="train")
+    axes[0].plot([m["step"] for m in wm], [m["denoiser/loss"] for m in wm], label="denoiser")
+    axes[0].plot([m["step"] for m in wm], [m["rew_end/loss"] for m in wm], label="reward/end")
+    axes[0].set(title="world model (training loss)", xlabel="gradient step", yscale="log")
+    ac = read_metrics(root / "actor_critic", kind="train")
+    axes[1].plot([m["step"] for m in ac], [m["actor_critic/imagined_reward"] for m in ac])
+    axes[1].set(title="actor-critic: reward per 15-step dream", xlabel="gradient step")
+    for name, label in (("ppo_dream", "in the dream"), ("ppo_real", "real (model-free)")):
+        rows = read_metrics(root / name)
+        axes[2].plot([m["step"] for m in rows], [m["episode_return"] for m in rows], label=label)
+    axes[2].set(title="SB3 PPO: mean episode return", xlabel="env step")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[2].legend()
+    fig.tight_layout()
+    fig.savefig(root / "learning_curves.png", dpi=80)
+    plt.close(fig)
+    _real_vs_dream_gif(root, seed)
+
+
+def _real_vs_dream_gif(root: Path, seed: int, horizon: int = 40, rollouts: int = 4) -> None:
+    from PIL import Image
+
+    wm = WorldModel.load(root / "wm" / "world_model")
+    dataset = EpisodeDataset.open(root / "dataset")
+    held_out = split_episodes(dataset.num_episodes, 0.1).test
+    data = dataset.load_all(held_out or None)
+    if int(data.lengths.max()) < wm.num_context + horizon:  # short held-out games: use them all
+        data = dataset.load_all()
+    horizon = min(horizon, int(data.lengths.max()) - wm.num_context)
+    with torch.no_grad():
+        ro = open_loop_rollouts(wm, data, num_rollouts=rollouts, horizon=horizon, seed=seed)
+    frames = []
+    for t in range(horizon):
+        real = np.concatenate(list(ro.real[:, t]), axis=1)
+        dream = np.concatenate(list(ro.imagined[:, t]), axis=1)
+        gap = np.full((2, real.shape[1], 3), 255, np.uint8)
+        grid = np.concatenate([real, gap, dream], axis=0)
+        frames.append(Image.fromarray(np.repeat(np.repeat(grid, 3, axis=0), 3, axis=1)))
+    frames[0].save(root / "real_vs_dream.gif", save_all=True, append_images=frames[1:],
+                   duration=100, loop=0)  # fmt: skip
+
+
+def _report(
+    root: Path, game: str, opts: DemoOptions, scores: dict[str, Any], timings: dict[str, float]
+) -> str:
+    ref = reference_scores(game)
+    fidelity = _read_json(root / "wm" / "eval_wm.json")
+    wm_steps = fidelity.get("grad_steps", "?")
+    ac_rows = read_metrics(root / "actor_critic", kind="train")
+    lines = [
+        f"# diamond_env demo: {game}",
+        "",
+        f"Preset `{opts.preset}`, {opts.real_steps:,} real steps of random play, world model "
+        f"trained {wm_steps} gradient steps ({opts.wm_minutes:g} min), actor-critic "
+        f"{ac_rows[-1]['step'] if ac_rows else 0} steps ({opts.agent_minutes:g} min) on "
+        f"{platform.machine()} with torch {torch.__version__} ({opts.device}).",
+        "",
+        f"## Real-game scores ({opts.eval_episodes} full games each, sampled actions)",
+        "",
+        "| agent | mean ± std | min | max | human-normalised |",
+        "|---|---|---|---|---|",
+    ]
+    for name in AGENTS:
+        s = scores.get(name)
+        if s:
+            hns = "n/a" if s["hns"] is None else f"{s['hns']:.3f}"
+            lines.append(f"| {LABELS[name]} | {s['mean']:.1f} ± {s['std']:.1f} | {s['min']:g} | "
+                         f"{s['max']:g} | {hns} |")  # fmt: skip
+    lines += [
+        "",
+        f"References (SPEC §6): random {ref['random']:g}, human {ref['human']:g}, DIAMOND "
+        f"{ref['diamond']:g} (100k real steps, ≈2.9 GPU-days per game).",
+        "",
+        "## World-model fidelity (held-out episodes)",
+        "",
+        "| measure | value |",
+        "|---|---|",
+    ]
+    for h, v in fidelity.get("psnr", {}).items():
+        lines.append(f"| open-loop PSNR after {h} steps | {v:.1f} dB |")
+    for key in ("reward_f1", "end_f1"):
+        for cls, v in fidelity.get(key, {}).items():
+            lines.append(f"| {key.replace('_', ' ')} (class {cls}) | {v:.3f} |")
+    lines += [
+        "",
+        "![real vs dream](real_vs_dream.gif)",
+        "",
+        "Top: real held-out frames; bottom: the world model's dream from the same four real "
+        "frames, fed the same actions (open loop).",
+        "",
+        "![real vs imagined](wm/real_vs_imagined.png)",
+        "",
+        "## Learning curves",
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+        "## Our agent in the real game (first evaluation game)",
+        "",
+        "![actor-critic](actor_critic_real.gif)",
+        "",
+        "## Stage timings (seconds)",
+        "",
+        *(f"- {name}: {seconds:g}" for name, seconds in timings.items()),
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""``diamond-env demo`` at the tiny preset and seconds-long budgets: every stage runs, the report
+shows real scores, fidelity figures and its images, and a re-run skips finished stages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from diamond_env.cli import main
+
+
+def test_demo_end_to_end_then_rerun(tmp_path: Path) -> None:
+    run = tmp_path / "demo"
+    args = ["demo", "--run-dir", str(run), "--preset", "tiny", "--real-steps", "600",
+            "--wm-minutes", "0.05", "--agent-minutes", "0.05", "--ppo-minutes", "0.05",
+            "--ppo-dream-steps", "256", "--eval-episodes", "1", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    scores = json.loads((run / "scores.json").read_text())
+    assert set(scores) == {"random", "actor_critic", "ppo_dream", "ppo_real"}
+    assert all(s["episodes"] == 1 and s["lengths"][0] > 0 for s in scores.values())
+    ppo_real = json.loads((run / "ppo_real" / "agent.json").read_text())
+    assert ppo_real["real_steps"] == 600
+    report = (run / "report.md").read_text()
+    assert "open-loop PSNR after 1 steps" in report and "SB3 PPO" in report
+    for image in ("learning_curves.png", "real_vs_dream.gif", "actor_critic_real.gif"):
+        assert (run / image).stat().st_size > 0 and image in report
+    timings = json.loads((run / "timings.json").read_text())
+    assert main(args) == 0  # finished stages are skipped
+    again = json.loads((run / "timings.json").read_text())
+    assert {k: v for k, v in again.items() if k not in ("collect", "figures")} == {
+        k: v for k, v in timings.items() if k not in ("collect", "figures")
+    }
