@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -76,12 +77,25 @@ def _cmd_eval_wm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(text: str | None, kind: type) -> list[Any] | None:
+    return None if not text else [kind(item) for item in text.split(",") if item]
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
     from diamond_env.bench import format_results, run_bench
 
-    results = run_bench(quick=args.quick, game=args.game)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    sections = [s for s in args.sections.split(",") if s]
+    results = run_bench(
+        quick=args.quick, game=args.game, sections=sections, device=args.device,
+        dream_presets=_csv(args.presets, str), dream_num_envs=_csv(args.num_envs, int),
+        dream_min_seconds=args.cell_seconds, progress=True,
+    )  # fmt: skip
     print(format_results(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
@@ -192,6 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="short measurements (a few minutes)")
     p.add_argument("--game", default="Breakout", help="game for the real-env figures")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument(
+        "--sections",
+        default="collection,ale_env,dream",
+        help="comma-separated subset of collection,ale_env,dream",
+    )
+    p.add_argument("--presets", default=None, help="dream presets, e.g. tiny,small,paper")
+    p.add_argument("--num-envs", default=None, help="dream batch sizes, e.g. 1,8,32,128")
+    p.add_argument(
+        "--cell-seconds",
+        type=float,
+        default=None,
+        help="time per dream measurement (default: 3 quick, 10 full)",
+    )
+    p.add_argument("--device", default="cpu", help="torch device of the dream: cpu | cuda")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.set_defaults(func=_cmd_bench)
     return parser
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
-from tqdm import tqdm
 
 from diamond_env.checkpoint import (
     atomic_write_json,
@@ -32,6 +31,7 @@ from diamond_env.checkpoint import (
 from diamond_env.metrics import MetricsLogger
 from diamond_env.models.actor_critic import ActorCritic
 from diamond_env.options import opt
+from diamond_env.progress import BudgetBar
 from diamond_env.training.imagination import ImaginationTrainer
 from diamond_env.world_model import WorldModel
 
@@ -108,16 +108,15 @@ def _train_actor_critic(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> N
         trainer.load_state_dict(state["trainer"])
         set_rng_state(state["rng"])
     meta = {"kind": "actor_critic", "game": wm.game, "world_model": str(opts.checkpoint)}
-    bar = tqdm(total=opts.steps, initial=trainer.grad_steps, unit="step", desc="actor-critic",
-               disable=not opts.progress)  # fmt: skip
+    bar = BudgetBar(opts.steps, trainer.grad_steps, "actor-critic", opts.max_minutes,
+                    disable=not opts.progress)  # fmt: skip
     start, start_step = time.perf_counter(), trainer.grad_steps
     deadline = _deadline(opts.max_minutes)
     with MetricsLogger(out) as log:
         while trainer.grad_steps < opts.steps:
             metrics = trainer.train_step()
             step = trainer.grad_steps
-            bar.update(1)
-            bar.set_postfix(reward=metrics["actor_critic/imagined_reward"], refresh=False)
+            bar.update(dream_reward=round(metrics["actor_critic/imagined_reward"], 3))
             last = step == opts.steps or time.monotonic() > deadline
             if step % 10 == 0 or last:
                 frames = (
@@ -165,7 +164,7 @@ def _train_sb3(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> None:
     if opts.algo == "dqn":
         model.learning_starts = min(10_000, max(opts.steps // 10, model.batch_size))
     with MetricsLogger(out, tensorboard=False) as log:
-        callback = _ProgressCallback(opts.steps, log, opts.progress, _deadline(opts.max_minutes))
+        callback = _ProgressCallback(opts.steps, log, opts.progress, opts.max_minutes)
         model.learn(opts.steps, callback=callback)
     model.save(out / "model.zip")
     atomic_write_json(out / "agent.json", {"kind": "sb3", "algo": opts.algo,
@@ -178,14 +177,15 @@ class _ProgressCallback(BaseCallback):
     """tqdm over environment steps, the mean episode return into metrics.jsonl, and a stop at
     ``total`` steps or the deadline."""
 
-    def __init__(self, total: int, log: MetricsLogger, progress: bool, deadline: float) -> None:
+    def __init__(self, total: int, log: MetricsLogger, progress: bool, max_minutes: float) -> None:
         super().__init__()
-        self.total, self.log, self.progress, self.deadline = total, log, progress, deadline
-        self.bar: tqdm[Any] | None = None
+        self.total, self.log, self.progress = total, log, progress
+        self.max_minutes, self.deadline = max_minutes, _deadline(max_minutes)
+        self.bar: BudgetBar | None = None
         self.next_log = 0
 
     def _on_training_start(self) -> None:
-        self.bar = tqdm(total=self.total, unit="step", desc="sb3", disable=not self.progress)
+        self.bar = BudgetBar(self.total, 0, "sb3", self.max_minutes, disable=not self.progress)
 
     def _on_step(self) -> bool:
         assert self.bar is not None
@@ -196,7 +196,7 @@ class _ProgressCallback(BaseCallback):
             if episodes:
                 returns = [float(e["r"]) for e in episodes]
                 self.log.log(self.num_timesteps, {"episode_return": float(np.mean(returns))})
-                self.bar.set_postfix(episode_return=float(np.mean(returns)), refresh=False)
+                self.bar.postfix.update(episode_return=round(float(np.mean(returns)), 2))
         # SB3 rounds up to whole rollouts; stopping here never spends more than ``total`` steps
         return self.num_timesteps < self.total and time.monotonic() < self.deadline
 
@@ -246,7 +246,7 @@ def train_sb3_real(
     if algo == "dqn":
         model.learning_starts = min(10_000, max(steps // 10, model.batch_size))
     with MetricsLogger(out, tensorboard=False) as log:
-        model.learn(steps, callback=_ProgressCallback(steps, log, progress, _deadline(max_minutes)))
+        model.learn(steps, callback=_ProgressCallback(steps, log, progress, max_minutes))
     model.save(out / "model.zip")
     meta = {"kind": "sb3", "algo": algo, "n_stack": n_stack, "game": game, "real_steps": steps}
     atomic_write_json(out / "agent.json", meta)

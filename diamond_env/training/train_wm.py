@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from diamond_env.checkpoint import (
     atomic_write_json,
@@ -35,6 +34,7 @@ from diamond_env.data.segments import SegmentSampler
 from diamond_env.metrics import MetricsLogger
 from diamond_env.options import opt
 from diamond_env.paths import default_run_dir
+from diamond_env.progress import BudgetBar
 from diamond_env.training.wm_eval import evaluate_world_model
 from diamond_env.training.wm_trainer import WorldModelTrainer, build_context_bank, split_episodes
 from diamond_env.world_model import WorldModel
@@ -189,16 +189,15 @@ def _loop(
 ) -> None:
     seq_len = trainer.config.loop.rew_end_seq_len
     deadline = time.monotonic() + 60 * opts.max_minutes if opts.max_minutes > 0 else float("inf")
-    bar = tqdm(total=opts.steps, initial=trainer.grad_steps, unit="step", desc="world model",
-               disable=not opts.progress)  # fmt: skip
+    bar = BudgetBar(opts.steps, trainer.grad_steps, "world model", opts.max_minutes,
+                    disable=not opts.progress)  # fmt: skip
     while trainer.grad_steps < opts.steps:
         metrics = trainer.train_step(*samplers)
         step = trainer.grad_steps
-        bar.update(1)
         if step % opts.log_every == 0 or step == opts.steps or time.monotonic() > deadline:
             log.log(step, metrics)
-            bar.set_postfix(den=metrics["denoiser/loss"], rew_end=metrics["rew_end/loss"],
-                            refresh=False)  # fmt: skip
+            bar.postfix.update(den=metrics["denoiser/loss"], rew_end=metrics["rew_end/loss"])
+        bar.update()
         if opts.eval_every and step % opts.eval_every == 0 and step < opts.steps:
             results = evaluate_world_model(wm, test_data, seq_len=seq_len, seed=opts.seed,
                                            batches=2, num_rollouts=8)  # fmt: skip
