@@ -137,6 +137,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     cmd_evaluate(
         args.agent, args.game, args.episodes, args.out, seed=args.seed, video=args.video,
         num_envs=args.num_envs, device=args.device, progress=not args.quiet,
+        deterministic=args.deterministic,
     )  # fmt: skip
     return 0
 
@@ -200,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                   help="argmax actions (--no-deterministic: sample); default: agent.json's "
+                   "choice, else sample for our actor-critic and argmax for SB3")  # fmt: skip
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("bench", help="measure throughput and print the figures")

@@ -167,8 +167,11 @@ def _train_sb3(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> None:
         callback = _ProgressCallback(opts.steps, log, opts.progress, opts.max_minutes)
         model.learn(opts.steps, callback=callback)
     model.save(out / "model.zip")
+    # sampled at test time like DIAMOND's agent: an argmax policy that never presses FIRE plays
+    # Breakout until the 108k-frame cap (`evaluate --deterministic` still gives the argmax)
     atomic_write_json(out / "agent.json", {"kind": "sb3", "algo": opts.algo,
                                             "n_stack": opts.n_stack, "game": wm.game,
+                                            "deterministic": False,
                                             "world_model": str(opts.checkpoint)})  # fmt: skip
     stacked.close()
 
@@ -248,7 +251,8 @@ def train_sb3_real(
     with MetricsLogger(out, tensorboard=False) as log:
         model.learn(steps, callback=_ProgressCallback(steps, log, progress, max_minutes))
     model.save(out / "model.zip")
-    meta = {"kind": "sb3", "algo": algo, "n_stack": n_stack, "game": game, "real_steps": steps}
+    meta = {"kind": "sb3", "algo": algo, "n_stack": n_stack, "game": game, "real_steps": steps,
+            "deterministic": False}  # fmt: skip
     atomic_write_json(out / "agent.json", meta)
     venv.close()
     return out

@@ -504,10 +504,12 @@ def cmd_evaluate(
     num_envs: int = 1,
     device: str = "cpu",
     progress: bool = True,
+    deterministic: bool | None = None,
 ) -> EvalResult:
     """What ``diamond-env evaluate`` does: load, play, print a summary, write ``out`` (JSON,
-    atomically). ``game=None`` takes agent.json's game; when both are known they must agree."""
-    policy, meta = load_agent(agent_dir, device=device, seed=seed)
+    atomically). ``game=None`` takes agent.json's game; when both are known they must agree.
+    ``deterministic`` None keeps the agent's own choice (see :func:`load_agent`)."""
+    policy, meta = load_agent(agent_dir, device=device, seed=seed, deterministic=deterministic)
     known: str | None = meta.get("game")
     name = game if game is not None else known
     if name is None:
