@@ -12,7 +12,7 @@ import json
 import os
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +93,36 @@ def load_resume_state(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise ValueError(f"resume state {path}: expected a dict, got {type(state).__name__}")
     return state
+
+
+def check_run_dir(
+    run_dir: Path,
+    *,
+    resume: bool,
+    options: dict[str, Any],
+    fixed: Sequence[str],
+    markers: Sequence[str] = ("resume.pt",),
+) -> None:
+    """Refuse to overwrite a run, or to resume one that is not there or was asked otherwise.
+
+    Without ``resume``, any of ``markers`` in ``run_dir`` means a run is there (ValueError). With
+    it, ``resume.pt`` must exist (FileNotFoundError) and ``options[k]`` must equal the run's
+    ``options.json`` for every ``k`` in ``fixed`` (ValueError listing each difference).
+    """
+    if not resume:
+        if any((run_dir / name).exists() for name in markers):
+            raise ValueError(
+                f"{run_dir} already holds a run; pass --resume to continue it or choose another "
+                "--run-dir"
+            )
+        return
+    if not (run_dir / "resume.pt").exists():
+        raise FileNotFoundError(
+            f"--resume: no resume state in {run_dir} (resume.pt is missing: the run never saved; "
+            "start it again without --resume)"
+        )
+    saved = json.loads((run_dir / "options.json").read_text(encoding="utf-8"))
+    diffs = [f"{k}: run has {saved.get(k)!r}, got {options[k]!r}" for k in fixed
+             if saved.get(k) != options[k]]  # fmt: skip
+    if diffs:
+        raise ValueError("--resume with a different configuration: " + "; ".join(diffs))

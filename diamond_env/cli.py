@@ -95,6 +95,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         quick=args.quick, game=args.game, sections=sections, device=args.device,
         dream_presets=_csv(args.presets, str), dream_num_envs=_csv(args.num_envs, int),
         dream_min_seconds=args.cell_seconds, progress=True,
+        train_presets=_csv(args.train_presets, str), fastpath=_csv(args.fastpath, str),
     )  # fmt: skip
     print(format_results(results))
     if args.json:
@@ -128,6 +129,44 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from diamond_env.options import namespace_to
 
     run_demo(namespace_to(DemoOptions, args))
+    return 0
+
+
+def _cmd_video(args: argparse.Namespace) -> int:
+    from diamond_env.video import cmd_video
+
+    path = cmd_video(
+        args.checkpoint, args.dataset, args.out, agent=args.agent, horizon=args.horizon,
+        num_rollouts=args.rollouts, agent_steps=args.agent_steps, seed=args.seed,
+        scale=args.scale, fps=args.fps, device=args.device,
+    )  # fmt: skip
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from diamond_env.report import write_report
+
+    path = write_report(
+        args.run_dir, videos=args.videos, fidelity=args.fidelity, seed=args.seed,
+        horizon=args.horizon, agent_steps=args.agent_steps, device=args.device,
+    )  # fmt: skip
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_play(args: argparse.Namespace) -> int:
+    from diamond_env.play import KEYS_HELP, play
+
+    print(KEYS_HELP)
+    result = play(
+        args.checkpoint, agent=args.agent, real=args.real, game=args.game, horizon=args.horizon,
+        seed=args.seed, scale=args.scale, fps=args.fps, device=args.device,
+        max_frames=args.max_frames, record=args.record,
+    )  # fmt: skip
+    print(f"{result.steps} steps, episode returns {result.returns}")
+    for path in result.recorded:
+        print(f"recorded {path}")
     return 0
 
 
@@ -206,6 +245,46 @@ def build_parser() -> argparse.ArgumentParser:
                    "choice, else sample for our actor-critic and argmax for SB3")  # fmt: skip
     p.set_defaults(func=_cmd_evaluate)
 
+    p = sub.add_parser("video", help="real vs dreamt frames (open loop), and an agent in both")
+    p.add_argument("--checkpoint", required=True, help="world-model checkpoint directory")
+    p.add_argument("--dataset", default=None, help="episode dataset for the open-loop clip")
+    p.add_argument("--out", required=True, help="output .mp4 or .gif")
+    p.add_argument("--agent", default=None, help="agent directory for the agent clip")
+    p.add_argument("--horizon", type=_positive_int, default=40, help="open-loop steps")
+    p.add_argument("--rollouts", type=_positive_int, default=4, help="open-loop clips side by side")
+    p.add_argument("--agent-steps", type=_positive_int, default=200, help="agent clip steps")
+    p.add_argument("--scale", type=_positive_int, default=3, help="pixel upscaling")
+    p.add_argument("--fps", type=_positive_int, default=15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_video)
+
+    p = sub.add_parser("report", help="report.md with plots and videos for a run directory")
+    p.add_argument("--run-dir", required=True, help="a train_wm.py or diamond-env train run")
+    p.add_argument("--videos", action=argparse.BooleanOptionalAction, default=True,
+                   help="make the real-vs-dream GIFs when missing")  # fmt: skip
+    p.add_argument("--fidelity", action=argparse.BooleanOptionalAction, default=True,
+                   help="compute world-model fidelity when the run has none")  # fmt: skip
+    p.add_argument("--horizon", type=_positive_int, default=30)
+    p.add_argument("--agent-steps", type=_positive_int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("play", help="play the dream (or the real game) with the keyboard")
+    p.add_argument("--checkpoint", default=None, help="world-model checkpoint directory")
+    p.add_argument("--agent", default=None, help="agent directory ('m' toggles agent control)")
+    p.add_argument("--real", action="store_true", help="play the real game instead")
+    p.add_argument("--game", default=None, help="game (default: the checkpoint's)")
+    p.add_argument("--horizon", type=_positive_int, default=1000, help="dream steps per episode")
+    p.add_argument("--scale", type=_positive_int, default=8, help="window pixels per frame pixel")
+    p.add_argument("--fps", type=_positive_int, default=15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames")
+    p.add_argument("--record", default=None, help="save each episode (npz + gif) in this folder")
+    p.set_defaults(func=_cmd_play)
+
     p = sub.add_parser("bench", help="measure throughput and print the figures")
     p.add_argument("--quick", action="store_true", help="short measurements (a few minutes)")
     p.add_argument("--game", default="Breakout", help="game for the real-env figures")
@@ -213,7 +292,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sections",
         default="collection,ale_env,dream",
-        help="comma-separated subset of collection,ale_env,dream",
+        help="comma-separated subset of collection,ale_env,dream,train,imagination",
+    )
+    p.add_argument(
+        "--train-presets", default=None, help="presets of the train and imagination sections"
+    )
+    p.add_argument(
+        "--fastpath",
+        default=None,
+        help="dream with these options on vs off in one run: channels_last,bf16,fp16,compile,"
+        "inference_mode,cuda_graphs",
     )
     p.add_argument("--presets", default=None, help="dream presets, e.g. tiny,small,paper")
     p.add_argument("--num-envs", default=None, help="dream batch sizes, e.g. 1,8,32,128")
@@ -235,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Command = args.func
     try:
         return func(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         print(f"diamond-env {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -80,3 +80,84 @@ def test_run_dream_grid_rejects_unknown_preset_before_running() -> None:
         run_bench(sections=("dream",), dream_presets=("tiny", "huge"))
     with pytest.raises(ValueError, match="presets"):
         run_bench(sections=("dream",), dream_presets="tiny")
+
+
+def test_bench_dream_counts_flops_per_frame() -> None:
+    from diamond_env.config import get_preset
+    from diamond_env.flops import count_model_flops
+
+    fig = bench_dream("tiny", 2, 1, warmup=0)
+    flops = count_model_flops(get_preset("tiny"), 4)  # Breakout: 4 actions
+    assert fig["gflop_per_frame"] * 1e9 == pytest.approx(
+        3 * flops.denoiser_forward + flops.rew_end_step
+    )
+    assert fig["gflop_per_s"] == pytest.approx(fig["frames_per_s"] * fig["gflop_per_frame"])
+    assert fig["peak_mem_mb"] > 0 and fig["mem_growth_mb"] >= 0
+
+
+def test_synthetic_world_model_never_ends_an_episode() -> None:
+    from diamond_env.bench import _synthetic_world_model
+    from diamond_env.frames import to_model
+
+    model = _synthetic_world_model("tiny", "Breakout", "cpu", 0)
+    out = model.step(to_model(model.contexts.obs), model.contexts.act, None)
+    assert not bool(out.termination.any()) and bool((out.reward == 0).all())
+
+
+def test_bench_train_tiny_figures_are_consistent() -> None:
+    from diamond_env.bench import bench_train
+
+    fig = bench_train("tiny", 1, warmup=0)
+    for name in ("denoiser", "rew_end"):
+        part = fig[name]
+        assert part["steps"] == 1 and part["batch_size"] == 8  # the tiny preset's batch
+        assert part["samples_per_s"] == pytest.approx(8 * part["steps_per_s"])
+        assert part["steps_per_s"] == pytest.approx(1 / part["seconds"])
+        assert part["gflop_per_s"] == pytest.approx(
+            part["samples_per_s"] * part["gflop_per_sample"]
+        )
+    # a reward/end sample is 8 transitions (tiny rew_end_seq_len 9), a denoiser sample 1 frame
+    assert fig["rew_end"]["gflop_per_sample"] == pytest.approx(3 * 8 * 0.01839136)
+    assert fig["denoiser"]["gflop_per_sample"] == pytest.approx(3 * 0.265924608)
+
+
+def test_bench_imagination_tiny_figures_are_consistent() -> None:
+    from diamond_env.bench import bench_imagination
+
+    fig = bench_imagination("tiny", 1, warmup=0)
+    assert (fig["batch_size"], fig["horizon"], fig["steps"]) == (8, 5, 1)
+    assert fig["frames_per_s"] == pytest.approx(8 * 5 * fig["updates_per_s"])
+    assert fig["gflop_per_s"] == pytest.approx(fig["updates_per_s"] * fig["gflop_per_update"])
+    assert 40 * 0.8 < fig["gflop_per_update"] < 60  # 40 dream frames of 0.82 GFLOP + the agent
+
+
+def test_run_bench_projects_the_loop_and_compares_fast_paths() -> None:
+    from diamond_env.bench import loop_projection
+    from diamond_env.config import LoopConfig
+    from diamond_env.flops import loop_counts, project_hours
+
+    results = run_bench(
+        sections=("train", "imagination"), dream_presets=("tiny",), dream_num_envs=(1,),
+        dream_min_seconds=0.01, fastpath={"inference_mode": True, "channels_last": False},
+    )  # fmt: skip
+    train, imag = results["train"]["grid"]["tiny"], results["imagination"]["grid"]["tiny"]
+    expected = project_hours(
+        loop_counts(LoopConfig()),
+        denoiser_steps_per_s=train["denoiser"]["steps_per_s"],
+        rew_end_steps_per_s=train["rew_end"]["steps_per_s"],
+        actor_critic_steps_per_s=imag["updates_per_s"],
+    )
+    assert results["projection"]["tiny"] == pytest.approx(expected)
+    assert expected["actor_critic"] == pytest.approx(404_600 / imag["updates_per_s"] / 3600)
+    cell = results["fastpath"]["grid"]["tiny"][1]
+    assert set(cell["frames_per_s"]) == {"plain", "inference_mode"}
+    assert cell["ratio"]["plain"] == 1.0
+    assert cell["ratio"]["inference_mode"] == pytest.approx(
+        cell["frames_per_s"]["inference_mode"] / cell["frames_per_s"]["plain"]
+    )
+    text = format_results(results)
+    line = next(x for x in text.splitlines() if x.startswith("projection  tiny"))
+    assert f"{expected['total']:.1f} h" in line
+    assert "fastpath    tiny" in text and "imagination tiny" in text and "train       tiny" in text
+    assert format_results(json.loads(json.dumps(results))) == text
+    assert loop_projection({"train": results["train"]}) == {}  # imagination missing: nothing

@@ -20,7 +20,6 @@ interrupted run continues from its last finished epoch with ``--resume``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from tqdm import tqdm
 from diamond_env.atari import canonical_game, make_atari_env
 from diamond_env.checkpoint import (
     atomic_write_json,
+    check_run_dir,
     load_resume_state,
     rng_state,
     save_resume_state,
@@ -117,7 +117,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     """Run (or resume) the full loop; returns the final real evaluation (also in eval.json)."""
     opts.validate()
     run_dir = opts.resolved_run_dir()
-    _check_run_dir(opts, run_dir)
+    check_run_dir(run_dir, resume=opts.resume, options=dataclasses.asdict(opts),
+                  fixed=_FIXED_ON_RESUME, markers=("resume.pt", "eval.json"))  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "options.json", dataclasses.asdict(opts))
     seed_everything(opts.seed)
@@ -177,27 +178,6 @@ def minority_rewards(dataset: EpisodeDataset) -> int:
     counts = dataset.reward_counts
     signs = [n for n in (counts.get(-1, 0), counts.get(1, 0)) if n > 0]
     return min(signs) if signs else 0
-
-
-def _check_run_dir(opts: TrainOptions, run_dir: Path) -> None:
-    if not opts.resume:
-        if (run_dir / "resume.pt").exists() or (run_dir / "eval.json").exists():
-            raise ValueError(
-                f"{run_dir} already holds a run; pass --resume to continue it or choose another "
-                "--run-dir"
-            )
-        return
-    if not (run_dir / "resume.pt").exists():
-        raise FileNotFoundError(
-            f"--resume: no resume state in {run_dir} (resume.pt is missing: the run did not "
-            "finish its first epoch; start it again without --resume)"
-        )
-    saved = json.loads((run_dir / "options.json").read_text())
-    now = dataclasses.asdict(opts)
-    diffs = [f"{k}: run has {saved.get(k)!r}, got {now[k]!r}" for k in _FIXED_ON_RESUME
-             if saved.get(k) != now[k]]  # fmt: skip
-    if diffs:
-        raise ValueError("--resume with a different configuration: " + "; ".join(diffs))
 
 
 def _build(opts: TrainOptions, config: Config, run_dir: Path, dataset: EpisodeDataset) -> _Run:

@@ -9,7 +9,6 @@ collected its own data), ``world_model/`` (the inference checkpoint, kept up to 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 
 from diamond_env.checkpoint import (
     atomic_write_json,
+    check_run_dir,
     load_resume_state,
     rng_state,
     save_resume_state,
@@ -84,25 +84,6 @@ class TrainWMOptions:
             raise ValueError(f"eval_every: expected >= 0, got {self.eval_every}")
 
 
-def _check_run_dir(opts: TrainWMOptions, run_dir: Path) -> None:
-    saved_path = run_dir / "options.json"
-    if not opts.resume:
-        if (run_dir / "resume.pt").exists():
-            raise ValueError(
-                f"{run_dir} already holds a run; pass --resume to continue it or choose another "
-                "--run-dir"
-            )
-        return
-    if not (run_dir / "resume.pt").exists():
-        raise FileNotFoundError(f"--resume: no resume state in {run_dir} (resume.pt is missing)")
-    saved = json.loads(saved_path.read_text())
-    now = dataclasses.asdict(opts)
-    diffs = [f"{k}: run has {saved.get(k)!r}, got {now[k]!r}" for k in _FIXED_ON_RESUME
-             if saved.get(k) != now[k]]  # fmt: skip
-    if diffs:
-        raise ValueError("--resume with a different configuration: " + "; ".join(diffs))
-
-
 def _load_data(opts: TrainWMOptions, run_dir: Path) -> EpisodeDataset:
     if opts.dataset is not None:
         dataset = EpisodeDataset.open(opts.dataset)
@@ -143,7 +124,8 @@ def train_world_model(opts: TrainWMOptions) -> dict[str, Any]:
     """Run (or resume) world-model training; returns the final held-out evaluation."""
     opts.validate()
     run_dir = opts.resolved_run_dir()
-    _check_run_dir(opts, run_dir)
+    check_run_dir(run_dir, resume=opts.resume, options=dataclasses.asdict(opts),
+                  fixed=_FIXED_ON_RESUME)  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "options.json", dataclasses.asdict(opts))
     config = get_preset(opts.preset)

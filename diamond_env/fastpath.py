@@ -1,0 +1,240 @@
+"""Fast paths for dreaming: options that change how the world model runs, never what it computes
+(up to rounding), each tested for equivalence against the plain path.
+
+:func:`prepare_world_model` returns a copy of a :class:`WorldModel` (same weights, same
+``state_dict`` keys, same ``step``/``burn_in`` contract) with any of:
+
+- ``channels_last``: 4-d weights in channels-last memory format, so convolutions run NHWC;
+- ``autocast_dtype``: denoiser and reward/end model under ``torch.autocast`` (bf16 on CPU or
+  CUDA, fp16 on CUDA); outputs are cast back, so every returned tensor keeps the plain dtype;
+- ``compile``: the denoiser's U-Net compiled in place (``nn.Module.compile``: weights keep their
+  names, so the model still saves as a plain checkpoint);
+- ``inference_mode``: ``step`` runs under ``torch.inference_mode`` instead of ``no_grad``; its
+  outputs are cloned outside, so callers never hold inference tensors;
+- ``cuda_graphs`` (CUDA only): each denoiser pass of a given batch shape is captured once in a
+  CUDA graph and replayed (static input buffers, no kernel launches from Python).
+
+The prepared model is for imagination (no gradients); train the plain model and prepare again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+from diamond_env.config import Config, DenoiserConfig, RewEndConfig
+from diamond_env.models.denoiser import Denoiser
+from diamond_env.models.rew_end import LstmState, RewEndModel
+from diamond_env.world_model import ContextBank, WorldModel, WorldModelStep
+
+AUTOCAST_NAMES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+"""Names of the ``autocast_dtype`` choices in :meth:`FastPathOptions.from_names`."""
+FLAG_NAMES = ("channels_last", "compile", "inference_mode", "cuda_graphs")
+"""The on/off options of :class:`FastPathOptions`."""
+
+
+@dataclass(frozen=True)
+class FastPathOptions:
+    """Which fast paths :func:`prepare_world_model` turns on (all off = the plain path)."""
+
+    channels_last: bool = False
+    autocast_dtype: torch.dtype | None = None
+    """``torch.bfloat16`` or ``torch.float16`` (CUDA only); None = full precision."""
+    compile: bool = False
+    inference_mode: bool = False
+    cuda_graphs: bool = False
+
+    @classmethod
+    def from_names(cls, names: Iterable[str] | Mapping[str, bool]) -> FastPathOptions:
+        """Options from names (a mapping keeps those set True): ``channels_last``, ``bf16``,
+        ``fp16``, ``compile``, ``inference_mode``, ``cuda_graphs``."""
+        chosen = [k for k, on in names.items() if on] if isinstance(names, Mapping) else names
+        chosen = [chosen] if isinstance(chosen, str) else list(chosen)
+        known = sorted(set(FLAG_NAMES) | set(AUTOCAST_NAMES))
+        unknown = [n for n in chosen if n not in known]
+        if unknown:
+            raise ValueError(f"fastpath: expected names from {known}, got unknown {unknown}")
+        dtypes = [AUTOCAST_NAMES[n] for n in chosen if n in AUTOCAST_NAMES]
+        if len(dtypes) > 1:
+            raise ValueError(f"fastpath: expected at most one of bf16/fp16, got {chosen}")
+        flags = {n: True for n in chosen if n not in AUTOCAST_NAMES}
+        return cls(autocast_dtype=dtypes[0] if dtypes else None, **flags)
+
+    def names(self) -> list[str]:
+        """The inverse of :meth:`from_names`: the names of the options that are on."""
+        out = [f.name for f in fields(self) if f.name != "autocast_dtype" and getattr(self, f.name)]
+        out += [n for n, d in AUTOCAST_NAMES.items() if d == self.autocast_dtype]
+        return out
+
+
+def _autocast(
+    device: torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager[Any]:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class _DenoiseGraph:
+    """One denoiser pass captured in a CUDA graph for fixed input shapes.
+
+    ``__call__`` copies the inputs into static buffers, replays the graph and returns a clone of
+    the static output (the next replay overwrites it).
+    """
+
+    def __init__(self, fn: Any, x: torch.Tensor, sigma: torch.Tensor, obs: torch.Tensor,
+                 act: torch.Tensor) -> None:  # fmt: skip
+        self.fn = fn
+        with torch.inference_mode(False):  # normal tensors: copied into from any grad mode
+            self.inputs = [t.clone() for t in (x, sigma, obs, act)]
+        side = torch.cuda.Stream(device=x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):  # warm-up: kernel selection and allocator pools settle
+                fn(*self.inputs)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.output = fn(*self.inputs)
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        for static, value in zip(self.inputs, inputs, strict=True):
+            static.copy_(value)
+        self.graph.replay()
+        return self.output.clone()
+
+
+class FastDenoiser(Denoiser):
+    """A :class:`Denoiser` whose :meth:`denoise` runs under autocast and, on CUDA with
+    ``cuda_graphs`` and gradients off, replays one captured graph per input shape. Training
+    (``compute_loss``) is unchanged."""
+
+    def __init__(self, config: DenoiserConfig, num_actions: int, *,
+                 autocast_dtype: torch.dtype | None, cuda_graphs: bool) -> None:  # fmt: skip
+        super().__init__(config, num_actions)
+        self.autocast_dtype = autocast_dtype
+        self.cuda_graphs = cuda_graphs
+        self._graphs: dict[tuple[Any, ...], _DenoiseGraph] = {}
+
+    def _plain_denoise(self, x: torch.Tensor, sigma: torch.Tensor, obs_ctx: torch.Tensor,
+                       act_ctx: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        with _autocast(x.device, self.autocast_dtype):
+            out = super().denoise(x, sigma, obs_ctx, act_ctx)
+        return out.to(x.dtype)
+
+    def denoise(
+        self, x: torch.Tensor, sigma: torch.Tensor, obs_ctx: torch.Tensor, act_ctx: torch.Tensor
+    ) -> torch.Tensor:
+        """As :meth:`Denoiser.denoise`; float ``(B, 3, H, W)`` of ``x``'s dtype."""
+        if not (self.cuda_graphs and x.is_cuda and not torch.is_grad_enabled()):
+            return self._plain_denoise(x, sigma, obs_ctx, act_ctx)
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        inputs = (x, sigma, obs_ctx, act_ctx)
+        key = tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = self._graphs[key] = _DenoiseGraph(self._plain_denoise, *inputs)
+        return graph(*inputs)
+
+
+class FastRewEndModel(RewEndModel):
+    """A :class:`RewEndModel` whose forward runs under autocast; logits and state come back as
+    float32, as from the plain model."""
+
+    def __init__(self, config: RewEndConfig, num_actions: int, *,
+                 autocast_dtype: torch.dtype | None) -> None:  # fmt: skip
+        super().__init__(config, num_actions)
+        self.autocast_dtype = autocast_dtype
+
+    def forward(
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        next_obs: torch.Tensor,
+        state: LstmState | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, LstmState]:
+        """As :meth:`RewEndModel.forward`."""
+        with _autocast(obs.device, self.autocast_dtype):
+            rew, end, (h, c) = super().forward(obs, act, next_obs, state)
+        return rew.float(), end.float(), (h.float(), c.float())
+
+
+class FastWorldModel(WorldModel):
+    """A :class:`WorldModel` with :class:`FastDenoiser`, :class:`FastRewEndModel` and, with
+    ``options.inference_mode``, a :meth:`step` under ``torch.inference_mode``. Build it with
+    :func:`prepare_world_model`."""
+
+    def __init__(self, config: Config, game: str, action_meanings: list[str],
+                 contexts: ContextBank, options: FastPathOptions) -> None:  # fmt: skip
+        super().__init__(config, game, action_meanings, contexts)
+        self.options = options
+        dtype = options.autocast_dtype
+        self.denoiser = FastDenoiser(
+            config.denoiser, self.num_actions, autocast_dtype=dtype, cuda_graphs=options.cuda_graphs
+        )
+        self.rew_end = FastRewEndModel(config.rew_end, self.num_actions, autocast_dtype=dtype)
+
+    def step(self, *args: Any, **kwargs: Any) -> WorldModelStep:
+        """As :meth:`WorldModel.step` (same arguments, same output dtypes)."""
+        if not self.options.inference_mode:
+            return super().step(*args, **kwargs)
+        with torch.inference_mode():
+            out = super().step(*args, **kwargs)
+        h, c = out.state
+        return WorldModelStep(
+            out.next_obs.clone(),
+            out.reward.clone(),
+            out.termination.clone(),
+            (h.clone(), c.clone()),
+        )
+
+
+def prepare_world_model(
+    world_model: WorldModel,
+    *,
+    channels_last: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+    compile: bool = False,
+    inference_mode: bool = False,
+    cuda_graphs: bool = False,
+) -> WorldModel:
+    """A copy of ``world_model`` (weights copied, on its device, in eval mode) with the chosen
+    fast paths (see the module docstring); the original is untouched and the global RNG is not
+    consumed. Raises ``ValueError`` for ``cuda_graphs`` off CUDA, fp16 off CUDA or an
+    ``autocast_dtype`` other than bf16/fp16."""
+    options = FastPathOptions(channels_last, autocast_dtype, compile, inference_mode, cuda_graphs)
+    device = world_model.device
+    if autocast_dtype not in (None, torch.bfloat16, torch.float16):
+        raise ValueError(
+            f"autocast_dtype: expected None, torch.bfloat16 or torch.float16, got {autocast_dtype}"
+        )
+    if autocast_dtype == torch.float16 and device.type != "cuda":
+        raise ValueError(f"autocast_dtype: float16 needs a CUDA model, got one on {device}")
+    if cuda_graphs and device.type != "cuda":
+        raise ValueError(f"cuda_graphs: needs a CUDA model, got one on {device}")
+    with torch.device("meta"):
+        fast = FastWorldModel(
+            world_model.config, world_model.game, world_model.action_meanings,
+            world_model.contexts, options,
+        )  # fmt: skip
+    fast.to_empty(device=device)
+    fast.load_state_dict(world_model.state_dict())
+    fast.eval()
+    if channels_last:
+        fast.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped kwarg
+    if compile:
+        fast.denoiser.unet.compile()
+    return fast
+
+
+def prepare_from_options(world_model: WorldModel, options: FastPathOptions) -> WorldModel:
+    """:func:`prepare_world_model` with the fields of ``options``."""
+    return prepare_world_model(
+        world_model, channels_last=options.channels_last, autocast_dtype=options.autocast_dtype,
+        compile=options.compile, inference_mode=options.inference_mode,
+        cuda_graphs=options.cuda_graphs,
+    )  # fmt: skip

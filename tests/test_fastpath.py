@@ -1,0 +1,219 @@
+"""Each fast path against the plain path: same shapes and dtypes, same numbers up to rounding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from diamond_env.atari import action_meanings
+from diamond_env.config import IMG_SIZE, get_preset
+from diamond_env.envs.simulator import DreamSimulator
+from diamond_env.fastpath import FastPathOptions, prepare_world_model
+from diamond_env.frames import to_model
+from diamond_env.world_model import ContextBank, WorldModel, WorldModelStep
+
+LEVEL = 2.0 / 255.0
+"""One uint8 level in model units ([-1, 1])."""
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model(preset: str, device: str = "cpu") -> WorldModel:
+    """A seeded random world model in which no layer is zero (the zero-initialised output convs
+    would make the denoiser return ``c_skip * x`` whatever the path)."""
+    config = get_preset(preset)
+    meanings = action_meanings("Breakout")
+    gen = torch.Generator().manual_seed(0)
+    shape = (4, config.denoiser.num_context, IMG_SIZE, IMG_SIZE, 3)
+    bank = ContextBank(
+        obs=torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8),
+        act=torch.randint(0, len(meanings), shape[:2], generator=gen, dtype=torch.int64),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = WorldModel(config, "Breakout", meanings, bank)
+        for p in model.parameters():
+            if p.ndim > 1 and not bool(p.any()):
+                nn.init.normal_(p, std=0.05)
+    return model.to(device).eval()
+
+
+def _inputs(model: WorldModel, n: int = 2) -> tuple[torch.Tensor, ...]:
+    """Context frames (n, L, 3, 64, 64), actions (n, L), a noisy frame and sigma (n,)."""
+    dev = model.device
+    obs = to_model(model.contexts.obs[:n]).to(dev)
+    act = model.contexts.act[:n].to(dev)
+    x = torch.randn(n, 3, IMG_SIZE, IMG_SIZE, generator=torch.Generator().manual_seed(1)).to(dev)
+    return obs, act, x, torch.full((n,), 1.5, device=dev)
+
+
+def _step(model: WorldModel, obs: torch.Tensor, act: torch.Tensor) -> WorldModelStep:
+    return model.step(obs, act, None, generator=torch.Generator().manual_seed(2))
+
+
+def _check_same_kind(fast: WorldModelStep, plain: WorldModelStep) -> None:
+    for a, b in zip(
+        (fast.next_obs, fast.reward, fast.termination, *fast.state),
+        (plain.next_obs, plain.reward, plain.termination, *plain.state),
+        strict=True,
+    ):
+        assert a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
+
+
+@pytest.mark.parametrize("preset", ["tiny", "cpu"])
+def test_channels_last_matches_plain(preset: str) -> None:
+    plain = _model(preset)
+    fast = prepare_world_model(plain, channels_last=True)
+    assert fast.denoiser.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not fast.denoiser.conv_in.weight.is_contiguous()  # the layout really changed
+    assert plain.denoiser.conv_in.weight.is_contiguous()  # and the original kept its own
+    obs, act, x, sigma = _inputs(plain)
+    with torch.no_grad():
+        ref = plain.denoiser.denoise(x, sigma, obs, act)
+        out = fast.denoiser.denoise(x, sigma, obs, act)
+        skip = plain.denoiser.scalings(sigma).c_skip[:, None, None, None] * x
+        assert (ref - skip).abs().max() > 0.1  # the network contributes: the check can fail
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+        logits_ref = plain.rew_end(obs[:, :-1], act[:, :-1], obs[:, 1:])
+        logits = fast.rew_end(obs[:, :-1], act[:, :-1], obs[:, 1:])
+        torch.testing.assert_close(logits, logits_ref, rtol=1e-4, atol=1e-5)
+    a, b = _step(plain, obs, act), _step(fast, obs, act)
+    _check_same_kind(b, a)
+    diff = (a.next_obs - b.next_obs).abs()
+    assert diff.max() <= LEVEL + 1e-6 and (diff > 0).float().mean() < 0.01  # rare rounding flips
+    assert torch.equal(a.reward, b.reward) and torch.equal(a.termination, b.termination)
+
+
+def test_bf16_autocast_close_to_plain_with_plain_dtypes() -> None:
+    plain = _model("tiny")
+    fast = prepare_world_model(plain, autocast_dtype=torch.bfloat16)
+    obs, act, x, sigma = _inputs(plain)
+    with torch.no_grad():
+        ref = plain.denoiser.denoise(x, sigma, obs, act)
+        out = fast.denoiser.denoise(x, sigma, obs, act)
+        assert out.dtype == torch.float32 and out.shape == ref.shape
+        assert not torch.equal(out, ref)  # bf16 really ran
+        diff = (out - ref).abs()
+        assert diff.max() < 0.05 and diff.mean() < 0.005
+        rew, end, (h, c) = fast.rew_end(obs[:, :-1], act[:, :-1], obs[:, 1:])
+        rew_ref, end_ref, (h_ref, _) = plain.rew_end(obs[:, :-1], act[:, :-1], obs[:, 1:])
+        assert {t.dtype for t in (rew, end, h, c)} == {torch.float32}
+        torch.testing.assert_close(rew, rew_ref, rtol=0.0, atol=0.05)
+        torch.testing.assert_close(h, h_ref, rtol=0.0, atol=0.05)
+    a, b = _step(plain, obs, act), _step(fast, obs, act)
+    _check_same_kind(b, a)
+    diff = (a.next_obs - b.next_obs).abs()
+    assert diff.max() <= 8 * LEVEL and diff.mean() < LEVEL
+
+
+def test_inference_mode_step_is_identical_and_returns_normal_tensors() -> None:
+    plain = _model("tiny")
+    fast = prepare_world_model(plain, inference_mode=True)
+    obs, act, _, _ = _inputs(plain)
+    a, b = _step(plain, obs, act), _step(fast, obs, act)
+    _check_same_kind(b, a)
+    for x, y in zip(
+        (a.next_obs, a.reward, a.termination, *a.state),
+        (b.next_obs, b.reward, b.termination, *b.state),
+        strict=True,
+    ):
+        assert torch.equal(x, y) and not y.is_inference()
+
+
+def test_simulator_over_a_prepared_model_repeats_the_plain_rollout() -> None:
+    """Steps with horizon 2: envs that end are restarted by writing into the buffers in place,
+    which fails if a step leaked inference tensors into them."""
+    plain = _model("tiny")
+    fast = prepare_world_model(plain, inference_mode=True)
+    sims = [DreamSimulator(m, 3, horizon=2, seed=5) for m in (plain, fast)]
+    for sim in sims:
+        sim.reset()
+    ended = []
+    for t in range(4):
+        actions = torch.tensor([t % 4, 1, 2])
+        a, b = (sim.step(actions) for sim in sims)
+        assert torch.equal(a.obs, b.obs) and torch.equal(a.final_obs, b.final_obs)
+        assert torch.equal(a.reward, b.reward) and torch.equal(a.terminated, b.terminated)
+        assert torch.equal(a.truncated, b.truncated)
+        ended.append(int((a.terminated | a.truncated).sum()))
+    assert any(0 < k < 3 for k in ended)  # a partial restart (the in-place path) happened
+
+
+def test_prepare_copies_and_keeps_the_checkpoint_format(tmp_path: Path) -> None:
+    plain = _model("tiny")
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    rng = torch.get_rng_state()
+    fast = prepare_world_model(plain, channels_last=True, inference_mode=True)
+    assert torch.equal(torch.get_rng_state(), rng)  # no weights were initialised
+    assert isinstance(fast, WorldModel) and fast is not plain and not fast.training
+    assert list(fast.state_dict()) == list(before)
+    for key, value in fast.state_dict().items():
+        assert torch.equal(value, before[key]) and torch.equal(plain.state_dict()[key], value)
+        assert value.data_ptr() != plain.state_dict()[key].data_ptr()  # a copy, not shared
+    loaded = WorldModel.load(fast.save(tmp_path / "wm"))
+    assert type(loaded) is WorldModel
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, before[key])
+
+
+def test_options_from_names() -> None:
+    opts = FastPathOptions.from_names({"bf16": True, "channels_last": True, "compile": False})
+    assert opts == FastPathOptions(channels_last=True, autocast_dtype=torch.bfloat16)
+    assert sorted(opts.names()) == ["bf16", "channels_last"]
+    assert FastPathOptions.from_names(opts.names()) == opts
+    assert FastPathOptions.from_names("inference_mode").inference_mode
+    with pytest.raises(ValueError, match="warp_drive"):
+        FastPathOptions.from_names(["warp_drive"])
+    with pytest.raises(ValueError, match="bf16/fp16"):
+        FastPathOptions.from_names(["bf16", "fp16"])
+
+
+def test_prepare_rejects_cuda_only_options_on_cpu() -> None:
+    plain = _model("tiny")
+    with pytest.raises(ValueError, match="cuda_graphs"):
+        prepare_world_model(plain, cuda_graphs=True)
+    with pytest.raises(ValueError, match="float16"):
+        prepare_world_model(plain, autocast_dtype=torch.float16)
+    with pytest.raises(ValueError, match="autocast_dtype"):
+        prepare_world_model(plain, autocast_dtype=torch.float64)
+
+
+@pytest.mark.slow
+def test_compiled_denoiser_matches_plain() -> None:
+    plain = _model("tiny")
+    fast = prepare_world_model(plain, compile=True)
+    obs, act, x, sigma = _inputs(plain)
+    with torch.no_grad():
+        ref = plain.denoiser.denoise(x, sigma, obs, act)
+        torch.testing.assert_close(
+            fast.denoiser.denoise(x, sigma, obs, act), ref, atol=1e-4, rtol=1e-4
+        )
+    a, b = _step(plain, obs, act), _step(fast, obs, act)
+    _check_same_kind(b, a)
+    assert (a.next_obs - b.next_obs).abs().max() <= LEVEL + 1e-6
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graphs_repeat_the_plain_rollout() -> None:
+    plain = _model("tiny", "cuda")
+    fast = prepare_world_model(plain, cuda_graphs=True)
+    sims = [DreamSimulator(m, 4, horizon=3, seed=5) for m in (plain, fast)]
+    for sim in sims:
+        sim.reset()
+    for t in range(4):
+        actions = torch.tensor([t % 4, 1, 2, 3])
+        a, b = (sim.step(actions) for sim in sims)
+        assert (a.obs - b.obs).abs().max() <= LEVEL + 1e-6
+        assert torch.equal(a.reward, b.reward) and torch.equal(a.truncated, b.truncated)
+    assert len(fast.denoiser._graphs) == 1  # type: ignore[union-attr]  # one shape, one capture
