@@ -10,7 +10,9 @@ import torch
 from diamond_env.data.collect import collect_random_until
 from diamond_env.data.dataset import EpisodeDataset
 
-torch.set_num_threads(2)
+# One thread: on a shared 2-core box, two OpenMP threads competing with other processes made
+# world-model steps 10-200x slower (measured); on an idle box one thread costs little here.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
