@@ -314,3 +314,17 @@ def test_single_env_time_limit_and_missing_checkpoint(
         gym.make(ID)
     with pytest.raises(ValueError, match="'Breakout'"):
         DreamEnv("Breakout", world_model=FakeWorldModel(game="Pong"))
+
+
+def test_fastpath_kwarg_serves_a_prepared_copy(tiny_checkpoint: Path) -> None:
+    plain = gym.make_vec(ID, num_envs=2, checkpoint=tiny_checkpoint, num_denoising_steps=1)
+    fast = gym.make_vec(ID, num_envs=2, checkpoint=tiny_checkpoint, num_denoising_steps=1,
+                        fastpath=["channels_last"])  # fmt: skip
+    a, _ = plain.reset(seed=3)
+    b, _ = fast.reset(seed=3)
+    np.testing.assert_array_equal(a, b)  # same starting contexts
+    a = plain.step(np.array([1, 2]))[0]
+    b = fast.step(np.array([1, 2]))[0]
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 1.0  # channels-last: same frames
+    with pytest.raises(ValueError, match="fastpath"):
+        gym.make_vec(ID, num_envs=2, checkpoint=tiny_checkpoint, fastpath=["warp"])

@@ -54,3 +54,13 @@ def test_bad_requests_are_clear(tiny_checkpoint: Path, tmp_path: Path,
     assert main(["evaluate", "--agent", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert "algo: expected one of" in err and "agent directory not found" in err
+
+
+def test_fastpath_option_reaches_the_dream(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fast"
+    assert main(["train-agent", "--checkpoint", str(tiny_checkpoint), "--out", str(out),
+                 "--steps", "2", "--fastpath", "channels_last,inference_mode",
+                 "--no-progress"]) == 0  # fmt: skip
+    assert load_agent(out)[1]["kind"] == "actor_critic"
+    assert main(["train-agent", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "x"),
+                 "--fastpath", "warp_drive"]) == 2  # fmt: skip

@@ -16,6 +16,7 @@ one flag is set).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -83,6 +84,8 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
         render_mode: None or "rgb_array" (``render()`` returns the N current frames).
         max_episode_steps: optional extra cap; truncation at ``min(horizon, max_episode_steps)``.
         world_model: an already-loaded model to use instead of loading ``checkpoint``.
+        fastpath: speed options of :mod:`diamond_env.fastpath`, e.g. ``["channels_last", "bf16"]``
+            (see BENCHMARKS.md for what each buys on which device).
     """
 
     metadata: dict[str, Any] = {
@@ -105,6 +108,7 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
         render_mode: str | None = None,
         max_episode_steps: int | None = None,
         world_model: WorldModel | None = None,
+        fastpath: Sequence[str] | None = None,
     ) -> None:
         self.render_mode = check_render_mode(render_mode)
         self.simulator = make_simulator(
@@ -115,6 +119,7 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
             device=device,
             horizon=horizon,
             max_episode_steps=max_episode_steps,
+            fastpath=fastpath,
             num_denoising_steps=num_denoising_steps,
             sampler=sampler,
             reward_mode=reward_mode,
@@ -222,6 +227,7 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
         render_mode: str | None = None,
         max_episode_steps: int | None = None,
         world_model: WorldModel | None = None,
+        fastpath: Sequence[str] | None = None,
     ) -> None:
         self.render_mode = check_render_mode(render_mode)
         self.simulator = make_simulator(
@@ -232,6 +238,7 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
             device=device,
             horizon=horizon,
             max_episode_steps=max_episode_steps,
+            fastpath=fastpath,
             num_denoising_steps=num_denoising_steps,
             sampler=sampler,
             reward_mode=reward_mode,

@@ -371,13 +371,17 @@ def make_simulator(
     device: torch.device | str | None = None,
     horizon: int = 15,
     max_episode_steps: int | None = None,
+    fastpath: Sequence[str] | None = None,
     **kwargs: object,
 ) -> DreamSimulator:
     """A simulator over ``world_model``, or over the checkpoint of ``game`` loaded once.
 
     ``checkpoint`` None means the default location (:func:`diamond_env.paths.default_checkpoint`);
     ``device`` None means the model's device (CPU when loading). ``max_episode_steps``, when given,
-    truncates at ``min(horizon, max_episode_steps)``. Other kwargs go to :class:`DreamSimulator`.
+    truncates at ``min(horizon, max_episode_steps)``. ``fastpath``: names of
+    :mod:`diamond_env.fastpath` options (``channels_last``, ``bf16``, ``inference_mode``, ...);
+    the simulator then runs a prepared copy of the model. Other kwargs go to
+    :class:`DreamSimulator`.
     """
     if not isinstance(game, str) or not game:
         raise ValueError(f"game: expected a non-empty str such as 'Breakout', got {game!r}")
@@ -392,4 +396,8 @@ def make_simulator(
         raise ValueError(
             f"world_model: expected a model of {game!r}, got one of {world_model.game!r}"
         )
+    if fastpath:
+        from diamond_env.fastpath import FastPathOptions, prepare_from_options
+
+        world_model = prepare_from_options(world_model, FastPathOptions.from_names(fastpath))
     return DreamSimulator(world_model, num_envs, device=device, horizon=horizon, **kwargs)  # type: ignore[arg-type]

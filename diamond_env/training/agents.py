@@ -65,6 +65,9 @@ class TrainAgentOptions:
     seed: int = opt(0, "seed of the agent and the dreams")
     save_every: int = opt(100, "actor-critic: gradient steps between saves")
     max_minutes: float = opt(0.0, "stop (and save) after this much training time; 0: no limit")
+    fastpath: str = opt(
+        "", "dream speed options, comma-separated: channels_last,bf16,inference_mode"
+    )
     resume: bool = opt(False, "actor-critic: continue the run in --out")
     progress: bool = opt(True, "show a progress bar")
 
@@ -87,6 +90,11 @@ def train_agent(opts: TrainAgentOptions) -> Path:
     if not opts.resume and (out / "agent.json").exists():
         raise ValueError(f"{out} already holds an agent; pass --resume or choose another --out")
     wm = WorldModel.load(opts.checkpoint, device=opts.device)
+    if opts.fastpath:
+        from diamond_env.fastpath import FastPathOptions, prepare_from_options
+
+        names = [name for name in opts.fastpath.split(",") if name]
+        wm = prepare_from_options(wm, FastPathOptions.from_names(names))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "train_options.json", dataclasses.asdict(opts))
     seed_everything(opts.seed)
