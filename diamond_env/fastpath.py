@@ -15,6 +15,10 @@
   CUDA graph and replayed (static input buffers, no kernel launches from Python).
 
 The prepared model is for imagination (no gradients); train the plain model and prepare again.
+
+``fastpath="auto"`` (the default of the dream envs and of ``train-agent``) picks the options
+measured to pay on the model's device (:data:`DEVICE_DEFAULTS`); :func:`resolve_fastpath`
+turns any ``fastpath`` argument into option names.
 """
 
 from __future__ import annotations
@@ -35,6 +39,13 @@ AUTOCAST_NAMES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 """Names of the ``autocast_dtype`` choices in :meth:`FastPathOptions.from_names`."""
 FLAG_NAMES = ("channels_last", "compile", "inference_mode", "cuda_graphs")
 """The on/off options of :class:`FastPathOptions`."""
+DEVICE_DEFAULTS: dict[str, tuple[str, ...]] = {"cpu": ("channels_last",)}
+"""What ``fastpath="auto"`` turns on, per device type, chosen by measurement (BENCHMARKS.md,
+"Fast-path defaults"). CPU: channels-last was faster in every cell measured (x1.07-1.38 over
+the tiny, small, cpu and paper presets at 1-32 envs) and matches the plain path up to rare
+one-level rounding flips of 8-bit pixels; inference mode made no measurable difference; bf16
+is faster still (x1.8-2.5) but changes the numbers, so it stays a choice. Devices not listed
+have not been measured and run the plain path."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,25 @@ class FastPathOptions:
         out = [f.name for f in fields(self) if f.name != "autocast_dtype" and getattr(self, f.name)]
         out += [n for n, d in AUTOCAST_NAMES.items() if d == self.autocast_dtype]
         return out
+
+
+def resolve_fastpath(fastpath: str | Iterable[str] | None, device: torch.device | str) -> list[str]:
+    """The fast-path names that ``fastpath`` means on ``device``: ``"auto"`` -> the measured
+    defaults of the device type (:data:`DEVICE_DEFAULTS`); None, ``""``, ``"plain"`` or ``[]``
+    -> none; a comma-separated string or a list of names -> those names (validated)."""
+    if fastpath is None:
+        return []
+    if isinstance(fastpath, str):
+        if fastpath == "auto":
+            return list(DEVICE_DEFAULTS.get(torch.device(device).type, ()))
+        if fastpath == "plain":
+            return []
+        fastpath = fastpath.split(",")
+    names = [name.strip() for name in fastpath if name.strip()]
+    if "auto" in names or "plain" in names:
+        raise ValueError(f"fastpath: 'auto' and 'plain' stand alone, got {names}")
+    FastPathOptions.from_names(names)  # raises for unknown names or two autocast dtypes
+    return names
 
 
 def _autocast(

@@ -12,7 +12,13 @@ from torch import nn
 from diamond_env.atari import action_meanings
 from diamond_env.config import IMG_SIZE, get_preset
 from diamond_env.envs.simulator import DreamSimulator
-from diamond_env.fastpath import FastPathOptions, prepare_world_model
+from diamond_env.fastpath import (
+    DEVICE_DEFAULTS,
+    FastPathOptions,
+    FastWorldModel,
+    prepare_world_model,
+    resolve_fastpath,
+)
 from diamond_env.frames import to_model
 from diamond_env.world_model import ContextBank, WorldModel, WorldModelStep
 
@@ -217,3 +223,34 @@ def test_cuda_graphs_repeat_the_plain_rollout() -> None:
         assert (a.obs - b.obs).abs().max() <= LEVEL + 1e-6
         assert torch.equal(a.reward, b.reward) and torch.equal(a.truncated, b.truncated)
     assert len(fast.denoiser._graphs) == 1  # type: ignore[union-attr]  # one shape, one capture
+
+
+def test_resolve_fastpath_auto_plain_and_names() -> None:
+    assert resolve_fastpath("auto", "cpu") == list(DEVICE_DEFAULTS["cpu"]) == ["channels_last"]
+    assert resolve_fastpath("auto", torch.device("meta")) == []  # not measured: the plain path
+    for plain in (None, "", "plain", []):
+        assert resolve_fastpath(plain, "cpu") == []
+    assert resolve_fastpath("channels_last, bf16", "cpu") == ["channels_last", "bf16"]
+    assert resolve_fastpath(["inference_mode"], "cpu") == ["inference_mode"]
+    with pytest.raises(ValueError, match="stand alone"):
+        resolve_fastpath(["auto", "bf16"], "cpu")
+    with pytest.raises(ValueError, match="unknown"):
+        resolve_fastpath("warp", "cpu")
+    with pytest.raises(ValueError, match="at most one"):
+        resolve_fastpath("bf16,fp16", "cpu")
+
+
+def test_auto_prepares_a_loaded_model_and_leaves_a_given_one(tmp_path: Path) -> None:
+    from diamond_env.envs.simulator import make_simulator
+
+    model = _model("tiny")
+    model.save(tmp_path / "wm")
+    auto = make_simulator("Breakout", 2, checkpoint=tmp_path / "wm")
+    assert isinstance(auto.world_model, FastWorldModel)
+    assert auto.world_model.options == FastPathOptions(channels_last=True)
+    plain = make_simulator("Breakout", 2, checkpoint=tmp_path / "wm", fastpath="plain")
+    assert type(plain.world_model) is WorldModel
+    given = make_simulator("Breakout", 2, world_model=model)
+    assert given.world_model is model  # the caller's model: its later training reaches the dream
+    chosen = make_simulator("Breakout", 2, world_model=model, fastpath=["inference_mode"])
+    assert chosen.world_model.options == FastPathOptions(inference_mode=True)  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
 from diamond_env.envs.gym_env import DreamEnv, DreamVectorEnv
 from diamond_env.envs.registration import ENTRY_POINT, VECTOR_ENTRY_POINT, env_id, register_envs
+from diamond_env.fastpath import FastPathOptions
 from diamond_env.world_model import WorldModel
 
 ID = "DiamondDream-Breakout-v0"
@@ -317,9 +318,15 @@ def test_single_env_time_limit_and_missing_checkpoint(
 
 
 def test_fastpath_kwarg_serves_a_prepared_copy(tiny_checkpoint: Path) -> None:
-    plain = gym.make_vec(ID, num_envs=2, checkpoint=tiny_checkpoint, num_denoising_steps=1)
+    plain = gym.make_vec(ID, num_envs=2, checkpoint=tiny_checkpoint, num_denoising_steps=1,
+                         fastpath="plain")  # fmt: skip
     fast = gym.make_vec(ID, num_envs=2, checkpoint=tiny_checkpoint, num_denoising_steps=1,
                         fastpath=["channels_last"])  # fmt: skip
+    auto = gym.make_vec(ID, num_envs=2, checkpoint=tiny_checkpoint)  # the CPU default
+    assert type(plain.unwrapped.simulator.world_model) is WorldModel
+    for env in (fast, auto):
+        prepared = env.unwrapped.simulator.world_model
+        assert prepared.options == FastPathOptions(channels_last=True)
     a, _ = plain.reset(seed=3)
     b, _ = fast.reset(seed=3)
     np.testing.assert_array_equal(a, b)  # same starting contexts

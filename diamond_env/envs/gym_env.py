@@ -84,8 +84,10 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
         render_mode: None or "rgb_array" (``render()`` returns the N current frames).
         max_episode_steps: optional extra cap; truncation at ``min(horizon, max_episode_steps)``.
         world_model: an already-loaded model to use instead of loading ``checkpoint``.
-        fastpath: speed options of :mod:`diamond_env.fastpath`, e.g. ``["channels_last", "bf16"]``
-            (see BENCHMARKS.md for what each buys on which device).
+        fastpath: speed options of :mod:`diamond_env.fastpath`, e.g. ``["channels_last", "bf16"]``;
+            ``"auto"`` (default): those measured to pay on the device for a model loaded from
+            ``checkpoint``, none for a ``world_model`` passed in; ``"plain"``: none (see
+            BENCHMARKS.md for what each buys on which device).
     """
 
     metadata: dict[str, Any] = {
@@ -108,7 +110,7 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
         render_mode: str | None = None,
         max_episode_steps: int | None = None,
         world_model: WorldModel | None = None,
-        fastpath: Sequence[str] | None = None,
+        fastpath: str | Sequence[str] | None = "auto",
     ) -> None:
         self.render_mode = check_render_mode(render_mode)
         self.simulator = make_simulator(
@@ -227,7 +229,7 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
         render_mode: str | None = None,
         max_episode_steps: int | None = None,
         world_model: WorldModel | None = None,
-        fastpath: Sequence[str] | None = None,
+        fastpath: str | Sequence[str] | None = "auto",
     ) -> None:
         self.render_mode = check_render_mode(render_mode)
         self.simulator = make_simulator(

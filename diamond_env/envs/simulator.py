@@ -371,7 +371,7 @@ def make_simulator(
     device: torch.device | str | None = None,
     horizon: int = 15,
     max_episode_steps: int | None = None,
-    fastpath: Sequence[str] | None = None,
+    fastpath: str | Sequence[str] | None = "auto",
     **kwargs: object,
 ) -> DreamSimulator:
     """A simulator over ``world_model``, or over the checkpoint of ``game`` loaded once.
@@ -380,8 +380,10 @@ def make_simulator(
     ``device`` None means the model's device (CPU when loading). ``max_episode_steps``, when given,
     truncates at ``min(horizon, max_episode_steps)``. ``fastpath``: names of
     :mod:`diamond_env.fastpath` options (``channels_last``, ``bf16``, ``inference_mode``, ...);
-    the simulator then runs a prepared copy of the model. Other kwargs go to
-    :class:`DreamSimulator`.
+    the simulator then runs a prepared copy of the model. ``"auto"`` (the default) means the
+    options measured to pay on the model's device for a model loaded here, and the plain path for
+    a ``world_model`` passed in (it stays the caller's: later training of it reaches the dream);
+    ``"plain"`` or None: no fast path. Other kwargs go to :class:`DreamSimulator`.
     """
     if not isinstance(game, str) or not game:
         raise ValueError(f"game: expected a non-empty str such as 'Breakout', got {game!r}")
@@ -389,15 +391,20 @@ def make_simulator(
         horizon = min(
             _check_int("horizon", horizon, 1), _check_int("max_episode_steps", max_episode_steps, 1)
         )
+    from diamond_env.fastpath import FastPathOptions, prepare_from_options, resolve_fastpath
+
     if world_model is None:
         path = resolve_checkpoint(game, checkpoint)
         world_model = WorldModel.load(path, device=device or "cpu", expected_game=game)
+        # "auto" prepares only real world models (fast paths are defined on WorldModel)
+        auto = isinstance(world_model, WorldModel) or fastpath != "auto"
+        names = resolve_fastpath(fastpath, world_model.device) if auto else []
     elif world_model.game != game:
         raise ValueError(
             f"world_model: expected a model of {game!r}, got one of {world_model.game!r}"
         )
-    if fastpath:
-        from diamond_env.fastpath import FastPathOptions, prepare_from_options
-
-        world_model = prepare_from_options(world_model, FastPathOptions.from_names(fastpath))
+    else:
+        names = [] if fastpath == "auto" else resolve_fastpath(fastpath, world_model.device)
+    if names:
+        world_model = prepare_from_options(world_model, FastPathOptions.from_names(names))
     return DreamSimulator(world_model, num_envs, device=device, horizon=horizon, **kwargs)  # type: ignore[arg-type]

@@ -66,8 +66,9 @@ class TrainAgentOptions:
     save_every: int = opt(100, "actor-critic: gradient steps between saves")
     max_minutes: float = opt(0.0, "stop (and save) after this much training time; 0: no limit")
     fastpath: str = opt(
-        "", "dream speed options, comma-separated: channels_last,bf16,inference_mode"
-    )
+        "auto", "dream speed options: auto (measured per device) | plain | comma-separated "
+        "names from channels_last,bf16,fp16,inference_mode,compile,cuda_graphs"
+    )  # fmt: skip
     resume: bool = opt(False, "actor-critic: continue the run in --out")
     progress: bool = opt(True, "show a progress bar")
 
@@ -90,10 +91,10 @@ def train_agent(opts: TrainAgentOptions) -> Path:
     if not opts.resume and (out / "agent.json").exists():
         raise ValueError(f"{out} already holds an agent; pass --resume or choose another --out")
     wm = WorldModel.load(opts.checkpoint, device=opts.device)
-    if opts.fastpath:
-        from diamond_env.fastpath import FastPathOptions, prepare_from_options
+    from diamond_env.fastpath import FastPathOptions, prepare_from_options, resolve_fastpath
 
-        names = [name for name in opts.fastpath.split(",") if name]
+    names = resolve_fastpath(opts.fastpath, wm.device)
+    if names:
         wm = prepare_from_options(wm, FastPathOptions.from_names(names))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "train_options.json", dataclasses.asdict(opts))
