@@ -291,8 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.add_argument(
         "--sections",
-        default="collection,ale_env,dream",
-        help="comma-separated subset of collection,ale_env,dream,train,imagination",
+        default="collection,ale_env,dream,train,imagination",
+        help="comma-separated subset of collection,ale_env,dream,train,imagination (default: all;"
+        " the projection needs train and imagination)",
     )
     p.add_argument(
         "--train-presets", default=None, help="presets of the train and imagination sections"
