@@ -393,18 +393,17 @@ def make_simulator(
         )
     from diamond_env.fastpath import FastPathOptions, prepare_from_options, resolve_fastpath
 
+    loaded = world_model is None
     if world_model is None:
         path = resolve_checkpoint(game, checkpoint)
         world_model = WorldModel.load(path, device=device or "cpu", expected_game=game)
-        # "auto" prepares only real world models (fast paths are defined on WorldModel)
-        auto = isinstance(world_model, WorldModel) or fastpath != "auto"
-        names = resolve_fastpath(fastpath, world_model.device) if auto else []
     elif world_model.game != game:
         raise ValueError(
             f"world_model: expected a model of {game!r}, got one of {world_model.game!r}"
         )
-    else:
-        names = [] if fastpath == "auto" else resolve_fastpath(fastpath, world_model.device)
+    if fastpath == "auto" and not (loaded and isinstance(world_model, WorldModel)):
+        fastpath = None  # a model passed in stays the caller's; fast paths are WorldModel's
+    names = resolve_fastpath(fastpath, world_model.device) if fastpath else []
     if names:
         world_model = prepare_from_options(world_model, FastPathOptions.from_names(names))
     return DreamSimulator(world_model, num_envs, device=device, horizon=horizon, **kwargs)  # type: ignore[arg-type]
