@@ -67,9 +67,28 @@ def machine_info() -> dict[str, Any]:
     }
     if hasattr(os, "getloadavg"):
         info["load_avg_1min"] = round(os.getloadavg()[0], 2)
+    info.update(cpu_features())
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
+
+
+def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
+    """The CPU's model name and its native bf16 instructions (``avx512_bf16``, ``amx_bf16``),
+    read from ``cpuinfo`` where it exists: bf16 autocast pays only on CPUs that have them."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    fields = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (line.partition(":") for line in text.splitlines() if ":" in line)
+    )  # the last processor's fields: they are the same on every core
+    flags = set(fields.get("flags", "").split())
+    return {
+        "cpu_model": fields.get("model name", "?"),
+        "cpu_bf16": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+    }
 
 
 def bench_collection(game: str, num_envs: int, steps: int) -> dict[str, float]:

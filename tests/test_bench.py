@@ -6,11 +6,19 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 
-from diamond_env.bench import bench_dream, format_dream, format_results, run_bench
+from diamond_env.bench import (
+    bench_dream,
+    cpu_features,
+    format_dream,
+    format_results,
+    machine_info,
+    run_bench,
+)
 
 DREAM_KEYS = {"frames_per_s", "steps_per_s", "seconds", "steps", "num_envs", "denoising_steps"}
 
@@ -161,3 +169,21 @@ def test_run_bench_projects_the_loop_and_compares_fast_paths() -> None:
     assert "fastpath    tiny" in text and "imagination tiny" in text and "train       tiny" in text
     assert format_results(json.loads(json.dumps(results))) == text
     assert loop_projection({"train": results["train"]}) == {}  # imagination missing: nothing
+
+
+def test_cpu_features_reads_model_and_bf16_flags(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    core = (
+        "processor\t: {i}\nmodel name\t: Test CPU @ 2.8GHz\nflags\t\t: fpu avx2 avx512f {extra}\n\n"
+    )
+    info.write_text(
+        core.format(i=0, extra="amx_bf16 avx512_bf16")
+        + core.format(i=1, extra="amx_bf16 avx512_bf16")
+    )
+    assert cpu_features(str(info)) == {
+        "cpu_model": "Test CPU @ 2.8GHz", "cpu_bf16": ["amx_bf16", "avx512_bf16"],
+    }  # fmt: skip
+    info.write_text(core.format(i=0, extra=""))
+    assert cpu_features(str(info))["cpu_bf16"] == []
+    assert cpu_features(str(tmp_path / "missing")) == {}
+    assert {"cpu_model", "cpu_bf16"} <= machine_info().keys() or not Path("/proc/cpuinfo").exists()
