@@ -41,7 +41,7 @@ FLAG_NAMES = ("channels_last", "compile", "inference_mode", "cuda_graphs")
 """The on/off options of :class:`FastPathOptions`."""
 DEVICE_DEFAULTS: dict[str, tuple[str, ...]] = {"cpu": ("channels_last",)}
 """What ``fastpath="auto"`` turns on, per device type, chosen by measurement (BENCHMARKS.md,
-"Fast-path defaults"). CPU: channels-last was faster in every cell measured (x1.00-1.38 over
+"Fast-path defaults"). CPU: channels-last was never slower in any cell measured (x1.00-1.38 over
 the tiny, small, cpu and paper presets at 1-32 envs) and matches the plain path up to rare
 one-level rounding flips of 8-bit pixels; inference mode made no measurable difference; bf16
 changes the numbers and was x1.8-2.5 faster on one CPU but x0.45-0.67 on another without native
