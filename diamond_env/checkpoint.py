@@ -8,6 +8,7 @@ loading never unpickles code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -18,6 +19,26 @@ from typing import Any
 
 import numpy as np
 import torch
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, hex: a checkpoint's config records it for each weights file
+    so that a truncated or altered file is refused on load."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_sha256(path: Path, expected: str) -> None:
+    """Raise ``ValueError`` naming ``path`` when its SHA-256 is not ``expected``."""
+    actual = file_sha256(path)
+    if actual != expected:
+        raise ValueError(
+            f"{path}: sha256 {actual[:16]}... does not match {expected[:16]}... recorded at save "
+            "time; the file was altered or damaged"
+        )
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from diamond_env import __version__
+from diamond_env.checkpoint import check_sha256, file_sha256
 from diamond_env.config import IMG_SIZE, Config, SamplerConfig
 from diamond_env.frames import quantize
 from diamond_env.models.denoiser import Denoiser
@@ -231,7 +232,9 @@ class WorldModel(nn.Module):
                 "act": self.contexts.act.cpu().contiguous(),
             }
             save_file(bank, str(tmp / CONTEXTS_FILE), metadata={"format": "pt"})
-            (tmp / CONFIG_FILE).write_text(json.dumps(self._describe(), indent=2) + "\n")
+            meta = self._describe()
+            meta["sha256"] = {name: file_sha256(tmp / name) for name in (MODEL_FILE, CONTEXTS_FILE)}
+            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
             if target.exists():
                 old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
                 os.replace(target, old)
@@ -266,7 +269,8 @@ class WorldModel(nn.Module):
         """Rebuild a world model from a checkpoint directory written by :meth:`save`.
 
         Raises ``FileNotFoundError`` for a missing directory or file, ``ValueError`` for a corrupt
-        file, a key/shape mismatch, a newer ``format_version`` or a game other than
+        file, a weights file whose SHA-256 is not the one ``config.json`` recorded, a key/shape
+        mismatch, a newer ``format_version`` or a game other than
         ``expected_game``. The contexts stay on the CPU; the modules go to ``device``.
         """
         root = Path(path)
@@ -297,6 +301,14 @@ class WorldModel(nn.Module):
                 f"{root / CONFIG_FILE}: num_actions {meta['num_actions']} does not match "
                 f"{model.num_actions} action_meanings"
             )
+        digests = meta.get("sha256", {})  # absent from hand-made checkpoints
+        if not isinstance(digests, dict) or not set(digests) <= {MODEL_FILE, CONTEXTS_FILE}:
+            raise ValueError(
+                f"{root / CONFIG_FILE}: sha256 must map {MODEL_FILE} and {CONTEXTS_FILE} to hex "
+                f"digests, got {digests!r}"
+            )
+        for name, digest in digests.items():
+            check_sha256(root / name, str(digest))
         _load_weights(model, _read_tensors(root / MODEL_FILE), root / MODEL_FILE)
         bank = _read_tensors(root / CONTEXTS_FILE)
         if set(bank) != {"obs", "act"}:

@@ -152,6 +152,15 @@ def test_corrupt_or_mismatched_checkpoints_raise(tmp_path: Path) -> None:
         WorldModel.load(path)
 
     weights = {k: v.clone() for k, v in _model().state_dict().items()}
+    weights["denoiser.conv_in.bias"] += 0.5  # same keys and shapes, altered values
+    save_file(weights, str(path / MODEL_FILE), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"model\.safetensors: sha256 .* altered or damaged"):
+        WorldModel.load(path)
+
+    # without recorded digests (a hand-made checkpoint) the structure checks still apply
+    meta = json.loads((path / CONFIG_FILE).read_text())
+    del meta["sha256"]
+    (path / CONFIG_FILE).write_text(json.dumps(meta))
     weights["denoiser.act_emb.weight"] = torch.zeros(5, 8)  # a game with 5 actions
     save_file(weights, str(path / MODEL_FILE))
     with pytest.raises(ValueError, match=r"denoiser\.act_emb\.weight.*shape"):
@@ -161,10 +170,16 @@ def test_corrupt_or_mismatched_checkpoints_raise(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="missing"):
         WorldModel.load(path)
     (path / MODEL_FILE).write_bytes(good)
+    WorldModel.load(path)  # the original bytes load again
 
     bank = load_file(str(path / CONTEXTS_FILE))
     save_file({"obs": bank["obs"].float(), "act": bank["act"]}, str(path / CONTEXTS_FILE))
     with pytest.raises(ValueError, match=r"contexts\.safetensors"):
+        WorldModel.load(path)
+
+    meta["sha256"] = {"../elsewhere.safetensors": "00"}  # only the checkpoint's own files
+    (path / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="sha256 must map"):
         WorldModel.load(path)
 
 
