@@ -31,9 +31,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_sha256(path: Path, expected: str) -> None:
-    """Raise ``ValueError`` naming ``path`` when its SHA-256 is not ``expected``."""
-    actual = file_sha256(path)
+def check_sha256(data: bytes, expected: str, path: Path) -> None:
+    """Raise ``ValueError`` naming ``path`` when the SHA-256 of ``data`` (its bytes, already read)
+    is not ``expected``."""
+    actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise ValueError(
             f"{path}: sha256 {actual[:16]}... does not match {expected[:16]}... recorded at save "

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 from torch import nn
 
 from diamond_env import __version__
@@ -307,10 +307,10 @@ class WorldModel(nn.Module):
                 f"{root / CONFIG_FILE}: sha256 must map {MODEL_FILE} and {CONTEXTS_FILE} to hex "
                 f"digests, got {digests!r}"
             )
-        for name, digest in digests.items():
-            check_sha256(root / name, str(digest))
-        _load_weights(model, _read_tensors(root / MODEL_FILE), root / MODEL_FILE)
-        bank = _read_tensors(root / CONTEXTS_FILE)
+        _load_weights(
+            model, _read_tensors(root / MODEL_FILE, digests.get(MODEL_FILE)), root / MODEL_FILE
+        )
+        bank = _read_tensors(root / CONTEXTS_FILE, digests.get(CONTEXTS_FILE))
         if set(bank) != {"obs", "act"}:
             raise ValueError(
                 f"{root / CONTEXTS_FILE}: expected keys ['act', 'obs'], got {sorted(bank)}"
@@ -347,9 +347,14 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, read once; its bytes are checked against ``sha256``
+    first when the checkpoint recorded one."""
     try:
-        return load_file(str(path), device="cpu")
+        data = path.read_bytes()
+        if sha256 is not None:
+            check_sha256(data, str(sha256), path)
+        return load(data)
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
 
