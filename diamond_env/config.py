@@ -58,6 +58,10 @@ class SamplerConfig:
     sigma_max: float = 5.0
     rho: float = 7.0
     method: Literal["euler", "heun"] = "euler"
+    start: Literal["unit", "sigma_max"] = "unit"
+    """Initial sample: ``"unit"`` = N(0, I), DIAMOND's code and what its trained models expect
+    (although the first level is ``sigma_max``); ``"sigma_max"`` = ``sigma_max`` N(0, I), the
+    EDM paper's start."""
     s_churn: float = 0.0
     """Stochastic churn (0 = deterministic sampler)."""
     s_tmin: float = 0.0

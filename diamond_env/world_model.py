@@ -27,13 +27,14 @@ from torch import nn
 from diamond_env import __version__
 from diamond_env.checkpoint import check_sha256, file_sha256
 from diamond_env.config import IMG_SIZE, Config, SamplerConfig
-from diamond_env.frames import quantize
-from diamond_env.models.denoiser import Denoiser
+from diamond_env.models.denoiser import Denoiser, quantize_floor
 from diamond_env.models.rew_end import LstmState, RewEndModel
 from diamond_env.models.sampler import draw_normal, sample
 
-FORMAT_VERSION = 1
-"""Checkpoint layout version written by :meth:`WorldModel.save`; newer ones are refused."""
+FORMAT_VERSION = 2
+"""Checkpoint layout version written by :meth:`WorldModel.save`; newer ones are refused, and so
+are version-1 checkpoints, whose networks predate DIAMOND's attention residual and reward/end
+encoder (their weights would load into a different function)."""
 
 MODEL_FILE = "model.safetensors"
 CONTEXTS_FILE = "contexts.safetensors"
@@ -199,7 +200,7 @@ class WorldModel(nn.Module):
             raise ValueError(f"uniforms: expected shape ({n}, 2), got {tuple(uniforms.shape)}")
 
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            return quantize(self.denoiser.denoise(x, sigma, obs, act))
+            return quantize_floor(self.denoiser.denoise(x, sigma, obs, act))
 
         cfg = sampler if sampler is not None else self.sampler_config
         next_obs = sample(denoise, noise.to(device, obs.dtype), cfg, generator)
@@ -339,6 +340,12 @@ def _read_meta(path: Path) -> dict[str, Any]:
     version = meta["format_version"]
     if not isinstance(version, int) or version < 1:
         raise ValueError(f"{path}: format_version must be a positive int, got {version!r}")
+    if version < FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format_version {version} was written by diamond_env before its networks "
+            f"matched DIAMOND's (attention residual, reward/end encoder); its weights cannot be "
+            f"reused: train a new world model with train_wm.py"
+        )
     if version > FORMAT_VERSION:
         raise ValueError(
             f"{path}: format_version {version} is newer than the supported {FORMAT_VERSION}; "

@@ -63,7 +63,10 @@ def test_denoise_is_c_skip_x_plus_c_out_f() -> None:
     x = torch.randn(4, 3, 64, 64)
     sigma = torch.tensor([0.01, 0.3, 1.0, 5.0])
     sc = model.scalings(sigma)
-    # the output conv starts at zero, so F = 0 and D = c_skip x
+    # the output conv's weight starts at zero (its bias keeps PyTorch's default, as in DIAMOND);
+    # with the bias zeroed too, F = 0 and D = c_skip x
+    with torch.no_grad():
+        model.conv_out.bias.zero_()
     torch.testing.assert_close(
         model.denoise(x, sigma, obs, act), sc.c_skip[:, None, None, None] * x
     )
@@ -114,11 +117,14 @@ def test_self_attention_matches_hand_computation() -> None:
     q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # (B, heads, head_dim, HW)
     weights = torch.softmax(q.transpose(-1, -2) @ k / math.sqrt(8), dim=-1)  # (B, heads, HW, HW)
     y = (v @ weights.transpose(-1, -2)).reshape(2, 16, 4, 4)
-    torch.testing.assert_close(attn(x), x + attn.out(y), rtol=1e-5, atol=1e-5)
+    # DIAMOND's residual is around the normalised input (src/models/blocks.py:64,72)
+    torch.testing.assert_close(attn(x), attn.norm(x) + attn.out(y), rtol=1e-5, atol=1e-5)
 
 
 def test_loss_matches_hand_computation_at_init() -> None:
     model = _tiny()
+    with torch.no_grad():
+        model.conv_out.bias.zero_()  # F = 0 at init
     obs, act, target = _batch()
     loss = model.compute_loss(obs, act, target, generator=torch.Generator().manual_seed(3))
     # replay the draws in the documented order: sigma, offset, eps

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from fake_world_model import set_constant_head
 import torch.nn.functional as F
 
 from diamond_env.config import get_preset
@@ -67,9 +68,8 @@ def test_action_changes_the_prediction() -> None:
 def test_loss_is_masked_cross_entropy_of_the_reward_sign() -> None:
     model = _tiny()
     obs, act, next_obs = _seq(b=1, t=4)
-    with torch.no_grad():  # constant logits: rew classes p = (0.2, 0.3, 0.5), end p = (0.6, 0.4)
-        model.head[-1].weight.zero_()
-        model.head[-1].bias.copy_(torch.tensor([0.2, 0.3, 0.5, 0.6, 0.4]).log())
+    # constant logits: rew classes p = (0.2, 0.3, 0.5), end p = (0.6, 0.4)
+    set_constant_head(model, [0.2, 0.3, 0.5, 0.6, 0.4])
     rew = torch.tensor([[-3.0, 0.0, 0.5, 7.0]])  # sign classes 0, 1, 2, 2
     end = torch.tensor([[False, False, True, True]])
     mask = torch.tensor([[True, True, True, False]])

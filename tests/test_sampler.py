@@ -67,9 +67,28 @@ def test_delta_data_is_recovered_exactly(cfg: SamplerConfig) -> None:
 
 def test_one_euler_step_returns_the_first_denoised_estimate() -> None:
     noise = _noise()
-    out = sample(gaussian_denoiser, noise, SamplerConfig(num_steps=1))
+    out = sample(gaussian_denoiser, noise, SamplerConfig(num_steps=1, start="sigma_max"))
     expected = gaussian_denoiser(5.0 * noise, torch.full((4,), 5.0))
     torch.testing.assert_close(out, quantize(expected))
+
+
+def test_default_start_is_unit_noise_as_in_diamond() -> None:
+    # DIAMOND's sampler starts from x = randn although its first level is sigma_max = 5
+    # (src/models/diffusion/diffusion_sampler.py:36): the first denoiser call sees x = noise.
+    noise = _noise()
+    seen: list[torch.Tensor] = []
+
+    def spy(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        seen.append(x.clone())
+        return gaussian_denoiser(x, sigma)
+
+    out = sample(spy, noise, SamplerConfig(num_steps=1))
+    torch.testing.assert_close(seen[0], noise)
+    torch.testing.assert_close(out, quantize(gaussian_denoiser(noise, torch.full((4,), 5.0))))
+    sample(spy, noise, SamplerConfig(num_steps=1, start="sigma_max"))
+    torch.testing.assert_close(seen[-1], 5.0 * noise)
+    with pytest.raises(ValueError, match="sampler.start"):
+        sample(spy, noise, SamplerConfig(start="edm"))  # type: ignore[arg-type]
 
 
 def test_euler_steps_follow_the_hand_update() -> None:
@@ -79,7 +98,8 @@ def test_euler_steps_follow_the_hand_update() -> None:
     for s, s_next in zip(sig[:-1], sig[1:], strict=True):
         d = gaussian_denoiser(x, torch.full((4,), s))
         x = d + (s_next / s) * (x - d)  # Euler: x + (s_next - s) (x - d) / s
-    torch.testing.assert_close(sample(gaussian_denoiser, noise, SamplerConfig()), quantize(x))
+    out = sample(gaussian_denoiser, noise, SamplerConfig(start="sigma_max"))
+    torch.testing.assert_close(out, quantize(x))
 
 
 def test_gaussian_data_converges_to_the_exact_ode_solution() -> None:
@@ -88,7 +108,7 @@ def test_gaussian_data_converges_to_the_exact_ode_solution() -> None:
     exact = (MU + S0 * 5.0 / math.sqrt(S0**2 + 25.0) * noise).clamp(-1, 1)
 
     def error(method: str, steps: int) -> float:
-        cfg = SamplerConfig(num_steps=steps, method=method)  # type: ignore[arg-type]
+        cfg = SamplerConfig(num_steps=steps, method=method, start="sigma_max")  # type: ignore[arg-type]
         out = sample(gaussian_denoiser, noise, cfg)
         return (out - exact).abs().max().item()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_world_model import set_constant_head
 from safetensors.torch import load_file, save_file
 
 from diamond_env.config import get_preset
@@ -76,9 +77,8 @@ def test_generator_draws_noise_then_uniforms() -> None:
 
 def test_reward_and_termination_follow_the_uniforms() -> None:
     model = _model()
-    with torch.no_grad():  # p(reward -1, 0, +1) = (0.2, 0.3, 0.5), p(end) = 0.4
-        model.rew_end.head[-1].weight.zero_()
-        model.rew_end.head[-1].bias.copy_(torch.tensor([0.2, 0.3, 0.5, 0.6, 0.4]).log())
+    # p(reward -1, 0, +1) = (0.2, 0.3, 0.5), p(end) = 0.4
+    set_constant_head(model.rew_end, [0.2, 0.3, 0.5, 0.6, 0.4])
     obs, act = _inputs(model)
     obs, act = obs[[0] * 5], act[[0] * 5]
     noise = torch.zeros(5, 3, 64, 64)
@@ -119,7 +119,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     path = model.save(tmp_path / "wm")
     assert sorted(p.name for p in path.iterdir()) == [CONFIG_FILE, CONTEXTS_FILE, MODEL_FILE]
     meta = json.loads((path / CONFIG_FILE).read_text())
-    assert meta["format_version"] == 1 and meta["game"] == "Breakout"
+    assert meta["format_version"] == 2 and meta["game"] == "Breakout"
     assert meta["action_meanings"] == MEANINGS and meta["obs_shape"] == [64, 64, 3]
     assert meta["config"]["preset"] == "tiny"
     loaded = WorldModel.load(path, expected_game="Breakout")

@@ -27,6 +27,7 @@ from torch import nn
 
 from diamond_env.config import IMG_SIZE, ActorCriticConfig
 from diamond_env.frames import to_model
+from diamond_env.models.blocks import init_lstm
 
 State = tuple[torch.Tensor, torch.Tensor]
 """LSTM state ``(h, c)``, each float32 ``(B, lstm_dim)``."""
@@ -87,6 +88,7 @@ class ActorCritic(nn.Module):
         for head in (self.policy_head, self.value_head):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
+        init_lstm(self.lstm)
 
     @property
     def device(self) -> torch.device:

@@ -33,10 +33,14 @@ def group_norm(channels: int, affine: bool = True) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups(channels), channels, eps=GN_EPS, affine=affine)
 
 
-def zero_init(conv: nn.Conv2d) -> nn.Conv2d:
-    """Set the weight and bias of ``conv`` to zero (in place) and return it."""
+def zero_init(conv: nn.Conv2d, bias: bool = True) -> nn.Conv2d:
+    """Set the weight of ``conv`` (and its bias unless ``bias=False``) to zero in place; return it.
+
+    DIAMOND zeroes the weight alone of its output convs and of each residual block's second
+    conv, and both weight and bias of the attention output projection.
+    """
     nn.init.zeros_(conv.weight)
-    if conv.bias is not None:
+    if bias and conv.bias is not None:
         nn.init.zeros_(conv.bias)
     return conv
 
@@ -64,15 +68,20 @@ class AdaGroupNorm(nn.Module):
 
 
 class SelfAttention2d(nn.Module):
-    """Multi-head self-attention over the pixels of a feature map, residual, zero-initialised."""
+    """Multi-head self-attention over the pixels of a feature map, zero-initialised output.
+
+    As in DIAMOND (``src/models/blocks.py``), the residual is taken around the *normalised* input:
+    ``GN(x) + out(attention(GN(x)))``. Heads have ``head_dim`` channels (one head when there are
+    fewer channels than that).
+    """
 
     def __init__(self, channels: int, head_dim: int = 8) -> None:
         super().__init__()
-        if channels % head_dim != 0:
+        self.num_heads = max(1, channels // head_dim)
+        if channels % self.num_heads != 0:
             raise ValueError(
                 f"channels: expected a multiple of head_dim={head_dim}, got {channels}"
             )
-        self.num_heads = channels // head_dim
         self.norm = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, kernel_size=1)
         self.out = zero_init(nn.Conv2d(channels, channels, kernel_size=1))
@@ -80,10 +89,14 @@ class SelfAttention2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
         b, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).view(b, 3, self.num_heads, c // self.num_heads, h * w)
-        q, k, v = qkv.transpose(-1, -2).unbind(dim=1)  # each (B, heads, HW, head_dim)
-        y = F.scaled_dot_product_attention(q, k, v)  # softmax(q kᵀ / sqrt(head_dim)) v
-        y = y.transpose(-1, -2).reshape(b, c, h, w)
+        x = self.norm(x)
+        head_dim = c // self.num_heads
+        qkv = self.qkv(x).view(b, 3 * self.num_heads, head_dim, h * w).transpose(2, 3)
+        q, k, v = qkv.contiguous().chunk(3, dim=1)  # each (B, heads, HW, head_dim)
+        # Written out rather than F.scaled_dot_product_attention: the same operations in the same
+        # order as DIAMOND's code, so converted checkpoints give its numbers to the last bit.
+        weights = ((q @ k.transpose(-2, -1)) / math.sqrt(head_dim)).softmax(dim=-1)
+        y = (weights @ v).transpose(2, 3).reshape(b, c, h, w)
         return x + self.out(y)
 
 
@@ -101,7 +114,7 @@ class ResBlock(nn.Module):
         self.norm1 = AdaGroupNorm(in_channels, cond_channels)
         self.conv1 = conv3x3(in_channels, out_channels)
         self.norm2 = AdaGroupNorm(out_channels, cond_channels)
-        self.conv2 = zero_init(conv3x3(out_channels, out_channels))
+        self.conv2 = zero_init(conv3x3(out_channels, out_channels), bias=False)
         self.attn: nn.Module = SelfAttention2d(out_channels) if attn else nn.Identity()
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -132,11 +145,12 @@ class FourierFeatures(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Stride-2 3x3 convolution: (B, C, H, W) -> (B, C, H/2, W/2)."""
+    """Stride-2 3x3 convolution: (B, C, H, W) -> (B, C, H/2, W/2); orthogonal initial weight."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = conv3x3(channels, channels, stride=2)
+        nn.init.orthogonal_(self.conv.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
@@ -227,6 +241,22 @@ class UNet(nn.Module):
             for block in cast(nn.ModuleList, level):
                 x = block(torch.cat([x, skips.pop()], dim=1), cond)
         return x
+
+
+def init_lstm(lstm: nn.LSTM | nn.LSTMCell) -> None:
+    """DIAMOND's LSTM initialisation, in place: Xavier-uniform input weights, orthogonal recurrent
+    weights, zero biases except a forget-gate bias of 1 (on ``bias_ih``)."""
+    for name, p in lstm.named_parameters():
+        with torch.no_grad():
+            if name.startswith("weight_ih"):
+                nn.init.xavier_uniform_(p)
+            elif name.startswith("weight_hh"):
+                nn.init.orthogonal_(p)
+            elif name.startswith("bias"):
+                p.zero_()
+                if name.startswith("bias_ih"):
+                    gates = p.shape[0] // 4  # PyTorch's gate order: input, forget, cell, output
+                    p[gates : 2 * gates] = 1.0
 
 
 def count_params(module: nn.Module) -> int:

@@ -38,16 +38,26 @@ def edm_scalings(sigma: torch.Tensor, sigma_data: float, sigma_offset: float) ->
     """Preconditioning for noise level ``sigma`` (B,), offset noise folded into ``s``.
 
     With ``s = sqrt(sigma² + sigma_offset²)``: ``c_in = 1/sqrt(s² + σd²)``,
-    ``c_skip = σd²/(s² + σd²)``, ``c_out = s σd / sqrt(s² + σd²)``, ``c_noise = ln(s) / 4``.
+    ``c_skip = σd²/(s² + σd²)``, ``c_out = s sqrt(c_skip)`` (= ``s σd / sqrt(s² + σd²)``),
+    ``c_noise = ln(s) / 4``. The operations follow DIAMOND's order
+    (``src/models/diffusion/denoiser.py``), so converted models reproduce its numbers bit for bit.
     """
-    s2 = sigma.pow(2) + sigma_offset**2
-    total = s2 + sigma_data**2
+    s = (sigma.pow(2) + sigma_offset**2).sqrt()
+    total = s.pow(2) + sigma_data**2
+    c_skip = sigma_data**2 / total
     return EdmScalings(
-        c_in=total.rsqrt(),
-        c_skip=sigma_data**2 / total,
-        c_out=s2.sqrt() * sigma_data * total.rsqrt(),
-        c_noise=s2.log() / 8.0,  # ln(sqrt(s2)) / 4
+        c_in=1 / total.sqrt(),
+        c_skip=c_skip,
+        c_out=s * c_skip.sqrt(),
+        c_noise=s.log() / 4,
     )
+
+
+def quantize_floor(frames: torch.Tensor) -> torch.Tensor:
+    """DIAMOND's quantisation of a denoised frame: clamp to [-1, 1], map to [0, 255], *floor* to an
+    integer level, map back (``src/models/diffusion/denoiser.py``, ``wrap_model_output``)."""
+    levels = frames.clamp(-1, 1).add(1).div(2).mul(255).floor()
+    return levels.div(255).mul(2).sub(1)
 
 
 def _image(t: torch.Tensor) -> torch.Tensor:
@@ -78,7 +88,7 @@ class Denoiser(nn.Module):
         self.conv_in = conv3x3((config.num_context + 1) * config.img_channels, c0)
         self.unet = UNet(cond, config.channels, config.depths, config.attn_depths)
         self.norm_out = group_norm(c0)
-        self.conv_out = zero_init(conv3x3(c0, config.img_channels))
+        self.conv_out = zero_init(conv3x3(c0, config.img_channels), bias=False)
 
     def scalings(self, sigma: torch.Tensor) -> EdmScalings:
         """:func:`edm_scalings` with this model's ``sigma_data`` and offset-noise std."""
@@ -148,6 +158,39 @@ class Denoiser(nn.Module):
         sigma = (cfg.train_log_sigma_loc + cfg.train_log_sigma_scale * z).exp()
         return sigma.clamp(cfg.train_sigma_min, cfg.train_sigma_max)
 
+    def _loss_term(
+        self,
+        obs_ctx: torch.Tensor,
+        act_ctx: torch.Tensor,
+        target: torch.Tensor,
+        mask: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One EDM loss term and the quantised one-shot denoised frame (no gradient)."""
+        self._check_context(obs_ctx, act_ctx, target)
+        b, c = target.shape[:2]
+        sigma = self.sample_training_sigma(b, target.device, generator)
+        offset = self.config.sigma_offset_noise * draw_normal(
+            (b, c, 1, 1), target.device, generator
+        )
+        eps = draw_normal(tuple(target.shape), target.device, generator)
+        x = target + offset + eps * _image(sigma)
+        sc = self.scalings(sigma)
+        out = self.network(_image(sc.c_in) * x, sc.c_noise, obs_ctx, act_ctx)
+        goal = (target - _image(sc.c_skip) * x) / _image(sc.c_out)
+        per_sample = (out - goal).pow(2).flatten(1).mean(dim=1)
+        with torch.no_grad():
+            denoised = quantize_floor(_image(sc.c_skip) * x + _image(sc.c_out) * out)
+        if mask is None:
+            return per_sample.mean(), denoised
+        if tuple(mask.shape) != (b,) or mask.dtype != torch.bool:
+            raise ValueError(
+                f"mask: expected a bool tensor of shape ({b},), got {mask.dtype} "
+                f"{tuple(mask.shape)}"
+            )
+        weights = mask.to(per_sample.dtype)
+        return (per_sample * weights).sum() / weights.sum().clamp(min=1.0), denoised
+
     def compute_loss(
         self,
         obs_ctx: torch.Tensor,
@@ -160,27 +203,50 @@ class Denoiser(nn.Module):
 
         ``obs_ctx`` (B, L, 3, H, W) and ``target`` (B, 3, H, W) float in [-1, 1]; ``act_ctx``
         (B, L) int64; ``mask`` (B,) bool, False excludes a sample (a padded target). The noisy
-        input is ``x = x0 + offset + σ ε`` with a per-sample, per-channel offset ~ N(0, σ_off²).
-        Returns 0 (still differentiable) when every sample is masked.
+        input is ``x = x0 + offset + σ ε`` with a per-sample, per-channel offset ~ N(0, σ_off²);
+        σ, the offset and ε are drawn in that order. Returns 0 (still differentiable) when every
+        sample is masked.
         """
-        self._check_context(obs_ctx, act_ctx, target)
-        b, c = target.shape[:2]
-        sigma = self.sample_training_sigma(b, target.device, generator)
-        offset = self.config.sigma_offset_noise * draw_normal(
-            (b, c, 1, 1), target.device, generator
-        )
-        eps = draw_normal(tuple(target.shape), target.device, generator)
-        x = target + offset + _image(sigma) * eps
-        sc = self.scalings(sigma)
-        out = self.network(_image(sc.c_in) * x, sc.c_noise, obs_ctx, act_ctx)
-        goal = (target - _image(sc.c_skip) * x) / _image(sc.c_out)
-        per_sample = (out - goal).pow(2).flatten(1).mean(dim=1)
-        if mask is None:
-            return per_sample.mean()
-        if tuple(mask.shape) != (b,) or mask.dtype != torch.bool:
+        return self._loss_term(obs_ctx, act_ctx, target, mask, generator)[0]
+
+    def compute_sequence_loss(
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """DIAMOND's training loss on segments of ``L + 1 + K`` frames: the mean of ``K + 1``
+        terms of :meth:`compute_loss`.
+
+        Term ``i`` predicts frame ``L + i`` from frames ``i .. L + i - 1`` and their actions; from
+        the second term on, the last context frame is the previous term's quantised one-shot
+        prediction (clamped, floored to 8 bits, no gradient) rather than the real frame, which
+        teaches the model to carry on from its own outputs (DIAMOND ``num_autoregressive_steps``,
+        ``src/models/diffusion/denoiser.py``). ``obs`` (B, S, 3, H, W) float in [-1, 1]; ``act``
+        (B, S') int64 with ``S' >= S - 1`` (action ``j`` taken at frame ``j``); ``mask`` (B, S)
+        bool, False for padded frames (a term whose target is padded does not count for that
+        sample).
+        """
+        num_context = self.config.num_context
+        num_terms = obs.shape[1] - num_context
+        if obs.ndim != 5 or num_terms < 1:
             raise ValueError(
-                f"mask: expected a bool tensor of shape ({b},), got {mask.dtype} "
+                f"obs: expected (B, S, C, H, W) with S > {num_context}, got {tuple(obs.shape)}"
+            )
+        if tuple(mask.shape) != tuple(obs.shape[:2]) or mask.dtype != torch.bool:
+            raise ValueError(
+                f"mask: expected bool of shape {tuple(obs.shape[:2])}, got {mask.dtype} "
                 f"{tuple(mask.shape)}"
             )
-        weights = mask.to(per_sample.dtype)
-        return (per_sample * weights).sum() / weights.sum().clamp(min=1.0)
+        frames = obs.clone()
+        total = obs.new_zeros(())
+        for i in range(num_terms):
+            target_index = num_context + i
+            term, denoised = self._loss_term(
+                frames[:, i:target_index], act[:, i:target_index], frames[:, target_index],
+                mask[:, target_index], generator,
+            )  # fmt: skip
+            total = total + term
+            frames[:, target_index] = denoised
+        return total / num_terms

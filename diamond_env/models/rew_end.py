@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diamond_env.config import IMG_SIZE, RewEndConfig
-from diamond_env.models.blocks import Downsample, ResBlock, check_levels, conv3x3, group_norm
+from diamond_env.models.blocks import Downsample, ResBlock, check_levels, conv3x3, init_lstm
 
 LstmState = tuple[torch.Tensor, torch.Tensor]
 """``(h, c)``, each float ``(B, lstm_dim)``."""
@@ -26,7 +26,8 @@ NUM_END_CLASSES = 2
 
 class RewEndEncoder(nn.Module):
     """Residual encoder conditioned on a vector: (B, C_in, H, W) -> (B, channels[-1], h, w)
-    with ``h = H / 2 ** (len(channels) - 1)``; ends with two attention blocks, GN and SiLU."""
+    with ``h = H / 2 ** (len(channels) - 1)``; ends with two attention blocks, whose output goes to
+    the LSTM as it is (no final norm or activation, as in DIAMOND's ``RewEndEncoder``)."""
 
     def __init__(self, config: RewEndConfig) -> None:
         super().__init__()
@@ -41,7 +42,6 @@ class RewEndEncoder(nn.Module):
             self.levels.append(nn.ModuleList(ResBlock(ci, c, cond, attn) for ci in ins))
         self.downsamples = nn.ModuleList(Downsample(c) for c in chans[:-1])
         self.mid = nn.ModuleList(ResBlock(chans[-1], chans[-1], cond, attn=True) for _ in range(2))
-        self.norm_out = group_norm(chans[-1])
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
@@ -52,7 +52,7 @@ class RewEndEncoder(nn.Module):
                 h = block(h, cond)
         for block in self.mid:
             h = block(h, cond)
-        return F.silu(self.norm_out(h))
+        return h
 
 
 class RewEndModel(nn.Module):
@@ -78,8 +78,9 @@ class RewEndModel(nn.Module):
         self.head = nn.Sequential(
             nn.Linear(config.lstm_dim, config.lstm_dim),
             nn.SiLU(),
-            nn.Linear(config.lstm_dim, NUM_REW_CLASSES + NUM_END_CLASSES),
+            nn.Linear(config.lstm_dim, NUM_REW_CLASSES + NUM_END_CLASSES, bias=False),
         )
+        init_lstm(self.lstm)
 
     def _check_inputs(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> None:
         c, s = self.config.img_channels, self.img_size

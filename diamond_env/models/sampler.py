@@ -39,7 +39,8 @@ def karras_sigmas(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Noise levels ``(num_steps + 1,)`` float32: ``num_steps`` levels from ``sigma_max`` down to
-    ``sigma_min`` evenly spaced in ``sigma ** (1 / rho)``, then a final 0."""
+    ``sigma_min`` evenly spaced in ``sigma ** (1 / rho)``, then a final 0 (computed in float32 as
+    DIAMOND's ``build_sigmas`` does, so the levels are the same floats)."""
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps: expected an int >= 1, got {num_steps!r}")
     if not 0.0 < sigma_min <= sigma_max:
@@ -49,15 +50,20 @@ def karras_sigmas(
         )
     if rho <= 0:
         raise ValueError(f"rho: expected > 0, got {rho}")
-    ramp = torch.linspace(0.0, 1.0, num_steps, dtype=torch.float64)
-    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    ramp = torch.linspace(0, 1, num_steps, device=device)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     sigmas = (hi + ramp * (lo - hi)) ** rho
-    return torch.cat([sigmas, sigmas.new_zeros(1)]).to(device=device, dtype=torch.float32)
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+SAMPLER_STARTS = ("unit", "sigma_max")
 
 
 def _check_config(cfg: SamplerConfig) -> None:
     if cfg.method not in ("euler", "heun"):
         raise ValueError(f"sampler.method: expected 'euler' or 'heun', got {cfg.method!r}")
+    if cfg.start not in SAMPLER_STARTS:
+        raise ValueError(f"sampler.start: expected one of {list(SAMPLER_STARTS)}, got {cfg.start!r}")
     if cfg.s_churn < 0:
         raise ValueError(f"sampler.s_churn: expected >= 0, got {cfg.s_churn}")
 
@@ -68,29 +74,37 @@ def sample(
     cfg: SamplerConfig,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Integrate the probability-flow ODE from ``sigma_max * noise`` to sigma = 0.
+    """Integrate the probability-flow ODE from the first Karras level down to sigma = 0.
 
-    ``noise`` is standard normal (B, C, H, W); callers draw it to control randomness. Euler steps
-    (``cfg.method == "euler"``) or Heun's second-order correction (Euler on the last step to 0).
-    With ``cfg.s_churn > 0`` noise is re-injected (drawn from ``generator``) at levels in
-    ``[s_tmin, s_tmax]``. Returns float (B, C, H, W) clamped to [-1, 1] and quantised to the
-    256 levels of a uint8 frame.
+    ``noise`` is standard normal (B, C, H, W); callers draw it to control randomness. The start is
+    ``noise`` itself (``cfg.start == "unit"``, DIAMOND's sampler and what its trained models
+    expect, although the first level is ``sigma_max``) or ``sigma_max * noise`` (``"sigma_max"``,
+    the EDM paper's start). Euler steps (``cfg.method == "euler"``) or Heun's second-order
+    correction (Euler on the last step to 0). With ``cfg.s_churn > 0`` noise is re-injected
+    (drawn from ``generator``) at levels in ``[s_tmin, s_tmax]``, and, as in DIAMOND's code,
+    ``denoise`` is then still evaluated at the level ``sigma`` before the churn. The arithmetic
+    follows DIAMOND's ``DiffusionSampler.sample`` step for step (float32 levels). Returns float
+    (B, C, H, W) clamped to [-1, 1] and rounded to the 256 levels of a uint8 frame (the last
+    Euler step lands on the denoiser's quantised output up to rounding error).
     """
     _check_config(cfg)
-    sigmas = karras_sigmas(cfg.num_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho, "cpu").tolist()
+    sigmas = karras_sigmas(cfg.num_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho, noise.device)
     gamma_max = min(cfg.s_churn / cfg.num_steps, math.sqrt(2.0) - 1.0)
     batch = noise.shape[0]
-    x = cfg.sigma_max * noise
-    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:], strict=True):
-        gamma = gamma_max if cfg.s_tmin <= sigma <= cfg.s_tmax else 0.0
-        sigma_hat = sigma * (1.0 + gamma)
+    x = noise if cfg.start == "unit" else cfg.sigma_max * noise
+    for i in range(cfg.num_steps):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        gamma = gamma_max if cfg.s_tmin <= float(sigma) <= cfg.s_tmax else 0.0
+        sigma_hat = sigma * (gamma + 1)
         if gamma > 0.0:
             extra = draw_normal(tuple(x.shape), x.device, generator).to(x.dtype)
-            x = x + cfg.s_noise * math.sqrt(sigma_hat**2 - sigma**2) * extra
-        slope = (x - denoise(x, x.new_full((batch,), sigma_hat))) / sigma_hat
-        x_next = x + (sigma_next - sigma_hat) * slope
-        if cfg.method == "heun" and sigma_next > 0.0:
-            slope_next = (x_next - denoise(x_next, x.new_full((batch,), sigma_next))) / sigma_next
-            x_next = x + (sigma_next - sigma_hat) * 0.5 * (slope + slope_next)
-        x = x_next
+            x = x + extra * cfg.s_noise * (sigma_hat**2 - sigma**2) ** 0.5
+        slope = (x - denoise(x, sigma.expand(batch))) / sigma_hat
+        dt = sigma_next - sigma_hat
+        if cfg.method == "euler" or float(sigma_next) == 0.0:
+            x = x + slope * dt
+        else:
+            x_next = x + slope * dt
+            slope_next = (x_next - denoise(x_next, sigma_next.expand(batch))) / sigma_next
+            x = x + (slope + slope_next) / 2 * dt
     return quantize(x)

@@ -11,13 +11,40 @@ from diamond_env.config import OptimConfig
 def make_optimizer(
     module: nn.Module, cfg: OptimConfig
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over ``module``'s parameters and a scheduler that warms the rate up linearly."""
-    opt = torch.optim.AdamW(
-        module.parameters(), lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay
+    """AdamW over ``module``'s parameters and a scheduler that warms the rate up linearly.
+
+    As in DIAMOND (``src/utils.py``, ``configure_opt`` and ``get_lr_sched``): weight decay applies
+    to the weights of linear, convolution and LSTM layers only (no biases, norms or embeddings),
+    and the rate of step ``s`` is ``lr * min(1, s / warmup_steps)``, so the very first step has
+    rate 0.
+    """
+    decay, no_decay = decay_groups(module)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, eps=cfg.eps)
+    warmup = cfg.warmup_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 1.0 if step >= warmup else step / max(1, warmup)
     )
-    warmup = max(1, cfg.warmup_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
     return opt, sched
+
+
+_DECAYED_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.LSTM, nn.LSTMCell)
+
+
+def decay_groups(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """``module``'s parameters split into (decayed, not decayed), each sorted by name: the
+    weights of linear, convolution and LSTM layers are decayed, everything else is not."""
+    decay: dict[str, nn.Parameter] = {}
+    no_decay: dict[str, nn.Parameter] = {}
+    for prefix, sub in module.named_modules():
+        for name, p in sub.named_parameters(recurse=False):
+            full = f"{prefix}.{name}" if prefix else name
+            is_weight = name.endswith("weight") or name.startswith("weight_")
+            (decay if is_weight and isinstance(sub, _DECAYED_MODULES) else no_decay)[full] = p
+    return [decay[k] for k in sorted(decay)], [no_decay[k] for k in sorted(no_decay)]
 
 
 def optimizer_step(
