@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from fake_world_model import set_constant_head
 import torch.nn.functional as F
+from fake_world_model import set_constant_head
 
 from diamond_env.config import get_preset
 from diamond_env.models.blocks import count_params

@@ -63,7 +63,9 @@ def _check_config(cfg: SamplerConfig) -> None:
     if cfg.method not in ("euler", "heun"):
         raise ValueError(f"sampler.method: expected 'euler' or 'heun', got {cfg.method!r}")
     if cfg.start not in SAMPLER_STARTS:
-        raise ValueError(f"sampler.start: expected one of {list(SAMPLER_STARTS)}, got {cfg.start!r}")
+        raise ValueError(
+            f"sampler.start: expected one of {list(SAMPLER_STARTS)}, got {cfg.start!r}"
+        )
     if cfg.s_churn < 0:
         raise ValueError(f"sampler.s_churn: expected >= 0, got {cfg.s_churn}")
 
