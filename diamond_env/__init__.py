@@ -27,6 +27,7 @@ _LAZY = {
     "DreamVectorEnv": "diamond_env.envs.gym_env",
     "DreamSB3VecEnv": "diamond_env.envs.sb3",
     "make_sb3_env": "diamond_env.envs.sb3",
+    "import_diamond": "diamond_env.import_diamond",
 }
 
 __all__ = ["GAMES", "__version__", "env_id", "make_atari_env", "register_envs", *_LAZY]

@@ -181,6 +181,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_diamond(args: argparse.Namespace) -> int:
+    from diamond_env.import_diamond import import_diamond
+
+    result = import_diamond(
+        args.checkpoint, args.game, args.out, context_steps=args.context_steps,
+        num_contexts=args.num_contexts, context_policy=args.context_policy, seed=args.seed,
+        progress=not args.quiet,
+    )  # fmt: skip
+    print(f"world model ({result.config.preset} sizes, {result.num_contexts} real starting "
+          f"contexts): {result.world_model}")  # fmt: skip
+    print(f"DIAMOND's actor-critic: {result.agent} (diamond-env evaluate --agent {result.agent})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diamond-env",
@@ -229,6 +243,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="Breakout end to end on a CPU budget, with report.md")
     add_dataclass_arguments(p, DemoOptions)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "import-diamond", help="turn a DIAMOND agent file (<Game>.pt) into a dream env and agent"
+    )
+    p.add_argument("--checkpoint", required=True, help="DIAMOND's .pt file, e.g. Breakout.pt")
+    p.add_argument("--game", required=True, help="the game it was trained on, e.g. Breakout")
+    p.add_argument("--out", required=True, help="writes OUT/world_model and OUT/agent")
+    p.add_argument("--context-steps", type=_positive_int, default=2000,
+                   help="real steps played to draw starting contexts from")  # fmt: skip
+    p.add_argument("--num-contexts", type=_positive_int, default=256,
+                   help="starting contexts kept in the world model")  # fmt: skip
+    p.add_argument("--context-policy", choices=("agent", "random"), default="agent",
+                   help="who plays those steps: DIAMOND's actor-critic or a random policy")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_import_diamond)
 
     p = sub.add_parser("evaluate", help="play an agent in the real game and report its scores")
     p.add_argument("--agent", required=True, help="agent directory (train-agent's --out)")

@@ -265,3 +265,18 @@ def _actor_critic(
                   (f"critic_linear.{p}", f"value_head.{p}")]  # fmt: skip
     pairs += [(f"lstm.{w}_{k}", f"lstm.{w}_{k}") for w in ("weight", "bias") for k in ("ih", "hh")]
     return config, num_actions, _rename(sd, pairs, where)
+
+
+def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """``module.load_state_dict(state, strict=True)`` with a ``ValueError`` naming ``where`` and
+    the first mismatching keys or shapes instead of PyTorch's ``RuntimeError``."""
+    expected = module.state_dict()
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [f"{k}: {tuple(state[k].shape)} instead of {tuple(v.shape)}"
+             for k, v in expected.items() if k in state and state[k].shape != v.shape]  # fmt: skip
+    if missing or extra or wrong:
+        raise ValueError(
+            f"{where}: the tensors fit no {type(module).__name__} config: missing {missing[:3]}, "
+            f"unexpected {extra[:3]}, shapes {wrong[:3]}"
+        )
+    module.load_state_dict(state, strict=True)

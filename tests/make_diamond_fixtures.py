@@ -254,11 +254,20 @@ def main() -> None:
     parser.add_argument("--diamond", type=Path, required=True, help="DIAMOND checkout (root)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "data")
     parser.add_argument("--paper-check", action="store_true", help="compare at paper size")
+    parser.add_argument(
+        "--paper-pt",
+        type=Path,
+        default=None,
+        help="also save the paper-size agent as DIAMOND saves it (a .pt file)",
+    )
     args = parser.parse_args()
     src = args.diamond / "src"
     if not (src / "models" / "diffusion" / "denoiser.py").is_file():
         parser.error(f"--diamond: {args.diamond} does not look like DIAMOND's repository")
-    state, io = run_diamond(src, paper=args.paper_check)
+    state, io = run_diamond(src, paper=args.paper_check or args.paper_pt is not None)
+    if args.paper_pt is not None:
+        torch.save(state, args.paper_pt)
+        print(f"wrote DIAMOND's paper-size agent state dict to {args.paper_pt}")
     if args.paper_check:
         sys.path.insert(0, str(Path(__file__).parent))
         from test_diamond_parity import compare  # type: ignore[import-not-found]

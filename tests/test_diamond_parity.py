@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file
 
 from diamond_env.config import SamplerConfig
-from diamond_env.diamond_format import convert
+from diamond_env.diamond_format import convert, load_into
 from diamond_env.models.actor_critic import ActorCritic
 from diamond_env.models.denoiser import Denoiser, quantize_floor
 from diamond_env.models.rew_end import RewEndModel
@@ -40,11 +40,11 @@ def build(state: dict[str, torch.Tensor]) -> tuple[Denoiser, RewEndModel, ActorC
     """Our three networks holding a converted DIAMOND state dict."""
     ckpt = convert(state)
     den = Denoiser(ckpt.denoiser_config, ckpt.num_actions)
-    den.load_state_dict(ckpt.denoiser, strict=True)
+    load_into(den, ckpt.denoiser, "denoiser")
     rew_end = RewEndModel(ckpt.rew_end_config, ckpt.num_actions)
-    rew_end.load_state_dict(ckpt.rew_end, strict=True)
+    load_into(rew_end, ckpt.rew_end, "rew_end")
     ac = ActorCritic(ckpt.actor_critic_config, ckpt.num_actions)
-    ac.load_state_dict(ckpt.actor_critic, strict=True)
+    load_into(ac, ckpt.actor_critic, "actor_critic")
     return den.eval(), rew_end.eval(), ac.eval()
 
 
