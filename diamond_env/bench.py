@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -160,10 +160,8 @@ def _synthetic_world_model(preset: str, game: str, device: str, seed: int) -> An
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = WorldModel(config, game, meanings, bank)
-    last = cast(torch.nn.Linear, model.rew_end.head[-1])
-    with torch.no_grad():  # logits: reward classes (-1, 0, +1), then (continue, end)
-        last.weight.zero_()
-        last.bias.copy_(torch.tensor([-10.0, 10.0, -10.0, 10.0, -10.0]))
+    # logits: reward classes (-1, 0, +1), then (continue, end)
+    model.rew_end.set_constant_logits([-10.0, 10.0, -10.0, 10.0, -10.0])
     return model.to(device).eval()
 
 
@@ -345,7 +343,9 @@ def bench_train(
         re = _time_calls(lambda: trainer.rew_end_step(re_sampler), steps, warmup, min_seconds, dev)
     return {
         "denoiser": _work_figures(
-            *den, config.denoiser_optim.batch_size, denoiser_sample_flops(flops)
+            *den,
+            config.denoiser_optim.batch_size,
+            denoiser_sample_flops(flops, loop.denoiser_seq_len - config.denoiser.num_context),
         ),
         "rew_end": _work_figures(*re, config.rew_end_optim.batch_size, rew_end_sample_flops(flops)),
         **_memory_figures(dev, start_mem),

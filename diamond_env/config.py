@@ -113,6 +113,9 @@ class ImaginationConfig:
     gamma: float = 0.985
     lambda_: float = 0.95
     entropy_weight: float = 1e-3
+    context_preload: int = 8192
+    """Starting contexts drawn from the replay at once in the full loop (DIAMOND: 256 batches of
+    32), served in order."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,8 @@ class LoopConfig:
     initial_steps_min: int = 5_000
     initial_steps_max: int = 10_000
     initial_min_minority_rewards: int = 10
+    """Initial collection goes on until the reward signs other than the most frequent one sum to
+    this many (DIAMOND: ``sum(sorted(counts)[:-1]) >= 10``)."""
     steps_per_epoch: int = 100
     """Real environment steps collected per epoch."""
     grad_steps_per_epoch: int = 400
@@ -136,7 +141,9 @@ class LoopConfig:
     final_eval_episodes: int = 100
     epsilon: float = 0.01
     recency_weights: tuple[float, ...] = (0.1, 0.1, 0.1, 0.7)
-    denoiser_seq_len: int = NUM_CONTEXT + 1
+    denoiser_seq_len: int = NUM_CONTEXT + 2
+    """Frames per denoiser segment: 4 context + 1 target + 1 autoregressive target (DIAMOND's
+    ``num_autoregressive_steps: 1``; ``NUM_CONTEXT + 1`` trains single-step only)."""
     rew_end_seq_len: int = 15 + NUM_CONTEXT
 
 
@@ -216,7 +223,7 @@ def _tiny() -> Config:
         actor_critic_optim=OptimConfig(
             batch_size=8, warmup_steps=10, lr=1e-3, weight_decay=0.0, max_grad_norm=100.0
         ),
-        imagination=ImaginationConfig(batch_size=8, horizon=5),
+        imagination=ImaginationConfig(batch_size=8, horizon=5, context_preload=64),
         loop=LoopConfig(
             real_steps=1_000,
             initial_steps_min=200,
@@ -282,7 +289,7 @@ def _cpu() -> Config:
         actor_critic_optim=OptimConfig(
             batch_size=16, lr=3e-4, weight_decay=0.0, max_grad_norm=100.0
         ),
-        imagination=ImaginationConfig(batch_size=16, horizon=15),
+        imagination=ImaginationConfig(batch_size=16, horizon=15, context_preload=1024),
         loop=LoopConfig(
             real_steps=10_000,
             initial_steps_min=2_000,

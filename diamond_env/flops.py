@@ -9,8 +9,9 @@ multiply-add counts as 2 FLOPs; only convolutions, matrix products and attention
 Units of work:
 
 - a dream frame: ``passes`` denoiser forwards (3 Euler steps in every preset) + 1 reward/end step;
-- a training sample: ≈ 3 x its forward FLOPs (forward + backward); a denoiser sample is one target
-  frame, a reward/end sample one segment of ``rew_end_seq_len - 1`` transitions;
+- a training sample: ≈ 3 x its forward FLOPs (forward + backward); a denoiser sample is one pass
+  per target frame (2: the target and DIAMOND's autoregressive step), a reward/end sample one
+  segment of ``rew_end_seq_len - 1`` transitions;
 - an actor-critic update: ``B x H`` dream frames, the agent's forward and backward on each, and
   the burn-ins of the two LSTMs at the start and at the truncation restart (see
   :func:`imagination_update_flops`).
@@ -94,9 +95,10 @@ def dream_frame_flops(flops: ModelFlops, passes: int) -> int:
     return passes * flops.denoiser_forward + flops.rew_end_step
 
 
-def denoiser_sample_flops(flops: ModelFlops) -> int:
-    """FLOPs of one denoiser training sample (one target frame): 3 x a forward."""
-    return TRAIN_FACTOR * flops.denoiser_forward
+def denoiser_sample_flops(flops: ModelFlops, targets: int = 1) -> int:
+    """FLOPs of one denoiser training sample of ``targets`` target frames (DIAMOND: 2, the target
+    and one autoregressive step): 3 x a forward per target."""
+    return TRAIN_FACTOR * flops.denoiser_forward * targets
 
 
 def rew_end_sample_flops(flops: ModelFlops) -> int:

@@ -136,15 +136,5 @@ class FakeWorldModel(nn.Module):
 
 
 def set_constant_head(rew_end: torch.nn.Module, probs: list[float]) -> None:
-    """Make a reward/end model's head give the same 5 logits ``log(probs)`` for every input.
-
-    The head's last layer has no bias (as in DIAMOND), so one hidden unit is held constant and
-    the last layer reads only that unit."""
-    head = rew_end.head  # type: ignore[union-attr]
-    with torch.no_grad():
-        head[0].weight.zero_()
-        head[0].bias.zero_()
-        head[0].bias[0] = 3.0
-        hidden = torch.nn.functional.silu(torch.tensor(3.0))
-        head[-1].weight.zero_()
-        head[-1].weight[:, 0] = torch.tensor(probs).log() / hidden
+    """Make a reward/end model give the same 5 probabilities for every input."""
+    rew_end.set_constant_logits(torch.tensor(probs).log().tolist())  # type: ignore[operator]

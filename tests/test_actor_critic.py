@@ -189,3 +189,41 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     config.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=CONFIG_FILE):
         ActorCritic.load(tmp_path)
+
+
+def test_diamond_initialisation_and_optimiser_groups() -> None:
+    """DIAMOND's init and AdamW set-up (src/utils.py:134-147 configure_opt, :175-179
+    get_lr_sched, :184 init_lstm; src/models/blocks.py:97 orthogonal downsampling)."""
+    import dataclasses
+
+    from diamond_env.config import get_preset
+    from diamond_env.models.rew_end import RewEndModel
+    from diamond_env.training.optim import decay_groups, make_optimizer
+
+    torch.manual_seed(0)
+    model = RewEndModel(get_preset("tiny").rew_end, 4)
+    lstm = model.lstm
+    n = lstm.hidden_size
+    assert torch.equal(lstm.bias_ih_l0[n : 2 * n], torch.ones(n))  # forget gate
+    assert not lstm.bias_ih_l0[:n].any() and not lstm.bias_hh_l0.any()
+    w_hh = lstm.weight_hh_l0.reshape(4, n, n)[0]
+    torch.testing.assert_close(w_hh @ w_hh.T, torch.eye(n), atol=1e-5, rtol=0)  # orthogonal rows
+    down = model.encoder.downsamples[0].conv.weight.flatten(1)
+    torch.testing.assert_close(down @ down.T, torch.eye(down.shape[0]), atol=1e-5, rtol=0)
+    decay, no_decay = decay_groups(model)
+    decayed = {id(p) for p in decay}
+    names = {name for name, p in model.named_parameters() if id(p) in decayed}
+    assert "lstm.weight_ih_l0" in names and "head.0.weight" in names
+    assert "encoder.conv_in.weight" in names
+    assert not any(name.endswith("bias") for name in names)
+    assert "act_emb.weight" not in names  # embeddings are not decayed
+    assert len(decay) + len(no_decay) == len(list(model.parameters()))
+    cfg = dataclasses.replace(get_preset("tiny").rew_end_optim, warmup_steps=4, lr=1.0)
+    opt, sched = make_optimizer(model, cfg)
+    rates = []
+    for _ in range(6):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]  # the very first step has rate 0
+    assert opt.param_groups[1]["weight_decay"] == 0.0

@@ -124,9 +124,10 @@ def test_bench_train_tiny_figures_are_consistent() -> None:
         assert part["gflop_per_s"] == pytest.approx(
             part["samples_per_s"] * part["gflop_per_sample"]
         )
-    # a reward/end sample is 8 transitions (tiny rew_end_seq_len 9), a denoiser sample 1 frame
+    # a reward/end sample is 8 transitions (tiny rew_end_seq_len 9), a denoiser sample 2 target
+    # frames (4 context + 1 + 1 autoregressive)
     assert fig["rew_end"]["gflop_per_sample"] == pytest.approx(3 * 8 * 0.01839136)
-    assert fig["denoiser"]["gflop_per_sample"] == pytest.approx(3 * 0.265924608)
+    assert fig["denoiser"]["gflop_per_sample"] == pytest.approx(2 * 3 * 0.265924608)
 
 
 def test_bench_imagination_tiny_figures_are_consistent() -> None:

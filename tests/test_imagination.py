@@ -102,3 +102,72 @@ def test_real_tiny_world_model(tiny_checkpoint: Path) -> None:
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
     with pytest.raises(ValueError, match="actions"):
         ImaginationTrainer(ActorCritic(config.actor_critic, 6), wm, config)
+
+
+def test_dreams_run_on_across_gradient_steps() -> None:
+    """DIAMOND's env loop is not reset at each update (src/coroutines/env_loop.py:25): the fake
+    ends an episode 4 steps after each start, so with windows of 6 steps the second window sees
+    the episodes that restarted at step 3 of the first one end at its step 1."""
+    wm = FakeWorldModel(terminate_after=4)
+    trainer = ImaginationTrainer(ActorCritic(TINY_AC, 4), wm, _config(batch=2, horizon=6))
+    first = trainer.rollout()
+    assert first.terminations[:, 3].all() and first.terminations.sum() == 2
+    assert trainer.simulator.elapsed_steps.tolist() == [2, 2]
+    second = trainer.rollout()
+    assert second.terminations[:, 1].all() and second.terminations[:, 5].all()
+    assert second.terminations.sum() == 4 and not second.truncations.any()
+
+
+def test_first_reset_has_no_burn_in_and_restarts_burn_in_with_gradients() -> None:
+    ac = ActorCritic(TINY_AC, 4)
+    with torch.no_grad():  # make the value depend on the LSTM state
+        torch.nn.init.normal_(ac.value_head.weight)
+    graph: list[bool] = []
+    plain_burn_in = ac.burn_in
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        state = plain_burn_in(*args, **kwargs)
+        graph.append(state[0].requires_grad)
+        return state
+
+    ac.burn_in = spy  # type: ignore[method-assign]
+    trainer = ImaginationTrainer(ac, FakeWorldModel(terminate_after=2), _config(batch=2, horizon=5))
+    ro = trainer.rollout()
+    # DIAMOND env_loop.py:18-22: the first reset starts from a zero state, without burn-in, so
+    # the only burn-ins are those of the restarts at steps 1 and 3
+    assert len(graph) == 2
+    # env_loop.py:53-56: the burn-in after a restart is part of the graph
+    assert all(graph)
+    assert ro.values.requires_grad
+
+
+def test_replay_contexts_follow_recency_and_pad_with_zero() -> None:
+    from test_segments import coded_episode
+
+    from diamond_env.data.episode import FlatData
+    from diamond_env.training.imagination import ReplayContexts
+
+    episodes = [coded_episode(e, 6, side=64, life_loss_at=(2,)) for e in range(4)]
+    data = FlatData.from_episodes(episodes)  # 8 lives of 3 steps
+    source = ReplayContexts(data, 4, (0.1, 0.1, 0.1, 0.7), "cpu", preload=32, seed=0)
+    obs, act = source(20)
+    assert obs.shape == (20, 4, 3, 64, 64) and act.shape == (20, 4)
+    assert (act[:, -1] == 0).all()  # the agent's slot
+    padded = (obs == 0.0).flatten(2).all(-1)
+    assert padded[:, 0].all() and not padded[:, -1].any()  # lives of 3 steps: left padding
+    rest, _ = source(12)  # what is left of the 32 preloaded
+    assert source._cursor == 32
+    again, _ = source(1)  # exhausted: a fresh set is drawn
+    assert source._cursor == 1
+    state = source.state_dict()
+    path = torch.save(state, buffer := __import__("io").BytesIO())
+    buffer.seek(0)
+    copy = ReplayContexts(data, 4, (0.1, 0.1, 0.1, 0.7), "cpu", preload=32, seed=9)
+    copy.load_state_dict(torch.load(buffer, weights_only=True))
+    assert torch.equal(copy(5)[0], source(5)[0])
+    assert path is None
+    # the last quarter of the lives (the two newest) gets 70 % of the draws
+    many = ReplayContexts(data, 4, (0.1, 0.1, 0.1, 0.7), "cpu", preload=4000, seed=1)
+    frames, _ = many(4000)
+    game = ((frames[:, -1, 0, 1, 1] + 1) * 127.5).round().long() - 1  # channel 0 codes the game
+    assert abs(float((game == 3).float().mean()) - 0.7) < 0.03

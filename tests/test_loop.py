@@ -52,3 +52,19 @@ def test_stop_then_resume_finishes_within_budget(tmp_path: Path) -> None:
     assert done["finished"] and done["real_steps"] == 500
     epochs = [m["step"] for m in read_metrics(run_dir, kind="train")]
     assert epochs == list(range(1, len(epochs) + 1))  # no epoch trained twice
+
+
+def test_initial_collection_rule_is_diamonds() -> None:
+    """DIAMOND stops the initial collection once sum(sorted(counts_rew)[:-1]) >= 10
+    (src/trainer.py:283): the signs other than the most frequent one, summed."""
+    from types import SimpleNamespace
+
+    from diamond_env.training.loop import minority_rewards
+
+    def count(counts: dict[int, int]) -> int:
+        return minority_rewards(SimpleNamespace(reward_counts=counts))  # type: ignore[arg-type]
+
+    assert count({-1: 6, 0: 990, 1: 4}) == 10  # Pong: enough (min(#-1, #+1) would say 4)
+    assert count({-1: 0, 0: 995, 1: 5}) == 5
+    assert count({0: 1000}) == 0
+    assert count({-1: 0, 0: 3, 1: 20}) == 3  # +1 the majority: the zeros count

@@ -1,23 +1,34 @@
-"""Sampling of fixed-length segments of real play for world-model training (SPEC §2.3).
+"""Sampling of fixed-length segments of real play for world-model training (SPEC §2.3), as
+DIAMOND's ``BatchSampler`` and ``make_segment`` do (``src/data/batch_sampler.py``,
+``src/data/utils.py``).
 
-A segment is a window of ``seq_len`` consecutive frames of one episode and the ``seq_len - 1``
+**An episode is a life.** Games are stored whole on disk, but DIAMOND stores a new episode at every
+life loss (``src/envs/env.py``, ``src/coroutines/collector.py``), so here every sampler, mask,
+recency group and starting context works on lives (:func:`life_index`): nothing after a life loss
+is ever inside a segment, and the life-loss step is the last step of its life (end = True).
+
+A segment is a window of ``seq_len`` consecutive frames of one life and the ``seq_len - 1``
 transitions between them: ``act[:, i]`` is taken at frame ``obs[:, i]`` and leads to
-``obs[:, i + 1]`` with reward ``rew[:, i]`` and end flag ``end[:, i]``. Frames of the window that
-fall outside the episode are padding: zero pixels, ``mask`` False; padded transitions have action 0,
-reward 0 and no end, and ``step_mask`` False.
+``obs[:, i + 1]`` with reward ``rew[:, i]`` and end flag ``end[:, i]``. Window frames outside the
+life are padding: ``mask`` False, zero pixels in the uint8 :class:`Segment` and **0.0** in the
+model tensors of :class:`TorchSegment` (DIAMOND's padding value in [-1, 1]); padded transitions
+have action 0, reward 0 and no end, and ``step_mask`` False.
 
-Two modes, both choosing an episode (see below), then a transition ``t`` uniformly in it:
+A life of ``T`` steps has frames ``0..T`` (frame ``T`` is the one after its last action). Both
+modes choose a life (see below), then ``t`` uniformly in ``[0, T)``:
 
-- ``pad_after_end=False`` (denoiser; ``seq_len = 5`` = 4 context frames + 1 target): ``t`` is the
-  window's last transition, so the target frame ``obs[:, -1]`` (episode frame ``t + 1``) is always
-  real and padding can only come before the episode start (at least one context frame is real).
-- ``pad_after_end=True`` (reward/end model; ``seq_len = 19`` frames = 18 transitions): ``t`` sits at
-  a uniform position in the window, which may start before the episode start and run past its end.
+- ``pad_after_end=False`` (denoiser, ``seq_len = 4 + 1 + 1``; starting contexts, ``seq_len = 4``):
+  the window ends at ``stop = min(T, t + 1 + U[0, seq_len))`` (exclusive) and starts at
+  ``stop - seq_len``; padding only before the life's start. As in DIAMOND, frames ``0..T-1``
+  (those an action was taken at) are the only real frames, so frame ``T`` is never a target.
+- ``pad_after_end=True`` (reward/end model, ``seq_len = 19``): the window starts at
+  ``t - U[0, seq_len)`` and may run past the life's end; frame ``T`` is real (the next frame of
+  the last step) and transition ``i`` is real when its step lies in ``[0, T)``.
 
-Episode choice: with fewer episodes than ``len(recency_weights)``, uniform over transitions
-(episodes in proportion to their lengths). From then on the episodes, in chronological order, are
-split into ``len(recency_weights)`` groups as equal as possible (``np.array_split``: earlier groups
-take the remainder), group ``g`` gets weight ``recency_weights[g]``, spread equally over its episodes.
+Life choice: with fewer lives than ``len(recency_weights)``, uniform over transitions (lives in
+proportion to their lengths). From then on the lives, in chronological order, are split into
+``len(recency_weights)`` groups of ``n // k`` lives, the remainder going to the newest group (as
+DIAMOND's sampler); group ``g`` gets weight ``recency_weights[g]``, spread equally over its lives.
 """
 
 from __future__ import annotations
@@ -42,8 +53,8 @@ class Segment:
         end: bool ``(B, S - 1)`` termination target (``term``, or ``term | life_loss``).
         trunc: bool ``(B, S - 1)`` time-limit truncation.
         mask: bool ``(B, S)`` frame is real.
-        episode: int64 ``(B,)`` episode index in the sampled :class:`FlatData` (not a dataset id).
-        start: int64 ``(B,)`` episode frame index of the window's first frame (negative if padded).
+        episode: int64 ``(B,)`` index of the life (see :func:`life_index`) the window lies in.
+        start: int64 ``(B,)`` life frame index of the window's first frame (negative if padded).
     """
 
     obs: np.ndarray
@@ -66,7 +77,7 @@ class TorchSegment:
     """A :class:`Segment` as model tensors on one device.
 
     Attributes:
-        obs: float32 ``(B, S, 3, H, W)`` in [-1, 1] (padded frames are -1).
+        obs: float32 ``(B, S, 3, H, W)`` in [-1, 1] (padded frames are 0.0, as in DIAMOND).
         act: int64 ``(B, S - 1)``.
         rew: float32 ``(B, S - 1)`` raw rewards.
         end: bool ``(B, S - 1)``.
@@ -90,13 +101,16 @@ def to_torch(segment: Segment, device: torch.device | str = "cpu") -> TorchSegme
     def move(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
 
+    mask = move(segment.mask)
+    obs = to_model(move(segment.obs))
+    obs = torch.where(mask[:, :, None, None, None], obs, 0.0)
     return TorchSegment(
-        obs=to_model(move(segment.obs)),
+        obs=obs,
         act=move(segment.act),
         rew=move(segment.rew),
         end=move(segment.end),
         trunc=move(segment.trunc),
-        mask=move(segment.mask),
+        mask=mask,
         step_mask=move(segment.step_mask),
     )
 
@@ -104,21 +118,52 @@ def to_torch(segment: Segment, device: torch.device | str = "cpu") -> TorchSegme
 def recency_episode_weights(lengths: np.ndarray, recency_weights: tuple[float, ...]) -> np.ndarray:
     """Probability of choosing each episode (float64 ``(E,)``, sums to 1), episodes chronological.
 
-    Fewer than ``len(recency_weights)`` episodes: proportional to ``lengths`` (uniform over steps).
-    Otherwise ``recency_weights[g]`` (normalised) spread equally over the episodes of group ``g``.
+    Fewer than ``k = len(recency_weights)`` episodes: proportional to ``lengths`` (uniform over
+    steps). Otherwise groups of ``E // k`` episodes, the newest group also taking the ``E % k``
+    remainder (DIAMOND, ``src/data/batch_sampler.py``); ``recency_weights[g]`` (normalised) is
+    spread equally over the episodes of group ``g``.
     """
     num = len(lengths)
     if num == 0:
         raise ValueError("lengths: expected at least one episode, got none")
-    if num < len(recency_weights):
+    k = len(recency_weights)
+    if num < k:
         return np.asarray(lengths, dtype=np.float64) / float(np.sum(lengths))
     group_weights = np.asarray(recency_weights, dtype=np.float64) / float(sum(recency_weights))
-    probs = np.empty(num, dtype=np.float64)
-    for weight, group in zip(
-        group_weights, np.array_split(np.arange(num), len(group_weights)), strict=True
-    ):
-        probs[group] = weight / len(group)
-    return probs
+    sizes = np.full(k, num // k)
+    sizes[-1] += num % k
+    probs = np.repeat(group_weights / sizes, sizes)
+    return probs / probs.sum()
+
+
+@dataclass(frozen=True)
+class LifeIndex:
+    """Where each life lies in a :class:`FlatData` (all int64 ``(N,)``, chronological).
+
+    ``lengths[i]`` steps starting at step ``step_starts[i]`` and frame ``frame_starts[i]``; a life
+    ends at a life loss, at the end of its game, or at the end of the stored part of a game.
+    """
+
+    lengths: np.ndarray
+    step_starts: np.ndarray
+    frame_starts: np.ndarray
+
+    @property
+    def num_lives(self) -> int:
+        return len(self.lengths)
+
+
+def life_index(data: FlatData, split_lives: bool = True) -> LifeIndex:
+    """The lives of ``data`` (``split_lives=False``: one entry per stored episode)."""
+    episode_of_step = np.repeat(np.arange(data.num_episodes, dtype=np.int64), data.lengths)
+    is_start = np.zeros(data.num_steps, dtype=bool)
+    is_start[data.step_starts] = True
+    if split_lives:
+        same_episode = episode_of_step[1:] == episode_of_step[:-1]
+        is_start[1:] |= data.life_loss[:-1] & same_episode
+    step_starts = np.flatnonzero(is_start).astype(np.int64)
+    lengths = np.diff(np.append(step_starts, data.num_steps)).astype(np.int64)
+    return LifeIndex(lengths, step_starts, step_starts + episode_of_step[step_starts])
 
 
 class SegmentSampler:
@@ -132,6 +177,7 @@ class SegmentSampler:
         pad_after_end: bool,
         recency_weights: tuple[float, ...] = (0.1, 0.1, 0.1, 0.7),
         life_loss_is_end: bool = True,
+        split_lives: bool = True,
         seed: int | None = None,
     ) -> None:
         if not isinstance(seq_len, int) or seq_len < 2:
@@ -147,6 +193,7 @@ class SegmentSampler:
         self.pad_after_end = pad_after_end
         self.recency_weights = tuple(float(w) for w in recency_weights)
         self.life_loss_is_end = life_loss_is_end
+        self.split_lives = split_lives
         self.rng = np.random.default_rng(seed)
         self.update(data)
 
@@ -157,31 +204,32 @@ class SegmentSampler:
         if data.num_episodes == 0:
             raise ValueError("data: expected at least one episode, got none")
         self.data = data
-        self.episode_weights = recency_episode_weights(data.lengths, self.recency_weights)
-        self._step_starts = data.step_starts
-        self._frame_starts = data.frame_starts
+        self.lives = life_index(data, self.split_lives)
+        self.episode_weights = recency_episode_weights(self.lives.lengths, self.recency_weights)
 
     def sample(self, batch_size: int) -> Segment:
         """``batch_size`` windows; the same seed and calls give the same batches."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
-        data, seq = self.data, self.seq_len
-        episode = self.rng.choice(data.num_episodes, size=batch_size, p=self.episode_weights)
-        length = data.lengths[episode]
-        t = self.rng.integers(0, length)  # a uniform transition of each chosen episode
+        data, seq, lives = self.data, self.seq_len, self.lives
+        episode = self.rng.choice(lives.num_lives, size=batch_size, p=self.episode_weights)
+        length = lives.lengths[episode]
+        t = self.rng.integers(0, length)  # a uniform step of each chosen life
+        offset = self.rng.integers(0, seq, size=batch_size)
         if self.pad_after_end:
-            position = self.rng.integers(0, seq - 1, size=batch_size)
+            start = t - offset
+            last_real = length  # the frame after the last action is real
         else:
-            position = np.full(batch_size, seq - 2)
-        start = t - position
-        frames = start[:, None] + np.arange(seq)  # (B, S) episode frame indices
-        mask = (frames >= 0) & (frames <= length[:, None])
-        frame_idx = self._frame_starts[episode, None] + np.clip(frames, 0, length[:, None])
+            start = np.minimum(length, t + 1 + offset) - seq
+            last_real = length - 1  # DIAMOND's episodes hold the frames actions were taken at
+        frames = start[:, None] + np.arange(seq)  # (B, S) life frame indices
+        mask = (frames >= 0) & (frames <= last_real[:, None])
+        frame_idx = lives.frame_starts[episode, None] + np.clip(frames, 0, length[:, None])
         obs = data.obs[frame_idx]
         obs[~mask] = 0
         steps = frames[:, :-1]
-        step_mask = mask[:, :-1] & mask[:, 1:]
-        step_idx = self._step_starts[episode, None] + np.clip(steps, 0, length[:, None] - 1)
+        step_mask = (steps >= 0) & (steps < length[:, None]) & mask[:, :-1]
+        step_idx = lives.step_starts[episode, None] + np.clip(steps, 0, length[:, None] - 1)
 
         def gather(values: np.ndarray) -> np.ndarray:
             out = values[step_idx]
@@ -189,7 +237,7 @@ class SegmentSampler:
             return out
 
         end = gather(data.term)
-        if self.life_loss_is_end:
+        if self.life_loss_is_end or self.split_lives:
             end |= gather(data.life_loss)
         return Segment(
             obs=obs,

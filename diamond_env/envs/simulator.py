@@ -20,8 +20,8 @@ from __future__ import annotations
 import dataclasses
 import operator
 import os
-from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -34,6 +34,10 @@ from diamond_env.world_model import WorldModel
 SAMPLERS = ("euler", "heun")
 REWARD_MODES = ("sample", "mean")
 SeedArg = int | Sequence[int | None] | None
+
+ContextSource = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+"""``source(n)`` -> ``n`` starting contexts: frames float ``(n, L, C, H, W)`` in [-1, 1] (padding
+allowed, e.g. 0.0 before an episode's start) and actions int64 ``(n, L)``, on the sim's device."""
 
 
 class SimStep(NamedTuple):
@@ -85,6 +89,9 @@ class DreamSimulator:
         seed: seeds the generators now (env i gets ``seed + i``); None = from torch's global RNG.
         autoreset: reset ended envs inside :meth:`step` (False: they keep dreaming until the
             caller resets them, as a single Gymnasium env does).
+        context_source: where (re)starts take their contexts from instead of the world model's
+            bank (e.g. recency-weighted draws from the replay, as DIAMOND's training does); its
+            draws are its own, so the per-env streams stay as they are.
     """
 
     def __init__(
@@ -99,7 +106,9 @@ class DreamSimulator:
         reward_mode: Literal["sample", "mean"] = "sample",
         seed: int | None = None,
         autoreset: bool = True,
+        context_source: ContextSource | None = None,
     ) -> None:
+        self.context_source = context_source
         self.num_envs = _check_int("num_envs", num_envs, 1)
         self.horizon = _check_int("horizon", horizon, 1)
         if reward_mode not in REWARD_MODES:
@@ -201,8 +210,22 @@ class DreamSimulator:
         indices = self._draw_contexts(envs)
         if context_index is not None:
             indices = self._apply_context_index(indices, envs, context_index)
-        self._start(envs, indices)
+        self._start(envs, *self._contexts(indices))
         return self.obs
+
+    def _contexts(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames (M, L, C, H, W) float and actions (M, L) of the contexts to start from: bank
+        entries ``indices``, or ``len(indices)`` draws of the context source."""
+        if self.context_source is None:
+            return to_model(self._bank_obs[indices]), self._bank_act[indices]
+        obs, act = self.context_source(len(indices))
+        expected = (len(indices), self.num_context, *self.frame_shape)
+        if tuple(obs.shape) != expected or tuple(act.shape) != expected[:2]:
+            raise ValueError(
+                f"context_source: expected frames {expected} and actions {expected[:2]}, got "
+                f"{tuple(obs.shape)} and {tuple(act.shape)}"
+            )
+        return obs.to(self.device, torch.float32), act.to(self.device, torch.int64)
 
     def _per_env_seeds(self, seed: SeedArg) -> list[int | None]:
         if isinstance(seed, int) and not isinstance(seed, bool):
@@ -274,10 +297,9 @@ class DreamSimulator:
         ]
         return torch.cat(draws)
 
-    def _start(self, envs: list[int], indices: torch.Tensor) -> None:
-        """Load contexts ``indices`` (M,) into envs ``envs`` (M) and burn the LSTM in."""
-        obs = to_model(self._bank_obs[indices])  # (M, L, C, H, W)
-        act = self._bank_act[indices]
+    def _start(self, envs: list[int], obs: torch.Tensor, act: torch.Tensor) -> None:
+        """Load contexts (frames (M, L, C, H, W), actions (M, L)) into envs ``envs`` (M) and burn
+        the reward/end LSTM in."""
         h, c = self.world_model.burn_in(obs, act)
         if not bool(torch.isfinite(h).all() & torch.isfinite(c).all()):
             raise RuntimeError("world model burn_in produced NaN or Inf in the LSTM state")
@@ -332,8 +354,35 @@ class DreamSimulator:
         self._elapsed = elapsed
         ended = [i for i, d in enumerate(host[1:]) if d]
         if self.autoreset and ended:
-            self._start(ended, self._draw_contexts(ended))
+            self._start(ended, *self._contexts(self._draw_contexts(ended)))
         return SimStep(self.obs, reward, terminated, truncated, next_obs)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that decides the next steps (buffers and generator states), for resuming a
+        loop that runs across calls exactly. Plain tensors only."""
+        obs = self._buffers()
+        assert self._state is not None
+        return {
+            "obs": obs.cpu(), "act": self._act.cpu(), "h": self._state[0].cpu(),
+            "c": self._state[1].cpu(), "elapsed": self._elapsed.cpu(),
+            "generators": torch.stack([g.get_state() for g in self._generators]),
+            "churn_generator": self._churn_generator.get_state(),
+        }  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (same number of envs and context shape)."""
+        if tuple(state["obs"].shape) != (self.num_envs, self.num_context, *self.frame_shape):
+            raise ValueError(
+                f"state: frames of shape {tuple(state['obs'].shape)} do not fit {self.num_envs} "
+                f"envs of {self.num_context} x {self.frame_shape}"
+            )
+        self._obs = state["obs"].to(self.device)
+        self._act = state["act"].to(self.device)
+        self._state = (state["h"].to(self.device), state["c"].to(self.device))
+        self._elapsed = state["elapsed"].to(self.device)
+        for g, g_state in zip(self._generators, state["generators"], strict=True):
+            g.set_state(g_state.clone())
+        self._churn_generator.set_state(state["churn_generator"])
 
     def _check_actions(self, actions: torch.Tensor) -> torch.Tensor:
         n, k = self.num_envs, self.num_actions

@@ -8,6 +8,7 @@ at ``obs[:, t]`` and leads to ``next_obs[:, t]``. Reward classes are 0, 1, 2 for
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import cast
 
 import torch
@@ -81,6 +82,21 @@ class RewEndModel(nn.Module):
             nn.Linear(config.lstm_dim, NUM_REW_CLASSES + NUM_END_CLASSES, bias=False),
         )
         init_lstm(self.lstm)
+
+    @torch.no_grad()
+    def set_constant_logits(self, logits: Sequence[float]) -> None:
+        """Make the head give the same 5 logits (reward classes -1, 0, +1, then continue, end)
+        for every input, in place: for benchmarks and tests. The last layer has no bias (as in
+        DIAMOND), so one hidden unit is held constant and the last layer reads only that one."""
+        values = torch.as_tensor(logits, dtype=torch.float32)
+        if values.shape != (NUM_REW_CLASSES + NUM_END_CLASSES,):
+            raise ValueError(f"logits: expected 5 values, got {tuple(values.shape)}")
+        first, last = cast(nn.Linear, self.head[0]), cast(nn.Linear, self.head[-1])
+        first.weight.zero_()
+        first.bias.zero_()
+        first.bias[0] = 3.0
+        last.weight.zero_()
+        last.weight[:, 0] = values.to(last.weight) / F.silu(torch.tensor(3.0))
 
     def _check_inputs(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> None:
         c, s = self.config.img_channels, self.img_size

@@ -1,18 +1,23 @@
-"""Training the actor-critic in imagination only (SPEC §4).
+"""Training the actor-critic in imagination only (SPEC §4), as DIAMOND's env loop does it.
 
-One gradient step = one batch of dream rollouts on a :class:`DreamSimulator` (all tensors on the
-simulator's device, no numpy):
+One gradient step = ``horizon`` steps of ``B`` dreams on a :class:`DreamSimulator` (all tensors on
+the simulator's device, no numpy). The dreams **run on across gradient steps** (DIAMOND,
+``src/coroutines/env_loop.py``): a step continues each dream where the previous one stopped, so
+dreams drift out of phase and episodes cross the ``horizon``-step windows.
 
-1. every env restarts from a real context of the world model's bank (seeded from the trainer's
-   generator, so a resumed run replays the same dreams);
-2. the actor-critic's LSTM is burnt in (no gradient) over the first ``L - 1`` context frames, and
-   the first step consumes the last one, so the agent has seen all ``L`` frames when it acts;
-3. ``horizon`` steps: sample ``a_t ~ π(obs_t)``, dream one step. An env that terminates mid-way is
-   restarted by the simulator in the same step; its LSTM state is zeroed and burnt in on the new
-   context. Every env is truncated when ``horizon`` steps have passed since its (re)start, and the
-   value of the frame it was truncated on is the bootstrap;
-4. λ-returns (γ, λ, rewards sign-clipped) and REINFORCE with a value baseline and an entropy bonus,
-   back-propagated through the whole rollout; AdamW with warm-up and gradient clipping.
+1. The very first reset starts every env from a real context with a zero LSTM state and no
+   burn-in of the actor-critic (DIAMOND ``env_loop.py:18-22``).
+2. Each step: ``a_t ~ π(obs_t)``, dream one step. An env that terminates, or is truncated
+   ``horizon`` steps after its (re)start, restarts in the same step from a fresh context; its
+   LSTM state is zeroed and burnt in over the new context's first ``L - 1`` frames **with
+   gradients** (DIAMOND ``env_loop.py:53-56``), and V(final frame) is the truncation bootstrap.
+3. λ-returns (γ, λ, rewards sign-clipped), bootstrapped with V(obs_T) at the window's end, and
+   REINFORCE with a value baseline and an entropy bonus; AdamW with warm-up and clipping. The
+   LSTM state is detached between gradient steps.
+
+Starting contexts come from the world model's bank, or, in the full training loop, from
+:class:`ReplayContexts`: windows of the replay drawn with the recency weights, left padding
+allowed (0.0), preloaded in batches and served in order as DIAMOND's ``WorldModelEnv`` does.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from typing import Any
 import torch
 
 from diamond_env.config import Config
-from diamond_env.envs.simulator import DreamSimulator
+from diamond_env.data.episode import FlatData
+from diamond_env.data.segments import Segment, SegmentSampler, to_torch
+from diamond_env.envs.simulator import ContextSource, DreamSimulator
 from diamond_env.models.actor_critic import ActorCritic, State
 from diamond_env.training.optim import make_optimizer, optimizer_step
 from diamond_env.training.returns import actor_critic_loss, lambda_returns
@@ -53,6 +60,68 @@ class Rollout:
     truncations: torch.Tensor
 
 
+class ReplayContexts:
+    """Starting contexts from real play: windows of ``num_context`` frames of one life, drawn with
+    the recency weights, padding allowed before a life's start (DIAMOND's actor-critic data loader,
+    ``src/trainer.py:176-180``). ``preload`` windows are drawn at once and served in order; when
+    fewer are left than asked for, a fresh set is drawn (``src/envs/world_model_env.py``). DIAMOND
+    also burns the reward/end model in at preload time; here the simulator burns each context in
+    when it starts, with the current weights. Frames are kept as uint8 until served.
+    """
+
+    def __init__(
+        self,
+        data: FlatData,
+        num_context: int,
+        recency_weights: tuple[float, ...],
+        device: torch.device | str,
+        *,
+        preload: int = 8192,
+        seed: int = 0,
+    ) -> None:
+        if preload < 1:
+            raise ValueError(f"preload: expected a positive int, got {preload}")
+        self.sampler = SegmentSampler(data, num_context, pad_after_end=False,
+                                      recency_weights=recency_weights, seed=seed)  # fmt: skip
+        self.device = torch.device(device)
+        self.preload = preload
+        self._segment: Segment | None = None
+        self._cursor = 0
+
+    def update(self, data: FlatData) -> None:
+        """Draw from ``data`` from the next preload on (the current set is served first)."""
+        self.sampler.update(data)
+
+    def __call__(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` contexts: frames float (n, L, 3, H, W) (padding 0.0) and actions int64 (n, L),
+        the last action slot 0 (the agent's action goes there)."""
+        if self._segment is None or self._cursor + n > len(self._segment.episode):
+            self._segment = self.sampler.sample(max(n, self.preload))
+            self._cursor = 0
+        rows = slice(self._cursor, self._cursor + n)
+        self._cursor += n
+        seg = self._segment
+        part = Segment(**{k: v[rows] for k, v in vars(seg).items()})
+        t = to_torch(part, self.device)
+        act = torch.cat([t.act, torch.zeros_like(t.act[:, :1])], dim=1)
+        return t.obs, act
+
+    def state_dict(self) -> dict[str, Any]:
+        """The draw state and the unserved contexts, as plain tensors (``weights_only`` loads)."""
+        seg = self._segment
+        arrays = None if seg is None else {k: torch.from_numpy(v) for k, v in vars(seg).items()}
+        return {"rng": self.sampler.rng.bit_generator.state, "segment": arrays,
+                "cursor": self._cursor}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.rng.bit_generator.state = state["rng"]
+        arrays = state["segment"]
+        self._segment = (
+            None if arrays is None else Segment(**{k: v.numpy() for k, v in arrays.items()})
+        )
+        self._cursor = int(state["cursor"])
+
+
 class ImaginationTrainer:
     """Trains ``actor_critic`` on dreams of ``world_model`` with the settings of ``config``.
 
@@ -63,6 +132,8 @@ class ImaginationTrainer:
             ``config.actor_critic_optim`` are used.
         seed: seeds the dreams and the action draws.
         num_denoising_steps: override of the world model's sampler (None: its own).
+        contexts: where dreams (re)start (None: the world model's bank), e.g.
+            :class:`ReplayContexts`.
     """
 
     def __init__(
@@ -73,6 +144,7 @@ class ImaginationTrainer:
         *,
         seed: int = 0,
         num_denoising_steps: int | None = None,
+        contexts: ContextSource | None = None,
     ) -> None:
         if actor_critic.num_actions != world_model.num_actions:
             raise ValueError(
@@ -88,11 +160,14 @@ class ImaginationTrainer:
         self.world_model = world_model
         self.config = config
         self.num_denoising_steps = num_denoising_steps
+        self.contexts = contexts
         self.simulator = self._make_simulator(seed)
         self.opt, self.sched = make_optimizer(actor_critic, config.actor_critic_optim)
         self.seeds = torch.Generator().manual_seed(seed)
         self.action_generator = torch.Generator(device=world_model.device).manual_seed(seed + 1)
         self.grad_steps = 0
+        self._obs: torch.Tensor | None = None  # the dreams' current frames, None before the first
+        self._state: State | None = None
 
     @property
     def device(self) -> torch.device:
@@ -106,24 +181,25 @@ class ImaginationTrainer:
             horizon=imagination.horizon,
             num_denoising_steps=self.num_denoising_steps,
             seed=seed,
+            context_source=self.contexts,
         )
 
     def refresh_contexts(self) -> None:
-        """Start dreams from the world model's current context bank (after it was replaced)."""
-        self.simulator = self._make_simulator(0)  # every rollout reseeds it anyway
-
-    def _burn_in(self, context: torch.Tensor) -> State:
-        with torch.no_grad():
-            return self.actor_critic.burn_in(context[:, :-1])
+        """Restart the dreams from the world model's current context bank (after it was
+        replaced); the next rollout begins with a fresh reset."""
+        self.simulator = self._make_simulator(0)
+        self._obs, self._state = None, None
 
     def rollout(self) -> Rollout:
-        """Dream ``horizon`` steps in every env from fresh real contexts (see the module doc)."""
+        """Dream ``horizon`` more steps in every env, carrying on from the last rollout (see the
+        module doc)."""
         sim, ac = self.simulator, self.actor_critic
-        seed = int(torch.randint(0, 2**62, (1,), generator=self.seeds).item())
-        sim.reset(seed=seed)
-        context = sim.context_obs
-        state = self._burn_in(context)
-        obs = context[:, -1]
+        if self._obs is None or self._state is None:
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.seeds).item())
+            self._obs = sim.reset(seed=seed)
+            self._state = ac.initial_state(sim.num_envs, self.device)
+        obs = self._obs
+        state = (self._state[0].detach(), self._state[1].detach())
         steps: dict[str, list[torch.Tensor]] = {name: [] for name in _STEP_FIELDS}
         zeros = torch.zeros(sim.num_envs, device=self.device)
         for _ in range(self.config.imagination.horizon):
@@ -145,18 +221,19 @@ class ImaginationTrainer:
             obs = out.obs
         with torch.no_grad():
             _, bootstrap, _ = ac(obs, state)
+        self._obs, self._state = obs, (state[0].detach(), state[1].detach())
         stacked = {name: torch.stack(items, dim=1) for name, items in steps.items()}
         return Rollout(bootstrap=bootstrap, **stacked)
 
     def _restart(self, state: State, done: torch.Tensor) -> State:
-        """Zero the LSTM rows of the envs that restarted and burn them in on their new context."""
+        """Zero the LSTM rows of the envs that restarted and burn them in on the first ``L - 1``
+        frames of their new context, with gradients (as DIAMOND)."""
         rows = done.nonzero().squeeze(-1)
-        fresh = self._burn_in(self.simulator.context_obs[rows])
+        fresh = self.actor_critic.burn_in(self.simulator.context_obs[rows, :-1])
         keep = ~done[:, None]
         restarted = []
         for old, new in zip(state, fresh, strict=True):
-            full = torch.zeros_like(old.detach())
-            full[rows] = new
+            full = old.new_zeros(old.shape).index_copy(0, rows, new)
             restarted.append(torch.where(keep, old, full))
         return restarted[0], restarted[1]
 
@@ -193,7 +270,13 @@ class ImaginationTrainer:
             "seeds": self.seeds.get_state(),
             "action_generator": self.action_generator.get_state(),
             "grad_steps": self.grad_steps,
-        }
+            "loop": None if self._obs is None or self._state is None else {
+                "obs": self._obs.cpu(), "h": self._state[0].cpu(), "c": self._state[1].cpu(),
+                "simulator": self.simulator.state_dict(),
+            },
+            "contexts": self.contexts.state_dict() if isinstance(self.contexts, ReplayContexts)
+            else None,
+        }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor_critic.load_state_dict(state["actor_critic"])
@@ -202,3 +285,12 @@ class ImaginationTrainer:
         self.seeds.set_state(state["seeds"])
         self.action_generator.set_state(state["action_generator"])
         self.grad_steps = int(state["grad_steps"])
+        loop = state.get("loop")
+        if loop is None:
+            self._obs, self._state = None, None
+        else:
+            self.simulator.load_state_dict(loop["simulator"])
+            self._obs = loop["obs"].to(self.device)
+            self._state = (loop["h"].to(self.device), loop["c"].to(self.device))
+        if isinstance(self.contexts, ReplayContexts) and state.get("contexts") is not None:
+            self.contexts.load_state_dict(state["contexts"])

@@ -1,8 +1,8 @@
 """The full DIAMOND loop (SPEC §5, Algorithm 1): ``diamond-env train``.
 
 1. Initial collection with a uniform policy: at least ``initial_steps_min`` real steps, going on
-   (100 at a time) up to ``initial_steps_max`` until ``initial_min_minority_rewards`` non-zero
-   rewards of the rarer sign have been seen (a game that only ever gives one sign counts that sign).
+   (100 at a time) up to ``initial_steps_max`` until the rewards whose sign is not the most
+   frequent one number ``initial_min_minority_rewards`` (DIAMOND's rule).
 2. Epochs: collect ``steps_per_epoch`` real steps with the current actor-critic (ε from the
    preset) while the budget lasts, then train the world model (denoiser and reward/end model) and
    the actor-critic (in imagination) ``grad_steps_per_epoch`` steps each (the ``first_epoch_*``
@@ -49,7 +49,7 @@ from diamond_env.models.actor_critic import ActorCritic
 from diamond_env.options import opt
 from diamond_env.paths import default_run_dir
 from diamond_env.training.evaluate import ActorCriticPolicy, EvalResult, evaluate
-from diamond_env.training.imagination import ImaginationTrainer
+from diamond_env.training.imagination import ImaginationTrainer, ReplayContexts
 from diamond_env.training.wm_trainer import WorldModelTrainer, build_context_bank
 from diamond_env.world_model import WorldModel
 
@@ -109,6 +109,7 @@ class _Run:
     wm_trainer: WorldModelTrainer
     ac_trainer: ImaginationTrainer
     samplers: tuple[SegmentSampler, SegmentSampler]
+    contexts: ReplayContexts
     epoch: int = 0
     total_epochs: int = 0
 
@@ -174,10 +175,11 @@ def initial_collection(dataset: EpisodeDataset, config: Config, seed: int, progr
 
 
 def minority_rewards(dataset: EpisodeDataset) -> int:
-    """Non-zero rewards of the rarer sign seen so far (of the only sign, if just one occurs)."""
+    """Steps whose reward sign is not the most frequent sign, summed over the two other signs
+    (DIAMOND, ``src/trainer.py``: ``sum(sorted(counts_rew)[:-1])``; with zero rewards the
+    majority, that is #(-1) + #(+1))."""
     counts = dataset.reward_counts
-    signs = [n for n in (counts.get(-1, 0), counts.get(1, 0)) if n > 0]
-    return min(signs) if signs else 0
+    return sum(sorted(counts.get(s, 0) for s in (-1, 0, 1))[:-1])
 
 
 def _build(opts: TrainOptions, config: Config, run_dir: Path, dataset: EpisodeDataset) -> _Run:
@@ -194,10 +196,13 @@ def _build(opts: TrainOptions, config: Config, run_dir: Path, dataset: EpisodeDa
         SegmentSampler(data, config.loop.rew_end_seq_len, pad_after_end=True,
                        recency_weights=weights, seed=opts.seed + 2),
     )  # fmt: skip
+    contexts = ReplayContexts(data, config.denoiser.num_context, weights, device,
+                              preload=config.imagination.context_preload, seed=opts.seed + 4)  # fmt: skip
     return _Run(
         opts=opts, config=config, run_dir=run_dir, dataset=dataset, world_model=wm,
         actor_critic=ac, wm_trainer=WorldModelTrainer(wm, config, device),
-        ac_trainer=ImaginationTrainer(ac, wm, config, seed=opts.seed + 3), samplers=samplers,
+        ac_trainer=ImaginationTrainer(ac, wm, config, seed=opts.seed + 3, contexts=contexts),
+        samplers=samplers, contexts=contexts,
     )  # fmt: skip
 
 
@@ -240,15 +245,16 @@ def _epochs(run: _Run, log: MetricsLogger, deadline: float) -> bool:
 
 
 def _refresh_data(run: _Run) -> None:
-    """After collection: samplers and the world model's starting contexts see the new steps."""
+    """After collection: samplers, the dreams' starting contexts and the world model's bank (what
+    its checkpoint serves) see the new steps."""
     data = run.dataset.load_all(reuse=run.samplers[0].data)
     for sampler in run.samplers:
         sampler.update(data)
+    run.contexts.update(data)
     rng = np.random.default_rng(run.opts.seed + run.dataset.num_steps)
     run.world_model.contexts = build_context_bank(
         data, run.opts.num_contexts, run.config.denoiser.num_context, rng
     )
-    run.ac_trainer.refresh_contexts()
 
 
 def _train_epoch(run: _Run, first: bool) -> dict[str, float]:
@@ -303,10 +309,9 @@ def _save(run: _Run) -> None:
 def _load(run: _Run, state: dict[str, Any]) -> None:
     run.epoch, run.total_epochs = int(state["epoch"]), int(state["total_epochs"])
     run.wm_trainer.load_state_dict(state["world_model"])
-    run.ac_trainer.load_state_dict(state["actor_critic"])
     run.world_model.contexts = WorldModel.load(run.run_dir / "world_model").contexts
-    run.ac_trainer.refresh_contexts()
     _refresh_samplers(run)
+    run.ac_trainer.load_state_dict(state["actor_critic"])  # the dreams carry on where they were
     for sampler, s in zip(run.samplers, state["samplers"], strict=True):
         sampler.rng.bit_generator.state = s
     set_rng_state(state["rng"])
@@ -316,3 +321,4 @@ def _refresh_samplers(run: _Run) -> None:
     data = run.dataset.load_all()
     for sampler in run.samplers:
         sampler.update(data)
+    run.contexts.update(data)

@@ -10,7 +10,7 @@ import torch
 
 from diamond_env.config import Config
 from diamond_env.data.episode import FlatData
-from diamond_env.data.segments import SegmentSampler, to_torch
+from diamond_env.data.segments import SegmentSampler, life_index, to_torch
 from diamond_env.training.optim import make_optimizer, optimizer_step
 from diamond_env.world_model import ContextBank, WorldModel
 
@@ -42,18 +42,20 @@ def build_context_bank(
 ) -> ContextBank:
     """Draw ``num_contexts`` real windows of ``num_context`` frames (and the actions taken at them).
 
-    Windows lie fully inside one episode (no padding), chosen uniformly over valid positions.
+    Windows lie fully inside one life (no padding, no life loss inside), chosen uniformly over
+    valid positions.
     """
     starts = []
-    frame_starts, step_starts = data.frame_starts, data.step_starts
-    for e in range(data.num_episodes):
-        n_valid = int(data.lengths[e]) - num_context + 1  # windows whose actions all exist
+    lives = life_index(data)
+    frame_starts, step_starts = lives.frame_starts, lives.step_starts
+    for e in range(lives.num_lives):
+        n_valid = int(lives.lengths[e]) - num_context + 1  # windows whose actions all exist
         if n_valid > 0:
             starts.append(np.stack([np.full(n_valid, e), np.arange(n_valid)], axis=1))
     if not starts:
         raise ValueError(
-            f"no episode has the {num_context} steps a starting context needs "
-            f"(episode lengths {data.lengths.tolist()})"
+            f"no life has the {num_context} steps a starting context needs "
+            f"(life lengths {lives.lengths.tolist()[:20]})"
         )
     candidates = np.concatenate(starts)
     pick = rng.choice(len(candidates), size=min(num_contexts, len(candidates)), replace=False)
@@ -78,12 +80,13 @@ class WorldModelTrainer:
         self.grad_steps = 0
 
     def denoiser_step(self, sampler: SegmentSampler) -> dict[str, float]:
-        """One step on a batch of (4 context frames + 1 target) segments."""
+        """One step on a batch of segments of 4 context frames + 1 target + the autoregressive
+        targets (DIAMOND: one), see :meth:`Denoiser.compute_sequence_loss`."""
         cfg = self.config.denoiser_optim
         seg = to_torch(sampler.sample(cfg.batch_size), self.device)
         den = self.world_model.denoiser
         den.train()
-        loss = den.compute_loss(seg.obs[:, :-1], seg.act, seg.obs[:, -1], mask=seg.mask[:, -1])
+        loss = den.compute_sequence_loss(seg.obs, seg.act, seg.mask)
         grad = optimizer_step(loss, den, self.den_opt, self.den_sched, cfg.max_grad_norm)
         return {"denoiser/loss": float(loss.detach()), "denoiser/grad_norm": grad}
 
