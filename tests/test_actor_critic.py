@@ -206,8 +206,8 @@ def test_diamond_initialisation_and_optimiser_groups() -> None:
     n = lstm.hidden_size
     assert torch.equal(lstm.bias_ih_l0[n : 2 * n], torch.ones(n))  # forget gate
     assert not lstm.bias_ih_l0[:n].any() and not lstm.bias_hh_l0.any()
-    w_hh = lstm.weight_hh_l0.reshape(4, n, n)[0]
-    torch.testing.assert_close(w_hh @ w_hh.T, torch.eye(n), atol=1e-5, rtol=0)  # orthogonal rows
+    w_hh = lstm.weight_hh_l0  # (4n, n): orthonormal columns
+    torch.testing.assert_close(w_hh.T @ w_hh, torch.eye(n), atol=1e-5, rtol=0)
     down = model.encoder.downsamples[0].conv.weight.flatten(1)
     torch.testing.assert_close(down @ down.T, torch.eye(down.shape[0]), atol=1e-5, rtol=0)
     decay, no_decay = decay_groups(model)
