@@ -63,12 +63,10 @@ def _cmd_eval_wm(args: argparse.Namespace) -> int:
         wm, data, seq_len=wm.config.loop.rew_end_seq_len, seed=args.seed,
         batches=args.batches, grid_path=grid,
     )  # fmt: skip
-    psnr = ", ".join(f"h={h}: {v:.2f} dB" for h, v in results["psnr"].items())
-    print(f"{dataset.game}: {data.num_steps} steps in {data.num_episodes} episodes")
-    print(f"denoising loss {results['denoising_loss']:.4f}")
-    print(f"open-loop PSNR {psnr or results.get('psnr_error')}")
-    print(f"reward accuracy {results['reward_accuracy']:.4f}, F1 {results['reward_f1']}")
-    print(f"end accuracy {results['end_accuracy']:.4f}, F1 {results['end_f1']}")
+    from diamond_env.report import fidelity_lines
+
+    print(f"{dataset.game}: {data.num_steps} steps in {data.num_episodes} episodes (held out)")
+    print("\n".join(fidelity_lines(results)))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.out}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,17 +105,29 @@ def plot_curves(records: list[dict[str, Any]], out: Path, unit: str = "step") ->
 
 
 def plot_psnr(fidelity: dict[str, Any], evals: list[dict[str, Any]], out: Path) -> str | None:
-    """Final PSNR against horizon, and PSNR per horizon over training (from ``eval`` records)."""
-    final = {int(h): float(v) for h, v in fidelity.get("psnr", {}).items()}
+    """Final PSNR against horizon next to copy-last-frame, and PSNR per horizon over training
+    (from ``eval`` records; dashed: the copy baseline on the same rollouts)."""
+    curve = fidelity.get("psnr_curve") or [v for _, v in sorted(
+        (int(h), float(v)) for h, v in fidelity.get("psnr", {}).items())]  # fmt: skip
     horizons = sorted({int(k.split("/")[1]) for r in evals for k in r if k.startswith("psnr/")})
-    if not final:
+    if not curve:
         return None
     fig, axes = _figure(2 if horizons else 1)
-    axes[0].plot(list(final), list(final.values()), marker="o")
-    axes[0].set(title="open-loop PSNR (final)", xlabel="steps after the context", ylabel="dB")
+    steps = list(range(1, len(curve) + 1))
+    axes[0].plot(steps, curve, marker="o", label="world model")
+    if fidelity.get("psnr_copy_curve"):
+        axes[0].plot(steps, fidelity["psnr_copy_curve"], marker="x", linestyle="--",
+                     label="copy last real frame")  # fmt: skip
+    axes[0].set(title="open-loop PSNR (final, pooled MSE)", xlabel="steps after the context",
+                ylabel="dB")  # fmt: skip
+    axes[0].legend()
     for h in horizons:
         pts = [(r["step"], r[f"psnr/{h}"]) for r in evals if f"psnr/{h}" in r]
-        axes[1].plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=f"+{h}")
+        line = axes[1].plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=f"+{h}")
+        base = [(r["step"], r[f"psnr_copy/{h}"]) for r in evals if f"psnr_copy/{h}" in r]
+        if base:
+            axes[1].plot([p[0] for p in base], [p[1] for p in base], linestyle="--",
+                         color=line[0].get_color())  # fmt: skip
     if horizons:
         axes[1].set(title="PSNR during training", xlabel="gradient step", ylabel="dB")
         axes[1].legend()
@@ -189,8 +202,14 @@ def plot_returns(metrics: list[dict[str, Any]], final: dict[str, Any], out: Path
     return _save(fig, out)
 
 
-def _table(rows: list[tuple[str, str]], head: tuple[str, str] = ("", "")) -> list[str]:
-    return [f"| {head[0]} | {head[1]} |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), ""]
+def _table(rows: Sequence[tuple[str, ...]], head: tuple[str, ...] = ("", "")) -> list[str]:
+    """A markdown table of any number of columns."""
+    return [
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]
 
 
 def _confusion_md(mat: list[list[int]], labels: list[str], title: str) -> list[str]:
@@ -207,22 +226,43 @@ def _confusion_md(mat: list[list[int]], labels: list[str], title: str) -> list[s
     return [*lines, ""]
 
 
-def _fidelity_md(fid: dict[str, Any], where: str, figs: dict[str, str | None]) -> list[str]:
-    lines = ["## World-model fidelity", "", where, ""]
-    rows = [
-        (f"open-loop PSNR, {h} steps after the context", f"{v:.2f} dB")
-        for h, v in fid.get("psnr", {}).items()
-    ]
+def fidelity_lines(fid: dict[str, Any]) -> list[str]:
+    """Markdown of a world model's figures, each beside its trivial baseline, headline first."""
+    lines = [f"**{fid['headline']}**", ""] if fid.get("headline") else []
+    rows = [(f"open-loop PSNR, {h} steps after the context", f"{v:.2f} dB",
+             f"{fid['psnr_copy'][h]:.2f} dB" if h in fid.get("psnr_copy", {}) else "n/a")
+            for h, v in fid.get("psnr", {}).items()]  # fmt: skip
     if "psnr_error" in fid:
-        rows.append(("open-loop PSNR", f"not computed: {fid['psnr_error']}"))
+        rows.append(("open-loop PSNR", f"not computed: {fid['psnr_error']}", ""))
+    dyn = fid.get("changed_pixels")
+    if dyn and dyn.get("pixels"):
+        share = f"{100 * dyn['fraction']:.1f} % of pixels"
+        rows.append((f"MAE on pixels that change ({share})", f"{dyn['model_mae']:.2f}",
+                     f"{dyn['copy_mae']:.2f}"))  # fmt: skip
+        rows.append(("PSNR on pixels that change", f"{dyn['model_psnr']:.2f} dB",
+                     f"{dyn['copy_psnr']:.2f} dB"))  # fmt: skip
+    names = (("reward_events", "reward", (-1, 1), "teacher-forced"),
+             ("end_events", "termination", (1,), "teacher-forced"),
+             ("dream_reward_events", "reward", (-1, 1), "in the dream"),
+             ("dream_end_events", "termination", (1,), "in the dream"))  # fmt: skip
+    for key, name, classes, how in names:
+        ev = fid.get(key)
+        if not ev:
+            continue
+        for c in classes:
+            e = ev[str(c)]
+            label = f"{c:+d}" if key.endswith("reward_events") else "end"
+            rows.append((f"{name} {label} ({how}): P / R / F1, true / predicted count",
+                         f"{e['precision']:.2f} / {e['recall']:.2f} / {e['f1']:.2f}, "
+                         f"{e['support']} / {e['predicted']}", f"F1 {e['majority_f1']:.2f}"))  # fmt: skip
     if "denoising_loss" in fid:
-        rows.append(("denoising loss", f"{fid['denoising_loss']:.4f}"))
-    for key, name in (("reward", "reward sign"), ("end", "termination")):
-        if f"{key}_accuracy" in fid:
-            rows.append((f"{name} accuracy", f"{fid[f'{key}_accuracy']:.3f}"))
-        for cls, v in fid.get(f"{key}_f1", {}).items():
-            rows.append((f"{name} F1, class {cls}", f"{v:.3f}"))
-    lines += _table(rows, ("measure", "value"))
+        rows.append(("denoising loss", f"{fid['denoising_loss']:.4f}", ""))
+    lines += _table(rows, ("measure", "world model", "baseline (copy / majority class)"))
+    return lines
+
+
+def _fidelity_md(fid: dict[str, Any], where: str, figs: dict[str, str | None]) -> list[str]:
+    lines = ["## World-model fidelity", "", where, "", *fidelity_lines(fid)]
     if figs.get("psnr"):
         lines += [f"![PSNR by horizon]({figs['psnr']})", ""]
     if fid.get("reward_confusion"):

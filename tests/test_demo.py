@@ -21,7 +21,8 @@ def test_demo_end_to_end_then_rerun(tmp_path: Path) -> None:
     ppo_real = json.loads((run / "ppo_real" / "agent.json").read_text())
     assert ppo_real["real_steps"] == 600
     report = (run / "report.md").read_text()
-    assert "open-loop PSNR after 1 steps" in report and "SB3 PPO" in report
+    assert "open-loop PSNR, 1 steps after the context" in report and "SB3 PPO" in report
+    assert "World model does NOT beat the trivial baselines" in report  # 4 gradient steps
     for image in ("learning_curves.png", "real_vs_dream.gif", "actor_critic_real.gif"):
         assert (run / image).stat().st_size > 0 and image in report
     timings = json.loads((run / "timings.json").read_text())

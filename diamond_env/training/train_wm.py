@@ -201,7 +201,14 @@ def _scalars(results: dict[str, Any]) -> dict[str, float]:
         "reward_accuracy": results["reward_accuracy"],
         "end_accuracy": results["end_accuracy"],
     }
-    for key in ("reward_f1", "end_f1", "psnr"):
+    for key in ("reward_f1", "end_f1", "psnr", "psnr_copy"):
         for cls, value in results.get(key, {}).items():
             out[f"{key}/{cls}"] = value
+    dyn = results.get("changed_pixels")
+    if dyn:
+        out.update({f"changed_pixels/{k}": float(dyn[k])
+                    for k in ("model_mae", "copy_mae", "model_psnr", "copy_psnr")})  # fmt: skip
+    for key in ("reward_events", "end_events", "dream_reward_events", "dream_end_events"):
+        if key in results:
+            out[f"{key}/rare_f1"] = results[key]["rare_f1"]
     return out

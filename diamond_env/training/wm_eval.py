@@ -1,7 +1,9 @@
-"""Held-out fidelity of a world model: denoising loss, reward/end classification, open-loop PSNR.
+"""Held-out fidelity of a world model: denoising loss, reward/end classification, open-loop
+dreams, each next to its trivial baseline (:mod:`diamond_env.training.fidelity`).
 
 Every figure is computed on episodes the model did not train on, with fixed seeds so two
-evaluations of the same model agree.
+evaluations of the same model agree. Open-loop rollouts lie inside one life (context and real
+steps), as the model's training segments do.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import numpy as np
 import torch
 
 from diamond_env.data.episode import FlatData
-from diamond_env.data.segments import SegmentSampler, to_torch
+from diamond_env.data.segments import SegmentSampler, life_index, to_torch
 from diamond_env.frames import to_model, to_uint8
+from diamond_env.training.fidelity import event_scores, frame_figures, headline, rare_f1
 from diamond_env.world_model import WorldModel
 
 HORIZONS = (1, 5, 15)
@@ -24,18 +27,17 @@ HORIZONS = (1, 5, 15)
 
 @dataclass
 class Rollouts:
-    """Open-loop rollouts: ``real`` and ``imagined`` uint8 ``(R, H, 64, 64, 3)`` after the context."""
+    """Open-loop rollouts: ``real`` and ``imagined`` uint8 ``(R, H, 64, 64, 3)`` after the
+    context ``(R, L, 64, 64, 3)``; the real and the dreamt reward signs (int ``(R, H)``, -1/0/+1)
+    and terminations (int ``(R, H)``, 0/1; real: life loss or game over) of the same steps."""
 
     real: np.ndarray
     imagined: np.ndarray
     context: np.ndarray = field(repr=False)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """PSNR in dB between uint8 frames, per frame over the last three axes (peak 255)."""
-    diff = a.astype(np.float64) - b.astype(np.float64)
-    mse = np.maximum((diff**2).mean(axis=(-3, -2, -1)), 1e-10)
-    return np.asarray(10.0 * np.log10(255.0**2 / mse))
+    real_rew: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64), repr=False)
+    real_end: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64), repr=False)
+    dream_rew: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64), repr=False)
+    dream_end: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64), repr=False)
 
 
 def f1_per_class(pred: np.ndarray, target: np.ndarray, classes: list[int]) -> dict[str, float]:
@@ -85,7 +87,13 @@ def rew_end_metrics(
     pe, te = np.concatenate(preds_e), np.concatenate(tgts_e)
     conf_r = [[int(((tr == t) & (pr == p)).sum()) for p in (-1, 0, 1)] for t in (-1, 0, 1)]
     conf_e = [[int(((te == t) & (pe == p)).sum()) for p in (0, 1)] for t in (0, 1)]
+    reward_events = event_scores(pr, tr, (-1, 1))
+    reward_events["rare_f1"] = rare_f1(reward_events, (-1, 1))
+    end_events = event_scores(pe, te, (1,))
+    end_events["rare_f1"] = rare_f1(end_events, (1,))
     return {
+        "reward_events": reward_events,
+        "end_events": end_events,
         "reward_accuracy": float((pr == tr).mean()),
         "reward_f1": f1_per_class(pr, tr, [-1, 0, 1]),
         "reward_confusion": conf_r,
@@ -100,52 +108,76 @@ def rew_end_metrics(
 def open_loop_rollouts(
     wm: WorldModel, data: FlatData, *, num_rollouts: int, horizon: int, seed: int
 ) -> Rollouts:
-    """From real contexts, imagine ``horizon`` frames with the real actions (no feedback)."""
+    """From real contexts, imagine ``horizon`` frames with the real actions (no feedback).
+
+    Windows of ``L`` context frames and ``horizon`` real steps lie inside one life (the last
+    step may be the life's end), chosen uniformly among all such windows."""
     L = wm.num_context
+    lives = life_index(data)
     rng = np.random.default_rng(seed)
     starts = [
-        (int(data.frame_starts[e]) + j, int(data.step_starts[e]) + j)
-        for e in range(data.num_episodes)
-        for j in range(int(data.lengths[e]) - L - horizon + 1)
+        (int(lives.frame_starts[e]) + j, int(lives.step_starts[e]) + j)
+        for e in range(lives.num_lives)
+        for j in range(int(lives.lengths[e]) - L - horizon + 2)
     ]
     if not starts:
         raise ValueError(
-            f"no held-out episode is long enough for {L} context frames + {horizon} steps "
-            f"(lengths {data.lengths.tolist()})"
+            f"no held-out life is long enough for {L} context frames + {horizon} steps "
+            f"(longest {int(lives.lengths.max())} steps)"
         )
     pick = rng.choice(len(starts), size=min(num_rollouts, len(starts)), replace=False)
     f0 = np.array([starts[i][0] for i in pick])[:, None]
     s0 = np.array([starts[i][1] for i in pick])[:, None]
     frames = data.obs[f0 + np.arange(L + horizon)]  # (R, L + H, 64, 64, 3)
     acts = torch.from_numpy(data.act[s0 + np.arange(L + horizon - 1)]).to(wm.device)
+    real_steps = s0 + L - 1 + np.arange(horizon)  # the steps the dream imagines
+    real_rew = np.sign(data.rew[real_steps]).astype(np.int64)
+    real_end = (data.term[real_steps] | data.life_loss[real_steps]).astype(np.int64)
     obs = to_model(torch.from_numpy(frames[:, :L]).to(wm.device))
     state = wm.burn_in(obs, acts[:, :L])
     gen = torch.Generator(device=wm.device).manual_seed(seed)
-    imagined = []
+    imagined, rews, ends = [], [], []
     for k in range(horizon):
         act = acts[:, k : k + L]
         out = wm.step(obs, act, state, generator=gen)
         state = out.state
         imagined.append(out.next_obs)
+        rews.append(out.reward)
+        ends.append(out.termination)
         obs = torch.cat([obs[:, 1:], out.next_obs[:, None]], dim=1)
     fake = to_uint8(torch.stack(imagined, dim=1)).cpu().numpy()
-    return Rollouts(real=frames[:, L:], imagined=fake, context=frames[:, :L])
+    return Rollouts(
+        real=frames[:, L:], imagined=fake, context=frames[:, :L], real_rew=real_rew,
+        real_end=real_end, dream_rew=torch.stack(rews, 1).round().long().cpu().numpy(),
+        dream_end=torch.stack(ends, 1).long().cpu().numpy(),
+    )  # fmt: skip
 
 
-def psnr_by_horizon(rollouts: Rollouts, horizons: tuple[int, ...] = HORIZONS) -> dict[str, float]:
-    """Mean PSNR (dB) of imagined against real frames ``h`` steps after the context."""
-    values = psnr(rollouts.real, rollouts.imagined)  # (R, H)
-    return {str(h): float(values[:, h - 1].mean()) for h in horizons if h <= values.shape[1]}
+def rollout_figures(rollouts: Rollouts, horizons: tuple[int, ...] = HORIZONS) -> dict[str, Any]:
+    """Frame figures (model and copy-last-frame) and the dream's own reward/end events against
+    the real ones on the same steps (see :mod:`diamond_env.training.fidelity`)."""
+    figures = frame_figures(rollouts.context, rollouts.real, rollouts.imagined, horizons)
+    if rollouts.real_rew.size:
+        dream_rew = event_scores(rollouts.dream_rew, rollouts.real_rew, (-1, 1))
+        dream_rew["rare_f1"] = rare_f1(dream_rew, (-1, 1))
+        dream_end = event_scores(rollouts.dream_end, rollouts.real_end, (1,))
+        dream_end["rare_f1"] = rare_f1(dream_end, (1,))
+        figures["dream_reward_events"], figures["dream_end_events"] = dream_rew, dream_end
+    return figures
 
 
-def save_grid(rollouts: Rollouts, path: Path, *, max_rows: int = 4, scale: int = 2) -> Path:
-    """PNG: for each rollout a row of real frames above a row of imagined ones."""
+def save_grid(rollouts: Rollouts, path: Path, *, max_rows: int = 4, scale: int = 3) -> Path:
+    """PNG, upscaled without smoothing (each pixel a ``scale`` x ``scale`` block, so a one-pixel
+    ball stays visible): for each rollout a row of real frames, the imagined ones below, and
+    their absolute difference (amplified x4) under them."""
     rows = []
     for r in range(min(max_rows, len(rollouts.real))):
         real = np.concatenate(list(rollouts.real[r]), axis=1)
         fake = np.concatenate(list(rollouts.imagined[r]), axis=1)
+        diff = np.abs(real.astype(np.int16) - fake).max(axis=-1, keepdims=True)
+        diff = np.repeat(np.clip(4 * diff, 0, 255).astype(np.uint8), 3, axis=-1)
         gap = np.full((4, real.shape[1], 3), 255, np.uint8)
-        rows += [real, fake, gap, gap]
+        rows += [real, fake, diff, gap, gap]
     grid = np.concatenate(rows[:-2], axis=0)
     grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
     path = Path(path)
@@ -185,8 +217,9 @@ def evaluate_world_model(
         results["psnr"] = {}
         results["psnr_error"] = str(err)
     else:
-        results["psnr"] = psnr_by_horizon(rollouts)
+        results.update(rollout_figures(rollouts))
         if grid_path is not None:
             results["grid"] = str(save_grid(rollouts, grid_path))
+    results["headline"] = headline(results)
     wm.train(was_training)
     return results
