@@ -211,17 +211,25 @@ class SegmentSampler:
         """``batch_size`` windows; the same seed and calls give the same batches."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
-        data, seq, lives = self.data, self.seq_len, self.lives
+        seq, lives = self.seq_len, self.lives
         episode = self.rng.choice(lives.num_lives, size=batch_size, p=self.episode_weights)
         length = lives.lengths[episode]
         t = self.rng.integers(0, length)  # a uniform step of each chosen life
         offset = self.rng.integers(0, seq, size=batch_size)
         if self.pad_after_end:
             start = t - offset
-            last_real = length  # the frame after the last action is real
         else:
             start = np.minimum(length, t + 1 + offset) - seq
-            last_real = length - 1  # DIAMOND's episodes hold the frames actions were taken at
+        return self.gather(episode.astype(np.int64), start.astype(np.int64))
+
+    def gather(self, episode: np.ndarray, start: np.ndarray) -> Segment:
+        """The windows of lives ``episode`` starting at life frame ``start`` (int64 ``(B,)``, as
+        :meth:`sample` drew them), read from the current data."""
+        data, seq, lives = self.data, self.seq_len, self.lives
+        length = lives.lengths[episode]
+        # reward/end: the frame after the last action is real; denoiser: as in DIAMOND, only
+        # the frames an action was taken at
+        last_real = length if self.pad_after_end else length - 1
         frames = start[:, None] + np.arange(seq)  # (B, S) life frame indices
         mask = (frames >= 0) & (frames <= last_real[:, None])
         frame_idx = lives.frame_starts[episode, None] + np.clip(frames, 0, length[:, None])
@@ -246,6 +254,6 @@ class SegmentSampler:
             end=end,
             trunc=gather(data.trunc),
             mask=mask,
-            episode=episode.astype(np.int64),
+            episode=episode,
             start=start,
         )
