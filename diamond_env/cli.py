@@ -65,7 +65,8 @@ def _cmd_eval_wm(args: argparse.Namespace) -> int:
     )  # fmt: skip
     from diamond_env.report import fidelity_lines
 
-    print(f"{dataset.game}: {data.num_steps} steps in {data.num_episodes} episodes (held out)")
+    print(f"{dataset.game}: {data.num_steps} steps in {data.num_episodes} episodes of "
+          f"{args.dataset} (held out only if the model never trained on them)")  # fmt: skip
     print("\n".join(fidelity_lines(results)))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -126,9 +126,10 @@ def plot_psnr(fidelity: dict[str, Any], evals: list[dict[str, Any]], out: Path) 
         line = axes[1].plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=f"+{h}")
         base = [(r["step"], r[f"psnr_copy/{h}"]) for r in evals if f"psnr_copy/{h}" in r]
         if base:
-            axes[1].plot([p[0] for p in base], [p[1] for p in base], linestyle="--",
+            axes[1].plot([p[0] for p in base], [p[1] for p in base], linestyle="--", marker="x",
                          color=line[0].get_color())  # fmt: skip
     if horizons:
+        axes[1].plot([], [], linestyle="--", marker="x", color="grey", label="copy (same rollouts)")
         axes[1].set(title="PSNR during training", xlabel="gradient step", ylabel="dB")
         axes[1].legend()
     for ax in axes:
