@@ -68,3 +68,21 @@ def test_initial_collection_rule_is_diamonds() -> None:
     assert count({-1: 0, 0: 995, 1: 5}) == 5
     assert count({0: 1000}) == 0
     assert count({-1: 0, 0: 3, 1: 20}) == 3  # +1 the majority: the zeros count
+
+
+def test_paper_schedule_is_diamonds() -> None:
+    """config/trainer.yaml of DIAMOND: 50 epochs after the last collection, first-epoch steps
+    10,000 / 10,000 / 5,000, 400 per epoch, 100 real steps per epoch, 4 + 1 + 1 denoiser frames
+    (num_autoregressive_steps: 1), 19-step reward/end segments, 8,192 preloaded contexts."""
+    from diamond_env.config import get_preset
+
+    config = get_preset("paper")
+    loop = config.loop
+    assert loop.extra_epochs == 50 and loop.steps_per_epoch == 100
+    assert (loop.first_epoch_denoiser_steps, loop.first_epoch_rew_end_steps,
+            loop.first_epoch_actor_critic_steps, loop.grad_steps_per_epoch) == (
+        10_000, 10_000, 5_000, 400)  # fmt: skip
+    assert loop.denoiser_seq_len == 6 and loop.rew_end_seq_len == 19
+    assert loop.initial_min_minority_rewards == 10
+    assert config.imagination.context_preload == 256 * 32
+    assert config.sampler.start == "unit" and config.sampler.num_steps == 3
