@@ -107,18 +107,21 @@ class ReplayContexts:
         return t.obs, act
 
     def state_dict(self) -> dict[str, Any]:
-        """The draw state and the unserved contexts, as plain tensors (``weights_only`` loads)."""
+        """The draw state and where the preloaded contexts lie (life and start of each, not their
+        pixels, which :meth:`load_state_dict` reads back from the data), as plain values."""
         seg = self._segment
-        arrays = None if seg is None else {k: torch.from_numpy(v) for k, v in vars(seg).items()}
-        return {"rng": self.sampler.rng.bit_generator.state, "segment": arrays,
+        where = (
+            None if seg is None else (torch.from_numpy(seg.episode), torch.from_numpy(seg.start))
+        )
+        return {"rng": self.sampler.rng.bit_generator.state, "preloaded": where,
                 "cursor": self._cursor}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (after :meth:`update` with the same data or more)."""
         self.sampler.rng.bit_generator.state = state["rng"]
-        arrays = state["segment"]
-        self._segment = (
-            None if arrays is None else Segment(**{k: v.numpy() for k, v in arrays.items()})
-        )
+        where = state["preloaded"]
+        self._segment = None if where is None else self.sampler.gather(
+            where[0].numpy(), where[1].numpy())  # fmt: skip
         self._cursor = int(state["cursor"])
 
 
