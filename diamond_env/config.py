@@ -9,6 +9,7 @@ checkpoints store them beside the config.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -46,6 +47,10 @@ class DenoiserConfig:
     train_log_sigma_scale: float = 1.2
     train_sigma_min: float = 2e-3
     train_sigma_max: float = 20.0
+    predict_change: bool = False
+    """Low-budget aid, off in ``paper``: diffuse the change from the last context frame instead of
+    the frame itself (``D = last + EDM(x - last)``), so the untrained network already repeats the
+    last frame and training only has to learn what moves. DIAMOND diffuses the frame."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,9 @@ class LoopConfig:
     """Frames per denoiser segment: 4 context + 1 target + 1 autoregressive target (DIAMOND's
     ``num_autoregressive_steps: 1``; ``NUM_CONTEXT + 1`` trains single-step only)."""
     rew_end_seq_len: int = 15 + NUM_CONTEXT
+    rew_end_event_fraction: float = 0.0
+    """Low-budget aid, off in ``paper``: the share of reward/end windows drawn around a step with a
+    reward or an end (a uniform such step instead of a uniform step); DIAMOND draws none this way."""
 
 
 @dataclass(frozen=True)
@@ -316,3 +324,44 @@ def get_preset(name: str) -> Config:
     if name == "cpu":
         return _cpu()
     raise ValueError(f"unknown preset {name!r}; expected one of {list(PRESETS)}")
+
+
+def apply_overrides(config: Config, overrides: str) -> Config:
+    """``config`` with fields replaced, from ``"section.field=value ..."`` (whitespace-separated).
+
+    Values are JSON (``1e-3``, ``true``, ``[32, 32, 32, 32]``; a bare word is a string). The
+    result is checked as a whole: an unknown section or field, or a value of another type than
+    the field's default, raises ``ValueError`` naming it. ``preset`` keeps its name; what was
+    overridden is recorded by the caller (``options.json``) and in the checkpoint's config.
+    """
+    data = config.to_dict()
+    for item in overrides.split():
+        key, sep, text = item.partition("=")
+        path = key.split(".")
+        if not sep or len(path) != 2 or not all(path):
+            raise ValueError(f"override {item!r}: expected section.field=value")
+        section, name = path
+        if section not in data or not isinstance(data[section], dict):
+            sections = sorted(k for k, v in data.items() if isinstance(v, dict))
+            raise ValueError(f"override {item!r}: unknown section {section!r}; one of {sections}")
+        if name not in data[section]:
+            raise ValueError(
+                f"override {item!r}: {section} has no field {name!r}; one of "
+                f"{sorted(data[section])}"
+            )
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        old = data[section][name]
+        if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(old, tuple) and isinstance(value, list):
+            value = tuple(value)
+        if type(value) is not type(old):
+            raise ValueError(
+                f"override {item!r}: expected a {type(old).__name__} like {old!r}, "
+                f"got {type(value).__name__}"
+            )
+        data[section][name] = value
+    return Config.from_dict(data)

@@ -203,7 +203,8 @@ class WorldModel(nn.Module):
             return quantize_floor(self.denoiser.denoise(x, sigma, obs, act))
 
         cfg = sampler if sampler is not None else self.sampler_config
-        next_obs = sample(denoise, noise.to(device, obs.dtype), cfg, generator)
+        next_obs = sample(denoise, noise.to(device, obs.dtype), cfg, generator,
+                          origin=self.denoiser.origin(obs))  # fmt: skip
         logits_rew, logits_end, new_state = self.rew_end(
             obs[:, -1:], act[:, -1:], next_obs[:, None], state
         )

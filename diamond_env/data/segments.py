@@ -29,6 +29,10 @@ Life choice: with fewer lives than ``len(recency_weights)``, uniform over transi
 proportion to their lengths). From then on the lives, in chronological order, are split into
 ``len(recency_weights)`` groups of ``n // k`` lives, the remainder going to the newest group (as
 DIAMOND's sampler); group ``g`` gets weight ``recency_weights[g]``, spread equally over its lives.
+
+``event_fraction`` (a low-budget aid, 0 in DIAMOND) replaces, for that share of the windows, the
+life and ``t`` by a uniform step with a reward or an end (recency ignored), placed at a uniform
+transition of the window (``pad_after_end=True``: ``start = t - U[0, seq_len - 1)``).
 """
 
 from __future__ import annotations
@@ -178,6 +182,7 @@ class SegmentSampler:
         recency_weights: tuple[float, ...] = (0.1, 0.1, 0.1, 0.7),
         life_loss_is_end: bool = True,
         split_lives: bool = True,
+        event_fraction: float = 0.0,
         seed: int | None = None,
     ) -> None:
         if not isinstance(seq_len, int) or seq_len < 2:
@@ -189,7 +194,10 @@ class SegmentSampler:
             raise ValueError(
                 f"recency_weights: expected >= 0 with a positive sum, got {recency_weights!r}"
             )
+        if not 0.0 <= event_fraction <= 1.0:
+            raise ValueError(f"event_fraction: expected a share in [0, 1], got {event_fraction!r}")
         self.seq_len = seq_len
+        self.event_fraction = float(event_fraction)
         self.pad_after_end = pad_after_end
         self.recency_weights = tuple(float(w) for w in recency_weights)
         self.life_loss_is_end = life_loss_is_end
@@ -206,6 +214,14 @@ class SegmentSampler:
         self.data = data
         self.lives = life_index(data, self.split_lives)
         self.episode_weights = recency_episode_weights(self.lives.lengths, self.recency_weights)
+        is_event = data.rew != 0
+        if self.life_loss_is_end or self.split_lives:
+            is_event = is_event | data.life_loss
+        is_event = is_event | data.term
+        steps = np.flatnonzero(is_event)
+        life = np.searchsorted(self.lives.step_starts, steps, side="right") - 1
+        self.event_lives = life.astype(np.int64)
+        self.event_steps = (steps - self.lives.step_starts[life]).astype(np.int64)
 
     def sample(self, batch_size: int) -> Segment:
         """``batch_size`` windows; the same seed and calls give the same batches."""
@@ -216,6 +232,15 @@ class SegmentSampler:
         length = lives.lengths[episode]
         t = self.rng.integers(0, length)  # a uniform step of each chosen life
         offset = self.rng.integers(0, seq, size=batch_size)
+        if self.event_fraction > 0 and len(self.event_lives) > 0:
+            # a share of the windows around a uniform step with a reward or an end instead, that
+            # step being one of the window's transitions
+            chosen = self.rng.random(batch_size) < self.event_fraction
+            pick = self.rng.integers(0, len(self.event_lives), size=batch_size)
+            episode = np.where(chosen, self.event_lives[pick], episode)
+            length = lives.lengths[episode]
+            t = np.where(chosen, self.event_steps[pick], t)
+            offset = np.where(chosen, self.rng.integers(0, seq - 1, size=batch_size), offset)
         if self.pad_after_end:
             start = t - offset
         else:

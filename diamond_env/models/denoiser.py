@@ -136,8 +136,18 @@ class Denoiser(nn.Module):
         self._check_context(obs_ctx, act_ctx, x)
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
         sc = self.scalings(sigma)
+        origin = self.origin(obs_ctx)
+        if origin is not None:
+            x = x - origin
         out = self.network(_image(sc.c_in) * x, sc.c_noise, obs_ctx, act_ctx)
-        return _image(sc.c_skip) * x + _image(sc.c_out) * out
+        denoised = _image(sc.c_skip) * x + _image(sc.c_out) * out
+        return denoised if origin is None else denoised + origin
+
+    def origin(self, obs_ctx: torch.Tensor) -> torch.Tensor | None:
+        """What the diffusion is centred on: the last context frame (B, 3, H, W) with
+        ``config.predict_change``, else None (the frame itself is diffused, as in DIAMOND).
+        Samplers start at ``origin + noise``."""
+        return obs_ctx[:, -1] if self.config.predict_change else None
 
     def forward(
         self,
@@ -174,13 +184,16 @@ class Denoiser(nn.Module):
             (b, c, 1, 1), target.device, generator
         )
         eps = draw_normal(tuple(target.shape), target.device, generator)
-        x = target + offset + eps * _image(sigma)
+        origin = self.origin(obs_ctx)
+        clean = target if origin is None else target - origin
+        x = clean + offset + eps * _image(sigma)
         sc = self.scalings(sigma)
         out = self.network(_image(sc.c_in) * x, sc.c_noise, obs_ctx, act_ctx)
-        goal = (target - _image(sc.c_skip) * x) / _image(sc.c_out)
+        goal = (clean - _image(sc.c_skip) * x) / _image(sc.c_out)
         per_sample = (out - goal).pow(2).flatten(1).mean(dim=1)
         with torch.no_grad():
-            denoised = quantize_floor(_image(sc.c_skip) * x + _image(sc.c_out) * out)
+            denoised = _image(sc.c_skip) * x + _image(sc.c_out) * out
+            denoised = quantize_floor(denoised if origin is None else denoised + origin)
         if mask is None:
             return per_sample.mean(), denoised
         if tuple(mask.shape) != (b,) or mask.dtype != torch.bool:

@@ -75,6 +75,7 @@ def sample(
     noise: torch.Tensor,
     cfg: SamplerConfig,
     generator: torch.Generator | None = None,
+    origin: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Integrate the probability-flow ODE from the first Karras level down to sigma = 0.
 
@@ -87,13 +88,17 @@ def sample(
     ``denoise`` is then still evaluated at the level ``sigma`` before the churn. The arithmetic
     follows DIAMOND's ``DiffusionSampler.sample`` step for step (float32 levels). Returns float
     (B, C, H, W) clamped to [-1, 1] and rounded to the 256 levels of a uint8 frame (the last
-    Euler step lands on the denoiser's quantised output up to rounding error).
+    Euler step lands on the denoiser's quantised output up to rounding error). ``origin``
+    (B, C, H, W), when given, is added to the start: the centre of a denoiser that diffuses the
+    change from it (:meth:`Denoiser.origin`).
     """
     _check_config(cfg)
     sigmas = karras_sigmas(cfg.num_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho, noise.device)
     gamma_max = min(cfg.s_churn / cfg.num_steps, math.sqrt(2.0) - 1.0)
     batch = noise.shape[0]
     x = noise if cfg.start == "unit" else cfg.sigma_max * noise
+    if origin is not None:
+        x = x + origin
     for i in range(cfg.num_steps):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         gamma = gamma_max if cfg.s_tmin <= float(sigma) <= cfg.s_tmax else 0.0

@@ -40,7 +40,7 @@ from diamond_env.checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from diamond_env.config import Config, get_preset
+from diamond_env.config import Config, apply_overrides, get_preset
 from diamond_env.data.collect import Collector, RandomPolicy, open_game_dataset
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.data.segments import SegmentSampler
@@ -50,10 +50,10 @@ from diamond_env.options import opt
 from diamond_env.paths import default_run_dir
 from diamond_env.training.evaluate import ActorCriticPolicy, EvalResult, evaluate
 from diamond_env.training.imagination import ImaginationTrainer, ReplayContexts
-from diamond_env.training.wm_trainer import WorldModelTrainer, build_context_bank
+from diamond_env.training.wm_trainer import WorldModelTrainer, build_context_bank, make_samplers
 from diamond_env.world_model import WorldModel
 
-_FIXED_ON_RESUME = ("game", "preset", "real_steps", "seed", "num_contexts")
+_FIXED_ON_RESUME = ("game", "preset", "overrides", "real_steps", "seed", "num_contexts")
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,10 @@ class TrainOptions:
     device: str = opt("cpu", "torch device: cpu | cuda")
     seed: int = opt(0, "seed of collection, sampling, initialisation and dreams")
     num_contexts: int = opt(256, "real starting contexts kept in the world model")
+    overrides: str = opt(
+        "",
+        "config overrides, whitespace-separated section.field=JSON, e.g. 'denoiser_optim.lr=1e-3 loop.denoiser_seq_len=5'",
+    )
     max_minutes: float = opt(0.0, "stop after the epoch that passes this time (resumable); 0: none")
     progress: bool = opt(True, "show progress bars")
 
@@ -77,7 +81,7 @@ class TrainOptions:
         return Path(self.run_dir) if self.run_dir else default_run_dir(canonical_game(self.game))
 
     def config(self) -> Config:
-        config = get_preset(self.preset)
+        config = apply_overrides(get_preset(self.preset), self.overrides)
         if self.real_steps:
             loop = dataclasses.replace(config.loop, real_steps=self.real_steps)
             config = dataclasses.replace(config, loop=loop)
@@ -190,12 +194,7 @@ def _build(opts: TrainOptions, config: Config, run_dir: Path, dataset: EpisodeDa
     wm = WorldModel(config, dataset.game, dataset.action_meanings, bank).to(device)
     ac = ActorCritic(config.actor_critic, dataset.num_actions).to(device)
     weights = config.loop.recency_weights
-    samplers = (
-        SegmentSampler(data, config.loop.denoiser_seq_len, pad_after_end=False,
-                       recency_weights=weights, seed=opts.seed + 1),
-        SegmentSampler(data, config.loop.rew_end_seq_len, pad_after_end=True,
-                       recency_weights=weights, seed=opts.seed + 2),
-    )  # fmt: skip
+    samplers = make_samplers(config, data, opts.seed)
     contexts = ReplayContexts(data, config.denoiser.num_context, weights, device,
                               preload=config.imagination.context_preload, seed=opts.seed + 4)  # fmt: skip
     return _Run(

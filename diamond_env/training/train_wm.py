@@ -26,7 +26,7 @@ from diamond_env.checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from diamond_env.config import IMG_SIZE, Config, get_preset
+from diamond_env.config import IMG_SIZE, apply_overrides, get_preset
 from diamond_env.data.collect import collect_random_until
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.data.episode import FlatData
@@ -36,11 +36,16 @@ from diamond_env.options import opt
 from diamond_env.paths import default_run_dir
 from diamond_env.progress import BudgetBar
 from diamond_env.training.wm_eval import evaluate_world_model
-from diamond_env.training.wm_trainer import WorldModelTrainer, build_context_bank, split_episodes
+from diamond_env.training.wm_trainer import (
+    WorldModelTrainer,
+    build_context_bank,
+    make_samplers,
+    split_episodes,
+)
 from diamond_env.world_model import WorldModel
 
 # Options that must not change when a run is resumed.
-_FIXED_ON_RESUME = ("game", "preset", "dataset", "real_steps", "seed", "test_fraction",
+_FIXED_ON_RESUME = ("game", "preset", "overrides", "dataset", "real_steps", "seed", "test_fraction",
                     "num_contexts")  # fmt: skip
 
 
@@ -50,6 +55,10 @@ class TrainWMOptions:
 
     game: str = opt("Breakout", "ALE game name")
     preset: str = opt("tiny", "model sizes: tiny | cpu | small | paper")
+    overrides: str = opt(
+        "",
+        "config overrides, whitespace-separated section.field=JSON, e.g. 'denoiser_optim.lr=1e-3 loop.denoiser_seq_len=5'",
+    )
     run_dir: str | None = opt(
         None, "output directory (default: $DIAMOND_ENV_HOME or runs, /<Game>)"
     )
@@ -76,7 +85,7 @@ class TrainWMOptions:
         return Path(self.run_dir) if self.run_dir else default_run_dir(self.game)
 
     def validate(self) -> None:
-        get_preset(self.preset)
+        apply_overrides(get_preset(self.preset), self.overrides)
         for name in ("steps", "real_steps", "save_every", "log_every", "num_contexts", "num_envs"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)}")
@@ -101,15 +110,6 @@ def _load_data(opts: TrainWMOptions, run_dir: Path) -> EpisodeDataset:
     return dataset
 
 
-def _samplers(config: Config, data: FlatData, seed: int) -> tuple[SegmentSampler, SegmentSampler]:
-    weights = config.loop.recency_weights
-    den = SegmentSampler(data, config.loop.denoiser_seq_len, pad_after_end=False,
-                         recency_weights=weights, seed=seed + 1)  # fmt: skip
-    re = SegmentSampler(data, config.loop.rew_end_seq_len, pad_after_end=True,
-                        recency_weights=weights, seed=seed + 2)  # fmt: skip
-    return den, re
-
-
 def _save(
     run_dir: Path, wm: WorldModel, trainer: WorldModelTrainer, samplers: tuple[Any, ...]
 ) -> None:
@@ -128,7 +128,7 @@ def train_world_model(opts: TrainWMOptions) -> dict[str, Any]:
                   fixed=_FIXED_ON_RESUME)  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "options.json", dataclasses.asdict(opts))
-    config = get_preset(opts.preset)
+    config = apply_overrides(get_preset(opts.preset), opts.overrides)
     seed_everything(opts.seed)
     dataset = _load_data(opts, run_dir)
     split = split_episodes(dataset.num_episodes, opts.test_fraction)
@@ -140,7 +140,7 @@ def train_world_model(opts: TrainWMOptions) -> dict[str, Any]:
     device = torch.device(opts.device)
     wm.to(device)
     trainer = WorldModelTrainer(wm, config, device)
-    samplers = _samplers(config, train_data, opts.seed)
+    samplers = make_samplers(config, train_data, opts.seed)
     if opts.resume:
         state = load_resume_state(run_dir / "resume.pt")
         trainer.load_state_dict(state)

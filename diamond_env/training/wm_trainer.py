@@ -68,6 +68,19 @@ def build_context_bank(
     )
 
 
+def make_samplers(
+    config: Config, data: FlatData, seed: int
+) -> tuple[SegmentSampler, SegmentSampler]:
+    """The denoiser's and the reward/end model's segment samplers (seeds ``seed + 1``, ``+ 2``)."""
+    loop = config.loop
+    den = SegmentSampler(data, loop.denoiser_seq_len, pad_after_end=False,
+                         recency_weights=loop.recency_weights, seed=seed + 1)  # fmt: skip
+    re = SegmentSampler(data, loop.rew_end_seq_len, pad_after_end=True,
+                        recency_weights=loop.recency_weights, seed=seed + 2,
+                        event_fraction=loop.rew_end_event_fraction)  # fmt: skip
+    return den, re
+
+
 class WorldModelTrainer:
     """One gradient step at a time for the denoiser and the reward/end model (SPEC §2.3)."""
 

@@ -1,0 +1,133 @@
+"""Low-budget aids that the paper preset leaves off, and the config overrides that select them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from test_segments import check_against_reference, coded_episode
+
+from diamond_env.config import SamplerConfig, apply_overrides, get_preset
+from diamond_env.data.episode import FlatData
+from diamond_env.data.segments import SegmentSampler
+from diamond_env.models.denoiser import Denoiser
+from diamond_env.models.sampler import sample
+
+
+def test_overrides_replace_fields_and_refuse_what_does_not_fit() -> None:
+    base = get_preset("cpu")
+    cfg = apply_overrides(
+        base, "denoiser.predict_change=true denoiser_optim.lr=1e-3 loop.denoiser_seq_len=5 "
+        "denoiser.channels=[16,16,16,16] loop.rew_end_event_fraction=1"
+    )  # fmt: skip
+    assert cfg.denoiser.predict_change is True
+    assert cfg.denoiser_optim.lr == 1e-3 and cfg.loop.denoiser_seq_len == 5
+    assert cfg.denoiser.channels == (16, 16, 16, 16)
+    assert cfg.loop.rew_end_event_fraction == 1.0  # an int given for a float field
+    assert cfg.rew_end == base.rew_end and cfg.preset == "cpu"
+    assert apply_overrides(base, "") == base
+    for bad, words in [
+        ("lr=1e-3", "section.field=value"),
+        ("optim.lr=1e-3", "unknown section"),
+        ("denoiser.width=3", "no field 'width'"),
+        ("denoiser.sigma_data=true", "expected a float"),
+        ("loop.denoiser_seq_len=5.5", "expected a int"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            apply_overrides(base, bad)
+
+
+def _pair() -> tuple[Denoiser, Denoiser]:
+    """The same weights, diffusing the frame (DIAMOND) and the change from the last frame."""
+    cfg = get_preset("tiny").denoiser
+    torch.manual_seed(0)
+    plain = Denoiser(cfg, num_actions=4)
+    change = Denoiser(dataclasses.replace(cfg, predict_change=True), num_actions=4)
+    change.load_state_dict(plain.state_dict())
+    for p in plain.conv_out.parameters():  # a network that is not zero
+        torch.nn.init.normal_(p, std=0.1)
+    change.load_state_dict(plain.state_dict())
+    return plain, change
+
+
+def _context(batch: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    obs = torch.rand((batch, 4, 3, 16, 16), generator=g) * 2 - 1
+    act = torch.randint(0, 4, (batch, 4), generator=g)
+    target = torch.rand((batch, 3, 16, 16), generator=g) * 2 - 1
+    return obs, act, target
+
+
+def test_predict_change_diffuses_the_difference_from_the_last_frame() -> None:
+    plain, change = _pair()
+    obs, act, target = _context()
+    last = obs[:, -1]
+    x, sigma = torch.randn_like(target), torch.tensor([0.1, 1.0, 5.0])
+    with torch.no_grad():
+        got = change.denoise(x, sigma, obs, act)
+        want = last + plain.denoise(x - last, sigma, obs, act)
+    torch.testing.assert_close(got, want)
+    assert plain.origin(obs) is None
+    torch.testing.assert_close(change.origin(obs), last)
+    # the training loss is the plain loss on the change, with the same noise
+    loss = change.compute_loss(obs, act, target, generator=torch.Generator().manual_seed(5))
+    ref = plain.compute_loss(obs, act, target - last, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(loss, ref)
+
+
+def test_a_change_model_that_predicts_no_change_repeats_the_last_frame() -> None:
+    _, change = _pair()
+    obs, act, _ = _context()
+    obs = torch.round((obs + 1) * 127.5) / 127.5 - 1  # on the uint8 levels
+
+    def ideal(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return change.origin(obs)  # the best denoiser when nothing moves
+
+    noise = torch.randn((3, 3, 16, 16), generator=torch.Generator().manual_seed(2))
+    cfg = SamplerConfig(num_steps=3)
+    out = sample(ideal, noise, cfg, origin=change.origin(obs))
+    torch.testing.assert_close(out, obs[:, -1])
+    # the sampler starts at origin + noise: one Euler step of a half-shrinking denoiser shows it
+    one = SamplerConfig(num_steps=1, sigma_min=1.0, sigma_max=1.0)
+    half = sample(lambda x, s: 0.5 * x, noise, one, origin=obs[:, -1])
+    no_origin = sample(lambda x, s: 0.5 * x, noise, one)
+    assert not torch.allclose(half, no_origin)
+    torch.testing.assert_close(half, ((0.5 * (noise + obs[:, -1])).clamp(-1, 1) + 1).mul(
+        127.5).round().div(127.5).sub(1), atol=1e-6, rtol=0)  # fmt: skip
+
+
+def _sparse_events(num_episodes: int = 3, steps: int = 40) -> FlatData:
+    """Games with one +1 reward, one life loss and the game's end each; nothing else."""
+    episodes = []
+    for e in range(num_episodes):
+        ep = coded_episode(e, steps, life_loss_at=(12,))
+        rew = np.zeros(steps, dtype=np.float32)
+        rew[25 + e] = 1.0
+        episodes.append(dataclasses.replace(ep, rew=rew))
+    return FlatData.from_episodes(episodes)
+
+
+def test_event_fraction_centres_windows_on_rewards_and_ends() -> None:
+    data = _sparse_events()
+    event_steps = {(int(s)) for s in np.flatnonzero((data.rew != 0) | data.life_loss | data.term)}
+    assert len(event_steps) == 3 * 3  # a reward, a life loss and the game's end per game
+
+    def has_event(batch) -> np.ndarray:
+        return ((batch.rew != 0) | batch.end).any(axis=1)
+
+    every = SegmentSampler(data, 6, pad_after_end=True, event_fraction=1.0, seed=0)
+    batch = every.sample(256)
+    assert has_event(batch).all()
+    check_against_reference(batch, data, pad_after_end=True)
+    half = SegmentSampler(data, 6, pad_after_end=True, event_fraction=0.5, seed=0).sample(2000)
+    none = SegmentSampler(data, 6, pad_after_end=True, seed=0).sample(2000)
+    assert has_event(half).mean() > has_event(none).mean() + 0.3
+    # off: the same batches as a sampler that never heard of it (DIAMOND's stream)
+    off = SegmentSampler(data, 6, pad_after_end=True, event_fraction=0.0, seed=3).sample(64)
+    ref = SegmentSampler(data, 6, pad_after_end=True, seed=3).sample(64)
+    np.testing.assert_array_equal(off.start, ref.start)
+    np.testing.assert_array_equal(off.episode, ref.episode)
+    with pytest.raises(ValueError, match="event_fraction"):
+        SegmentSampler(data, 6, pad_after_end=True, event_fraction=1.5)
