@@ -28,6 +28,7 @@ _LAZY = {
     "DreamSB3VecEnv": "diamond_env.envs.sb3",
     "make_sb3_env": "diamond_env.envs.sb3",
     "import_diamond": "diamond_env.import_diamond",
+    "pretrained": "diamond_env.paths",
 }
 
 __all__ = ["GAMES", "__version__", "env_id", "make_atari_env", "register_envs", *_LAZY]

@@ -1,14 +1,26 @@
 """Where runs and checkpoints live by default.
 
-``train_wm.py --game G`` writes to ``default_run_dir(G)`` unless given ``--run-dir``; the dream env
-looks for ``default_checkpoint(G)`` when no ``checkpoint=`` is passed. The root is
-``$DIAMOND_ENV_HOME`` when set, else ``runs`` under the working directory.
+``train_wm.py --game G`` writes to ``default_run_dir(G)`` unless given ``--run-dir``: the root is
+``$DIAMOND_ENV_HOME`` when set, else ``runs`` under the working directory. Without a
+``checkpoint=``, the dream env loads the first of (:func:`checkpoint_candidates`)
+``$DIAMOND_ENV_HOME/<Game>/world_model``, ``runs/<Game>/world_model`` and the world model shipped
+inside the package for that game (:func:`pretrained`), and logs which one once.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
+
+logger = logging.getLogger("diamond_env")
+
+PRETRAINED_ROOT = Path(__file__).resolve().parent / "pretrained"
+"""Models shipped inside the package: ``<Game>/world_model`` and ``<Game>/agent``."""
+
+_announced: set[Path] = set()
 
 
 def runs_root() -> Path:
@@ -26,17 +38,71 @@ def default_checkpoint(game: str) -> Path:
     return default_run_dir(game) / "world_model"
 
 
+@dataclass(frozen=True)
+class Pretrained:
+    """A world model (and, when there is one, an agent) shipped inside the package."""
+
+    game: str
+    world_model: Path
+    agent: Path | None
+    card: dict[str, object]
+    """What ``card.json`` beside them records: training command, data, steps, minutes, machine,
+    held-out fidelity and real scores."""
+
+
+def pretrained() -> dict[str, Pretrained]:
+    """The shipped models by game name (``{}`` when none ships)."""
+    found = {}
+    for wm in sorted(PRETRAINED_ROOT.glob("*/world_model/config.json")):
+        root = wm.parent.parent
+        card = root / "card.json"
+        agent = root / "agent"
+        found[root.name] = Pretrained(
+            game=root.name,
+            world_model=wm.parent,
+            agent=agent if (agent / "agent.json").exists() else None,
+            card=json.loads(card.read_text(encoding="utf-8")) if card.exists() else {},
+        )
+    return found
+
+
+def checkpoint_candidates(game: str) -> list[Path]:
+    """Where a checkpoint of ``game`` is looked for when none is given, in order."""
+    places = []
+    if "DIAMOND_ENV_HOME" in os.environ:
+        places.append(Path(os.environ["DIAMOND_ENV_HOME"]) / game / "world_model")
+    places.append(Path("runs") / game / "world_model")
+    shipped = pretrained().get(game)
+    if shipped is not None:
+        places.append(shipped.world_model)
+    return places
+
+
 def resolve_checkpoint(game: str, checkpoint: str | os.PathLike[str] | None) -> Path:
-    """The checkpoint directory to load: ``checkpoint`` if given, else the default location.
+    """The checkpoint directory to load: ``checkpoint`` if given, else the first of
+    :func:`checkpoint_candidates` that holds one (logged once per path).
 
     Raises:
         FileNotFoundError: nothing is there; the message says which command creates one.
     """
-    path = Path(checkpoint) if checkpoint is not None else default_checkpoint(game)
-    if not (path / "config.json").exists():
-        where = "" if checkpoint is not None else " (the default location; pass checkpoint=...)"
-        raise FileNotFoundError(
-            f"no world-model checkpoint for {game} at {path}{where}. Create one with: "
-            f"python train_wm.py --game {game} --run-dir {path.parent}"
-        )
-    return path
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(
+                f"no world-model checkpoint for {game} at {path}. Create one with: "
+                f"python train_wm.py --game {game} --run-dir {path.parent}"
+            )
+        return path
+    places = checkpoint_candidates(game)
+    for path in places:
+        if (path / "config.json").exists():
+            if path not in _announced:
+                _announced.add(path)
+                logger.info("DiamondDream-%s: world model %s", game, path)
+            return path
+    tried = ", ".join(str(p) for p in places)
+    raise FileNotFoundError(
+        f"no world-model checkpoint for {game} (looked in {tried}; no model of {game} ships "
+        f"with the package; pass checkpoint=...). Create one with: "
+        f"python train_wm.py --game {game} --run-dir {default_run_dir(game)}"
+    )

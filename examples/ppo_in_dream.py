@@ -19,7 +19,7 @@ from stable_baselines3.common.vec_env import VecFrameStack
 
 import diamond_env  # registers DiamondDream-<Game>-v0
 from diamond_env.envs.sb3 import make_sb3_env
-from diamond_env.paths import default_checkpoint, default_run_dir
+from diamond_env.paths import default_run_dir, resolve_checkpoint
 from diamond_env.training.evaluate import EvalResult, RandomPolicy, SB3Policy, evaluate
 
 N_STACK = 4
@@ -61,7 +61,7 @@ def score_line(name: str, result: EvalResult) -> str:
 
 def main() -> None:
     args = parse_args()
-    checkpoint = Path(args.checkpoint or default_checkpoint(args.game))
+    checkpoint = resolve_checkpoint(args.game, args.checkpoint)
     out = Path(args.out or default_run_dir(args.game) / "ppo_in_dream")
 
     # 1. The dream: num_envs games imagined by one world model, 4 frames stacked for the CNN.

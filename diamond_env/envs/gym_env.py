@@ -76,7 +76,7 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
     Args:
         num_envs: number of parallel envs.
         game: CamelCase game name (``"Breakout"``); the checkpoint must be of this game.
-        checkpoint: checkpoint directory; None = :func:`diamond_env.paths.default_checkpoint`.
+        checkpoint: checkpoint directory; None = :func:`diamond_env.paths.resolve_checkpoint`'s lookup.
         device: torch device of the simulator; None = the model's (CPU when loading).
         horizon: truncation after this many steps (DIAMOND trains its agent with 15).
         num_denoising_steps, sampler: override the checkpoint's sampler ("euler"/"heun").

@@ -425,7 +425,7 @@ def make_simulator(
 ) -> DreamSimulator:
     """A simulator over ``world_model``, or over the checkpoint of ``game`` loaded once.
 
-    ``checkpoint`` None means the default location (:func:`diamond_env.paths.default_checkpoint`);
+    ``checkpoint`` None means the first default place (:func:`diamond_env.paths.resolve_checkpoint`);
     ``device`` None means the model's device (CPU when loading). ``max_episode_steps``, when given,
     truncates at ``min(horizon, max_episode_steps)``. ``fastpath``: names of
     :mod:`diamond_env.fastpath` options (``channels_last``, ``bf16``, ``inference_mode``, ...);
