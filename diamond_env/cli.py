@@ -61,7 +61,7 @@ def _cmd_eval_wm(args: argparse.Namespace) -> int:
     grid = Path(args.grid) if args.grid else None
     results = evaluate_world_model(
         wm, data, seq_len=wm.config.loop.rew_end_seq_len, seed=args.seed,
-        batches=args.batches, grid_path=grid,
+        batches=args.batches, num_rollouts=args.rollouts, grid_path=grid,
     )  # fmt: skip
     from diamond_env.report import fidelity_lines
 
@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the figures to this JSON file")
     p.add_argument("--grid", default=None, help="write a real-vs-imagined PNG here")
     p.add_argument("--batches", type=_positive_int, default=8, help="batches of 32 segments")
+    p.add_argument("--rollouts", type=_positive_int, default=16,
+                   help="open-loop rollouts of 15 steps for the PSNR figures")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_eval_wm)

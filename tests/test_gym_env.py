@@ -336,3 +336,24 @@ def test_fastpath_kwarg_serves_a_prepared_copy(tiny_checkpoint: Path) -> None:
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 1.0  # channels-last: same frames
     with pytest.raises(ValueError, match="fastpath"):
         gym.make_vec(ID, num_envs=2, checkpoint=tiny_checkpoint, fastpath=["warp"])
+
+
+def test_vector_env_autoreset_mode_and_keyboard_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    venv = gym.make_vec(ID, num_envs=2, world_model=FakeWorldModel())
+    assert venv.unwrapped.autoreset_mode is AutoresetMode.SAME_STEP  # TorchRL's GymWrapper reads it
+    assert venv.metadata["autoreset_mode"] is AutoresetMode.SAME_STEP
+    import ale_py
+
+    gym.register_envs(ale_py)
+    real = gym.make("ALE/Breakout-v5").unwrapped
+    env = gym.make(ID, world_model=FakeWorldModel(), render_mode="rgb_array")
+    assert env.unwrapped.get_keys_to_action() == real.get_keys_to_action()
+    assert venv.unwrapped.get_keys_to_action() == real.get_keys_to_action()
+    real.close()
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    from gymnasium.utils.play import PlayableGame
+
+    env.reset(seed=0)
+    game = PlayableGame(env)  # failed before: no get_keys_to_action
+    assert game.relevant_keys == {k for keys in real.get_keys_to_action() for k in keys}
+    env.close()

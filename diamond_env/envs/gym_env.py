@@ -70,6 +70,26 @@ def vector_actions(actions: Any) -> torch.Tensor:
     return torch.from_numpy(array.astype(np.int64, copy=True))
 
 
+_BUTTON_KEYS = {"UP": "w", "DOWN": "s", "LEFT": "a", "RIGHT": "d", "FIRE": " "}
+
+
+def keys_to_action(meanings: list[str]) -> dict[tuple[str, ...], int]:
+    """ALE's keyboard mapping for ``gymnasium.utils.play``: w/a/s/d for the directions, space for
+    FIRE, combinations for combined actions (``UPRIGHTFIRE`` = w + d + space), e for NOOP."""
+    mapping = {}
+    for index, name in enumerate(meanings):
+        rest, keys = name, []
+        for button in ("UP", "DOWN", "LEFT", "RIGHT", "FIRE"):
+            if button in rest:
+                keys.append(_BUTTON_KEYS[button])
+                rest = rest.replace(button, "", 1)
+        if rest == "NOOP":
+            mapping[("e",)] = index
+        elif rest == "":
+            mapping[tuple(keys)] = index
+    return mapping
+
+
 class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
     """``num_envs`` dream games of ``game`` over one world model (``gym.make_vec``'s entry point).
 
@@ -131,6 +151,7 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
             "render_modes": list(RENDER_MODES),
             "render_fps": RENDER_FPS,
         }
+        self.autoreset_mode = AutoresetMode.SAME_STEP  # as Gymnasium's own vector envs expose it
         self.num_envs = self.simulator.num_envs
         self.single_observation_space, self.single_action_space = single_spaces(self.simulator)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -143,6 +164,10 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
     def get_action_meanings(self) -> list[str]:
         """The game's minimal action set, like ALE's ``get_action_meanings()``."""
         return self.simulator.action_meanings
+
+    def get_keys_to_action(self) -> dict[tuple[str, ...], int]:
+        """Keyboard mapping for ``gymnasium.utils.play``, as ALE's (see :func:`keys_to_action`)."""
+        return keys_to_action(self.simulator.action_meanings)
 
     def reset(
         self,
@@ -256,6 +281,10 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
     def get_action_meanings(self) -> list[str]:
         """The game's minimal action set, like ALE's ``get_action_meanings()``."""
         return self.simulator.action_meanings
+
+    def get_keys_to_action(self) -> dict[tuple[str, ...], int]:
+        """Keyboard mapping for ``gymnasium.utils.play``, as ALE's (see :func:`keys_to_action`)."""
+        return keys_to_action(self.simulator.action_meanings)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
