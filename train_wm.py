@@ -6,6 +6,7 @@ Without ``--dataset`` it first collects ``--real-steps`` steps with a random pol
 ``D/dataset``. It leaves ``D/world_model/`` (the checkpoint that ``gym.make("DiamondDream-...",
 checkpoint=D/world_model)`` loads), ``D/metrics.jsonl``, TensorBoard logs, ``D/eval_wm.json``
 (held-out fidelity) and ``D/real_vs_imagined.png``. ``--resume`` continues an interrupted run.
+The installed command ``diamond-env train-wm`` takes the same options.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import sys
 
 from diamond_env.options import parse_options
-from diamond_env.training.train_wm import TrainWMOptions, train_world_model
+from diamond_env.training.train_wm import TrainWMOptions, summary_lines, train_world_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,15 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"train_wm.py: error: {err}", file=sys.stderr)
         return 2
-    run_dir = opts.resolved_run_dir()
-    psnr = ", ".join(f"h={h}: {v:.1f} dB" for h, v in results["psnr"].items())
-    print(f"world model: {run_dir / 'world_model'} ({results['grad_steps']} gradient steps)")
-    print(f"held-out denoising loss {results['denoising_loss']:.4f}; open-loop PSNR {psnr}")
-    print(
-        f"reward accuracy {results['reward_accuracy']:.3f} (F1 {results['reward_f1']}); "
-        f"end accuracy {results['end_accuracy']:.3f} (F1 {results['end_f1']})"
-    )
-    print(f"real vs imagined: {run_dir / 'real_vs_imagined.png'}")
+    print("\n".join(summary_lines(opts, results)))
     return 0
 
 

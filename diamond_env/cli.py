@@ -114,6 +114,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_wm(args: argparse.Namespace) -> int:
+    from diamond_env.options import namespace_to
+    from diamond_env.training.train_wm import TrainWMOptions, summary_lines, train_world_model
+
+    opts = namespace_to(TrainWMOptions, args)
+    print("\n".join(summary_lines(opts, train_world_model(opts))))
+    return 0
+
+
 def _cmd_train_agent(args: argparse.Namespace) -> int:
     from diamond_env.options import namespace_to
     from diamond_env.training.agents import TrainAgentOptions, train_agent
@@ -234,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="the full DIAMOND loop: collect, world model, agent, evaluate")
     add_dataclass_arguments(p, TrainOptions)
     p.set_defaults(func=_cmd_train)
+
+    from diamond_env.training.train_wm import TrainWMOptions
+
+    p = sub.add_parser("train-wm", help="train a world model from real play (as train_wm.py)")
+    add_dataclass_arguments(p, TrainWMOptions)
+    p.set_defaults(func=_cmd_train_wm)
 
     p = sub.add_parser("train-agent", help="train our actor-critic or an SB3 agent in a dream")
     add_dataclass_arguments(p, TrainAgentOptions)

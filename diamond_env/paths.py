@@ -90,7 +90,7 @@ def resolve_checkpoint(game: str, checkpoint: str | os.PathLike[str] | None) -> 
         if not (path / "config.json").exists():
             raise FileNotFoundError(
                 f"no world-model checkpoint for {game} at {path}. Create one with: "
-                f"python train_wm.py --game {game} --run-dir {path.parent}"
+                f"diamond-env train-wm --game {game} --run-dir {path.parent}"
             )
         return path
     places = checkpoint_candidates(game)
@@ -104,5 +104,5 @@ def resolve_checkpoint(game: str, checkpoint: str | os.PathLike[str] | None) -> 
     raise FileNotFoundError(
         f"no world-model checkpoint for {game} (looked in {tried}; no model of {game} ships "
         f"with the package; pass checkpoint=...). Create one with: "
-        f"python train_wm.py --game {game} --run-dir {default_run_dir(game)}"
+        f"diamond-env train-wm --game {game} --run-dir {default_run_dir(game)}"
     )

@@ -277,7 +277,7 @@ class WorldModel(nn.Module):
         """
         root = Path(path)
         hint = (
-            f"create one with `python train_wm.py --game {expected_game or '<Game>'} ...` "
+            f"create one with `diamond-env train-wm --game {expected_game or '<Game>'} ...` "
             "(it writes a world-model checkpoint directory)"
         )
         if not root.is_dir():

@@ -312,7 +312,7 @@ def test_single_env_time_limit_and_missing_checkpoint(
     assert env.step(0)[3] is True
     monkeypatch.setenv("DIAMOND_ENV_HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match="python train_wm.py --game Pong --run-dir"):
+    with pytest.raises(FileNotFoundError, match="diamond-env train-wm --game Pong --run-dir"):
         gym.make("DiamondDream-Pong-v0")  # no model of Pong ships with the package
     with pytest.raises(ValueError, match="'Breakout'"):
         DreamEnv("Breakout", world_model=FakeWorldModel(game="Pong"))

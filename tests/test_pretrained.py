@@ -43,7 +43,7 @@ def test_lookup_order_home_then_runs_then_shipped(
     monkeypatch.delenv("DIAMOND_ENV_HOME")
     assert checkpoint_candidates("Pong") == [runs, shipped]
     # a game that does not ship keeps the error that names the command
-    with pytest.raises(FileNotFoundError, match="python train_wm.py --game Qbert --run-dir"):
+    with pytest.raises(FileNotFoundError, match="diamond-env train-wm --game Qbert --run-dir"):
         resolve_checkpoint("Qbert", None)
     # an explicit checkpoint is never replaced by another
     with pytest.raises(FileNotFoundError, match="at nowhere"):

@@ -282,7 +282,7 @@ def test_sampler_overrides_and_argument_validation() -> None:
 def test_make_simulator_checkpoint_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIAMOND_ENV_HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match="python train_wm.py --game Pong --run-dir"):
+    with pytest.raises(FileNotFoundError, match="diamond-env train-wm --game Pong --run-dir"):
         make_simulator("Pong", 2)  # no model of Pong ships with the package
     with pytest.raises(ValueError, match="'Pong'"):
         make_simulator("Pong", 2, world_model=FakeWorldModel(game="Breakout"))

@@ -43,7 +43,7 @@ def test_script_collects_trains_and_writes_outputs(tmp_path: Path) -> None:
            "--real-steps", "400", "--steps", "4", "--run-dir", str(run), "--no-progress",
            "--num-contexts", "8"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
-    assert "PSNR" in out
+    assert "PSNR" in out and "copy" in out  # every figure beside its baseline
     for name in ("world_model/config.json", "world_model/model.safetensors", "metrics.jsonl",
                  "eval_wm.json", "real_vs_imagined.png", "resume.pt", "dataset/dataset.json"):  # fmt: skip
         assert (run / name).exists(), name
@@ -53,6 +53,26 @@ def test_script_collects_trains_and_writes_outputs(tmp_path: Path) -> None:
     wm = WorldModel.load(run / "world_model")
     assert wm.game == "Breakout" and len(wm.contexts) == 8
     assert EpisodeDataset.open(run / "dataset").num_steps == 400
+
+
+def test_installed_command_takes_the_same_options(
+    tmp_path: Path, breakout_dataset: EpisodeDataset, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from diamond_env.cli import main
+
+    argv = ["train-wm", "--game", "Breakout", "--preset", "tiny", "--dataset",
+            str(breakout_dataset.root), "--steps", "2", "--run-dir", str(tmp_path / "run"),
+            "--no-progress", "--num-contexts", "8", "--eval-every", "0",
+            "--overrides", "denoiser.predict_change=true loop.rew_end_event_fraction=0.5"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "gradient steps" in out and "copy" in out
+    wm = WorldModel.load(tmp_path / "run" / "world_model")
+    assert wm.denoiser.config.predict_change and wm.config.loop.rew_end_event_fraction == 0.5
+    # the overrides are part of the run: resuming with others is refused
+    assert main([*argv[:-2], "--resume", "--steps", "3"]) == 2
+    assert "overrides" in capsys.readouterr().err
+    assert main(argv[:-2] + ["--overrides", "typo.x=1"]) == 2
 
 
 def test_resume_continues_exactly(tmp_path: Path, breakout_dataset: EpisodeDataset) -> None:

@@ -212,3 +212,16 @@ def _scalars(results: dict[str, Any]) -> dict[str, float]:
         if key in results:
             out[f"{key}/rare_f1"] = results[key]["rare_f1"]
     return out
+
+
+def summary_lines(opts: TrainWMOptions, results: dict[str, Any]) -> list[str]:
+    """What a finished run prints: where the model is, and its figures beside the baselines."""
+    from diamond_env.report import fidelity_lines
+
+    run_dir = opts.resolved_run_dir()
+    return [
+        f"world model: {run_dir / 'world_model'} ({results['grad_steps']} gradient steps)",
+        f"held-out: {results['test_episodes']} episodes; real vs imagined: "
+        f"{run_dir / 'real_vs_imagined.png'}",
+        *fidelity_lines(results),
+    ]
