@@ -301,6 +301,11 @@ def _fidelity(root: Path, wm: Any, kind: str, seed: int) -> tuple[dict[str, Any]
     stored = _read_json(root / "eval_wm.json")
     if stored:
         n = stored.get("test_episodes", "?")
+        if n == 0:
+            return stored, (
+                "On the episodes the model trained on: the run had too few episodes to hold any "
+                "out, so these are NOT held-out figures (eval_wm.json)."
+            )
         return stored, f"On {n} held-out episode(s) the model never trained on (eval_wm.json)."
     data_dir = dataset_dir(root)
     if wm is None or data_dir is None:

@@ -73,6 +73,9 @@ class TrainWMOptions:
     save_every: int = opt(200, "gradient steps between checkpoint saves")
     eval_every: int = opt(500, "gradient steps between held-out evaluations (0: only at the end)")
     log_every: int = opt(10, "gradient steps between metrics.jsonl records")
+    snapshots: bool = opt(
+        False, "also keep the world model of every periodic evaluation in snapshots/step-N"
+    )
     test_fraction: float = opt(0.1, "share of the episodes (the latest) held out for evaluation")
     num_contexts: int = opt(256, "real starting contexts stored in the checkpoint")
     num_envs: int = opt(1, "real games played at once when collecting")
@@ -184,6 +187,8 @@ def _loop(
             results = evaluate_world_model(wm, test_data, seq_len=seq_len, seed=opts.seed,
                                            batches=2, num_rollouts=8)  # fmt: skip
             log.log(step, _scalars(results), kind="eval")
+            if opts.snapshots:
+                wm.save(run_dir / "snapshots" / f"step-{step:07d}")
         out_of_time = time.monotonic() > deadline
         if step % opts.save_every == 0 or step == opts.steps or out_of_time:
             _save(run_dir, wm, trainer, samplers)
@@ -219,9 +224,12 @@ def summary_lines(opts: TrainWMOptions, results: dict[str, Any]) -> list[str]:
     from diamond_env.report import fidelity_lines
 
     run_dir = opts.resolved_run_dir()
+    if results["test_episodes"]:
+        where = f"on {results['test_episodes']} held-out episodes (never trained on)"
+    else:
+        where = "on the TRAINING episodes (too few episodes to hold any out): not held-out figures"
     return [
         f"world model: {run_dir / 'world_model'} ({results['grad_steps']} gradient steps)",
-        f"held-out: {results['test_episodes']} episodes; real vs imagined: "
-        f"{run_dir / 'real_vs_imagined.png'}",
+        f"figures {where}; real vs imagined: {run_dir / 'real_vs_imagined.png'}",
         *fidelity_lines(results),
     ]

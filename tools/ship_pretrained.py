@@ -1,0 +1,126 @@
+"""Put a trained world model (and its dream-trained agent) inside the package, with a model card.
+
+Maintainers run this once per shipped game; users never need it. It measures the model on a
+held-out dataset in float32 and float16, keeps float16 weights only when every open-loop PSNR
+stays within ``--fp16-tolerance`` dB of float32, and writes::
+
+    diamond_env/pretrained/<Game>/world_model/   (config.json, model.safetensors, contexts)
+    diamond_env/pretrained/<Game>/agent/         (when --agent is given)
+    diamond_env/pretrained/<Game>/card.json      (what the model card says, machine-readable)
+    diamond_env/pretrained/<Game>/MODEL_CARD.md
+
+Usage::
+
+    python tools/ship_pretrained.py --world-model RUN/world_model --heldout HELDOUT_DATASET \\
+        --training training.json [--agent AGENT_DIR --scores SCORES_JSON]
+
+``training.json`` records how the model was made (command, data, steps, minutes, machine, date);
+``--scores`` is ``diamond-env evaluate --out`` of the agent (or a ``{"name": result}`` map).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diamond_env.data.dataset import EpisodeDataset
+from diamond_env.paths import PRETRAINED_ROOT
+from diamond_env.report import fidelity_lines
+from diamond_env.training.wm_eval import evaluate_world_model
+from diamond_env.world_model import WorldModel
+
+AGENT_FILES = ("agent.json", "actor_critic.json", "actor_critic.safetensors")
+
+
+def measure(path: Path, heldout: EpisodeDataset, rollouts: int, seed: int) -> dict[str, Any]:
+    wm = WorldModel.load(path, expected_game=heldout.game)
+    with torch.no_grad():
+        return evaluate_world_model(wm, heldout.load_all(), seq_len=wm.config.loop.rew_end_seq_len,
+                                    seed=seed, batches=8, num_rollouts=rollouts)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--world-model", required=True, type=Path)
+    p.add_argument("--heldout", required=True, type=Path, help="dataset never trained on")
+    p.add_argument("--training", required=True, type=Path, help="JSON: how the model was made")
+    p.add_argument("--agent", type=Path, default=None)
+    p.add_argument("--scores", type=Path, default=None, help="JSON: the agent's real scores")
+    p.add_argument("--rollouts", type=int, default=64)
+    p.add_argument("--fp16-tolerance", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    heldout = EpisodeDataset.open(args.heldout)
+    full = measure(args.world_model, heldout, args.rollouts, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        half = WorldModel.load(args.world_model).half()
+        half.save(Path(tmp) / "world_model")
+        reduced = measure(Path(tmp) / "world_model", heldout, args.rollouts, args.seed)
+        gaps = {h: abs(reduced["psnr"][h] - full["psnr"][h]) for h in full["psnr"]}
+        use_fp16 = max(gaps.values()) <= args.fp16_tolerance
+        source = Path(tmp) / "world_model" if use_fp16 else args.world_model
+        game = heldout.game
+        root = PRETRAINED_ROOT / game
+        if root.exists():
+            shutil.rmtree(root)  # the package's own copy, replaced as a whole
+        shutil.copytree(source, root / "world_model")
+    fidelity = reduced if use_fp16 else full
+    card: dict[str, Any] = {
+        "game": game,
+        "training": json.loads(args.training.read_text(encoding="utf-8")),
+        "weights": "float16" if use_fp16 else "float32",
+        "fp16_psnr_gap_db": {str(h): round(g, 4) for h, g in gaps.items()},
+        "heldout": {"dataset": str(args.heldout.name), "steps": heldout.num_steps,
+                    "games": heldout.num_episodes, "rollouts": args.rollouts, "seed": args.seed},
+        "fidelity": fidelity,
+    }  # fmt: skip
+    if args.agent is not None:
+        (root / "agent").mkdir()
+        for name in AGENT_FILES:
+            if (args.agent / name).exists():
+                shutil.copy2(args.agent / name, root / "agent" / name)
+        if args.scores is not None:
+            card["agent_scores"] = json.loads(args.scores.read_text(encoding="utf-8"))
+    (root / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (root / "MODEL_CARD.md").write_text(model_card(card), encoding="utf-8")
+    size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    print(f"wrote {root} ({size / 2**20:.1f} MiB, {card['weights']} weights, "
+          f"fp16 PSNR gap {max(gaps.values()):.3f} dB)")  # fmt: skip
+    return 0
+
+
+def model_card(card: dict[str, Any]) -> str:
+    t = card["training"]
+    lines = [f"# Shipped world model: {card['game']}", ""]
+    lines += [f"- {key}: {value}" for key, value in t.items()]
+    h = card["heldout"]
+    lines += [
+        f"- weights: {card['weights']} (float16 kept only when every held-out PSNR is within "
+        f"0.1 dB of float32; gaps {card['fp16_psnr_gap_db']})",
+        "",
+        f"## Held-out fidelity ({h['dataset']}: {h['steps']} random-play steps in {h['games']} "
+        f"games never trained on, {h['rollouts']} open-loop rollouts, seed {h['seed']})",
+        "",
+        *fidelity_lines(card["fidelity"]),
+    ]
+    scores = card.get("agent_scores")
+    if scores:
+        lines += ["", "## Agent scores in the real game", "", "| agent | games | mean | std | SE |",
+                  "|---|---:|---:|---:|---:|"]  # fmt: skip
+        for name, r in scores.items():
+            se = r["std"] / max(1, r["episodes"]) ** 0.5
+            lines.append(f"| {name} | {r['episodes']} | {r['mean']:.2f} | {r['std']:.2f} | "
+                         f"{se:.2f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
