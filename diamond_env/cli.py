@@ -48,6 +48,31 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dataset(args: argparse.Namespace) -> int:
+    from diamond_env.data.dataset import INDEX_NAME
+    from diamond_env.data.repair import move_orphans, rebuild_index, verify_dataset
+
+    root = Path(args.root)
+    if args.action == "repair":
+        if not (root / INDEX_NAME).exists():
+            if not args.game:
+                raise ValueError(f"{root / INDEX_NAME} is missing: give --game to rebuild it")
+            dataset, skipped = rebuild_index(root, args.game)
+            print(f"rebuilt {root / INDEX_NAME}: {dataset.num_episodes} episodes, "
+                  f"{dataset.num_steps} steps; left out (kept on disk): {skipped or 'nothing'}")  # fmt: skip
+        if args.move_orphans:
+            moved = move_orphans(root)
+            print(f"moved {len(moved)} orphan file(s) to {root / 'orphans'}")
+    report = verify_dataset(root)
+    print(f"{root}: {report['episodes']} episodes, {report['steps']} steps; "
+          f"{len(report['corrupt'])} damaged part(s), {len(report['orphans'])} orphan file(s)")  # fmt: skip
+    for line in report["corrupt"]:
+        print(f"  damaged: {line}")
+    for name in report["orphans"]:
+        print(f"  orphan (not in the index, never read): {name}")
+    return 0 if report["ok"] else 1
+
+
 def _cmd_eval_wm(args: argparse.Namespace) -> int:
     import json
 
@@ -224,6 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_collect)
 
+    p = sub.add_parser("dataset", help="check a dataset, rebuild a lost index, set orphans aside")
+    p.add_argument("action", choices=("verify", "repair"),
+                   help="verify: read every part against the index, list orphan files (exit 1 "
+                   "on a problem); repair: rebuild a missing index from the parts (--game) "
+                   "and/or move orphans to ROOT/orphans/ (--move-orphans); nothing is deleted")  # fmt: skip
+    p.add_argument("root", help="dataset directory")
+    p.add_argument("--game", default=None, help="repair: the game, to rebuild a missing index")
+    p.add_argument("--move-orphans", action="store_true", help="repair: move orphans aside")
+    p.set_defaults(func=_cmd_dataset)
+
     p = sub.add_parser("eval-wm", help="held-out fidelity of a world model on a dataset")
     p.add_argument("--checkpoint", required=True, help="world-model checkpoint directory")
     p.add_argument("--dataset", required=True, help="episode dataset (held-out play)")
@@ -370,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Command = args.func
     try:
         return func(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as err:
         print(f"diamond-env {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -133,7 +133,7 @@ def test_load_all_layout_and_reuse(tmp_path: Path) -> None:
     assert sub.episode_ids.tolist() == [2, 1] and sub.lengths.tolist() == [1, 2]
 
 
-def test_crash_between_part_and_index_leaves_an_ignored_orphan(
+def test_crash_between_part_and_index_leaves_an_orphan_that_is_never_read_nor_deleted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ds = new_dataset(tmp_path)
@@ -151,20 +151,91 @@ def test_crash_between_part_and_index_leaves_an_ignored_orphan(
             ds.append(make_part(5, 3))
     parts = tmp_path / "parts"
     (parts / ".000009_00000.npz.123.tmp").write_bytes(b"half written")  # a killed writer's temp
-    assert sorted(p.name for p in parts.iterdir()) == [
-        ".000009_00000.npz.123.tmp",
-        "000000_00000.npz",
-        "000000_00001.npz",
-        "000001_00000.npz",
-    ]
+    (parts / "notes.txt").write_text("a user's file")
+    before = {p.name: p.read_bytes() for p in parts.iterdir()}
+    assert sorted(before) == [".000009_00000.npz.123.tmp", "000000_00000.npz",
+                              "000000_00001.npz", "000001_00000.npz", "notes.txt"]  # fmt: skip
 
     ds = EpisodeDataset.open(tmp_path)
     assert (ds.num_steps, ds.num_episodes) == (3, 1)
     np.testing.assert_array_equal(ds.load_all().obs, a.obs)  # the orphans are never read
+    assert [p.name for p in ds.orphans()] == sorted(set(before) - {"000000_00000.npz"})
     c = make_part(2, 4)
-    assert ds.append(c) == 1  # the first write cleans the orphans
-    assert sorted(p.name for p in parts.iterdir()) == ["000000_00000.npz", "000001_00000.npz"]
+    with pytest.warns(UserWarning, match="4 file"):
+        assert ds.append(c) == 1  # reported, not deleted, not overwritten
+    after = {p.name: p.read_bytes() for p in parts.iterdir()}
+    assert {k: after[k] for k in before} == before
+    assert sorted(set(after) - set(before)) == ["000001_00000.1.npz"]
     np.testing.assert_array_equal(EpisodeDataset.open(tmp_path).load_episode(1).obs, c.obs)
+
+
+def test_a_second_writer_is_refused_until_the_first_dies(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from diamond_env.data.dataset import DatasetLockedError
+
+    new_dataset(tmp_path).append(make_part(3, 1))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from diamond_env.data.dataset import EpisodeDataset\n"
+         f"d = EpisodeDataset.open({str(tmp_path)!r})\nd.lock()\n"
+         "print('locked', flush=True)\ntime.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        ds = EpisodeDataset.open(tmp_path)  # reading needs no lock
+        with pytest.raises(DatasetLockedError, match=f"process {holder.pid}"):
+            ds.append(make_part(2, 2))
+        with pytest.raises(DatasetLockedError, match=f"process {holder.pid}"):
+            EpisodeDataset.open_or_create(tmp_path, game="Breakout", settings=SETTINGS,
+                                          num_actions=4, action_meanings=MEANINGS, lock=True)  # fmt: skip
+        assert EpisodeDataset.open(tmp_path).num_steps == 3  # nothing was written
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert ds.append(make_part(2, 2)) == 1  # a killed writer's lock is gone
+    assert EpisodeDataset.open(tmp_path).num_steps == 5
+
+
+def test_a_stale_writer_is_refused(tmp_path: Path) -> None:
+    stale = new_dataset(tmp_path)
+    EpisodeDataset.open(tmp_path).append(make_part(3, 1))  # another object wrote meanwhile
+    with pytest.raises(DatasetCorruptError, match="changed the dataset since it was opened"):
+        stale.append(make_part(2, 2))
+    assert EpisodeDataset.open(tmp_path).num_episodes == 1
+
+
+def test_a_lost_index_is_refused_then_rebuilt(tmp_path: Path) -> None:
+    from diamond_env.cli import main
+
+    ds = new_dataset(tmp_path)
+    a = make_part(3, 1)
+    ds.append(a)
+    ds.append(make_part(2, 2, first=a.obs[-1], term=True), episode_id=0)
+    ds.append(make_part(4, 3))
+    want = ds.load_all()
+    (tmp_path / "dataset.json").unlink()
+    parts = sorted(p.name for p in (tmp_path / "parts").iterdir())
+    with pytest.raises(FileExistsError, match="dataset repair"):
+        new_dataset(tmp_path)
+    assert main(["collect", "--game", "Breakout", "--steps", "10", "--out", str(tmp_path),
+                 "--quiet"]) == 2  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == parts  # nothing deleted
+    assert main(["dataset", "repair", str(tmp_path)]) == 2  # needs --game
+    assert main(["dataset", "repair", str(tmp_path), "--game", "Breakout"]) == 0
+    got = EpisodeDataset.open(tmp_path)
+    assert (got.num_episodes, got.num_steps) == (2, 9)
+    np.testing.assert_array_equal(got.load_all().obs, want.obs)
+    assert got.is_finished(0) and not got.is_finished(1)
+    assert main(["dataset", "verify", str(tmp_path)]) == 0
+    (tmp_path / "parts" / "stray.bin").write_bytes(b"x")
+    assert main(["dataset", "verify", str(tmp_path)]) == 1
+    assert main(["dataset", "repair", str(tmp_path), "--move-orphans"]) == 0
+    assert (tmp_path / "orphans" / "stray.bin").read_bytes() == b"x"
 
 
 def test_damaged_files_are_reported_by_name(tmp_path: Path) -> None:

@@ -211,10 +211,12 @@ class Collector:
 
 
 def open_game_dataset(root: Path, game: str) -> EpisodeDataset:
-    """Open (or start) the dataset of real ``game`` play in ``root`` with SPEC §1 settings.
+    """Open (or start) the dataset of real ``game`` play in ``root`` with SPEC §1 settings, as
+    its one writer (the lock is taken before the index is read).
 
     Raises:
         ValueError: ``root`` holds a dataset of another game or other env settings.
+        DatasetLockedError: another process is writing to it.
     """
     meanings = action_meanings(game)
     return EpisodeDataset.open_or_create(
@@ -223,6 +225,7 @@ def open_game_dataset(root: Path, game: str) -> EpisodeDataset:
         settings=ATARI_SETTINGS,
         num_actions=len(meanings),
         action_meanings=meanings,
+        lock=True,
     )
 
 

@@ -10,8 +10,15 @@ part's first frame repeats the previous part's last frame and is dropped when pa
 
 Writes are atomic: a part is written to a temporary file, fsynced and renamed, then the index is
 rewritten the same way. A crash between the two leaves an orphan part that no index entry names: it
-is never read, and the next writer removes it. Every read checks the part's crc32 and shapes against
-the index and raises :class:`DatasetCorruptError` naming the file on mismatch. One writer at a time.
+is never read, never overwritten and never deleted (a new part takes a free file name); writers
+report orphans, and ``diamond-env dataset verify|repair`` lists them, moves them aside or rebuilds a
+lost index from the parts. Every read checks the part's crc32 and shapes against the index and
+raises :class:`DatasetCorruptError` naming the file on mismatch.
+
+One writer at a time: the first write (or :meth:`EpisodeDataset.lock`) takes an exclusive OS lock
+on ``root/.writer.lock``, held until the dataset object is closed or collected, or its process ends
+(a killed writer releases it); a second writer gets :class:`DatasetLockedError` naming the holder's
+pid. Readers need no lock.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import io
 import itertools
 import json
 import os
+import re
+import warnings
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -35,10 +44,59 @@ from diamond_env.data.episode import FIELD_DTYPES, STEP_FIELDS, Episode, FlatDat
 FORMAT_VERSION = 1
 INDEX_NAME = "dataset.json"
 PARTS_DIR = "parts"
+LOCK_NAME = ".writer.lock"
+PART_NAME = re.compile(r"^(\d{6})_(\d{5})(?:\.\d+)?\.npz$")
 
 
 class DatasetCorruptError(ValueError):
     """A dataset file does not match its index (bad crc32, shape, missing file, unreadable)."""
+
+
+class DatasetLockedError(ValueError):
+    """Another process is writing to the dataset."""
+
+
+_HELD: dict[Path, list[Any]] = {}
+"""Writer locks this process holds, by resolved dataset root: [open lock file, users]."""
+
+
+def _take_writer_lock(root: Path) -> Path | None:
+    """Lock ``root/.writer.lock`` exclusively (our pid in it) for one more user in this process;
+    returns the key to give :func:`_release_writer_lock` (None where there is no OS lock)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no OS lock available
+        return None
+    root.mkdir(parents=True, exist_ok=True)
+    key = root.resolve()
+    if key in _HELD:
+        _HELD[key][1] += 1
+        return key
+    handle = open(root / LOCK_NAME, "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise DatasetLockedError(
+            f"dataset {root} is being written by process {holder} (lock {root / LOCK_NAME}); "
+            "wait until it ends or stop it: two writers would lose episodes"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    _HELD[key] = [handle, 1]
+    return key
+
+
+def _release_writer_lock(key: Path | None) -> None:
+    if key is None or key not in _HELD:
+        return
+    _HELD[key][1] -= 1
+    if _HELD[key][1] == 0:
+        _HELD.pop(key)[0].close()  # closing the file releases the flock
 
 
 @dataclass(frozen=True)
@@ -139,7 +197,22 @@ class EpisodeDataset:
             [PartInfo(**p) for p in ep["parts"]] for ep in index["episodes"]
         ]
         self._last_frames: dict[int, np.ndarray] = {}
-        self._cleaned = False
+        self._lock: Path | None = None
+        self._reported = False
+
+    def close(self) -> None:
+        """Give up the writer lock, if this object holds it (reading goes on working)."""
+        lock, self._lock = self._lock, None
+        _release_writer_lock(lock)
+
+    def __enter__(self) -> EpisodeDataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
 
     @classmethod
     def create(
@@ -151,10 +224,18 @@ class EpisodeDataset:
         action_meanings: Sequence[str],
         frame_shape: tuple[int, int, int] = (IMG_SIZE, IMG_SIZE, 3),
     ) -> EpisodeDataset:
-        """Start an empty dataset in ``root`` (created if needed; must not hold a dataset)."""
+        """Start an empty dataset in ``root`` (created if needed; must not hold a dataset, nor
+        part files without an index: those are kept for ``diamond-env dataset repair``)."""
         path = Path(root)
         if (path / INDEX_NAME).exists():
             raise FileExistsError(f"root: {path} already holds a dataset ({INDEX_NAME})")
+        parts = path / PARTS_DIR
+        if parts.is_dir() and any(PART_NAME.match(p.name) for p in parts.iterdir()):
+            raise FileExistsError(
+                f"root: {parts} holds part files but {path / INDEX_NAME} is missing; nothing was "
+                f"changed. Rebuild the index with `diamond-env dataset repair {path} --game <Game>` "
+                "or move the folder away"
+            )
         index = {
             "format_version": FORMAT_VERSION,
             **_identity(game, settings, num_actions, action_meanings, frame_shape),
@@ -197,11 +278,36 @@ class EpisodeDataset:
         num_actions: int,
         action_meanings: Sequence[str],
         frame_shape: tuple[int, int, int] = (IMG_SIZE, IMG_SIZE, 3),
+        lock: bool = False,
     ) -> EpisodeDataset:
         """Open ``root`` if it holds a dataset with the same game and settings, else create one.
 
         A dataset of another game, settings, action set or frame shape raises ``ValueError``.
+        With ``lock=True`` the writer lock is taken first (:meth:`lock`), so what is read is
+        what this writer will extend.
         """
+        key = _take_writer_lock(Path(root)) if lock else None
+        try:
+            dataset = cls._open_or_create(root, game, settings, num_actions, action_meanings,
+                                          frame_shape)  # fmt: skip
+        except BaseException:
+            _release_writer_lock(key)
+            raise
+        dataset._lock = key
+        if lock:
+            dataset.report_orphans()
+        return dataset
+
+    @classmethod
+    def _open_or_create(
+        cls,
+        root: str | os.PathLike[str],
+        game: str,
+        settings: dict[str, Any],
+        num_actions: int,
+        action_meanings: Sequence[str],
+        frame_shape: tuple[int, int, int],
+    ) -> EpisodeDataset:
         if not (Path(root) / INDEX_NAME).exists():
             return cls.create(root, game, settings, num_actions, action_meanings, frame_shape)
         dataset = cls.open(root)
@@ -294,11 +400,11 @@ class EpisodeDataset:
         else:
             self._check_continuation(part, episode_id)
             part_no = len(self._episodes[episode_id])
-        self._clean_orphans()
+        self.lock()
         buffer = io.BytesIO()
         np.savez(buffer, **{name: getattr(part, name) for name in FIELD_DTYPES})
         data = buffer.getvalue()
-        name = f"{episode_id:06d}_{part_no:05d}.npz"
+        name = self._free_name(episode_id, part_no)
         _atomic_write(self.root / PARTS_DIR / name, data)
         info = PartInfo(name, part.num_steps, zlib.crc32(data), part.finished)
         episodes = [list(ep) for ep in self._episodes]
@@ -317,6 +423,53 @@ class EpisodeDataset:
         self._last_frames[episode_id] = part.obs[-1].copy()
         return episode_id
 
+    def lock(self) -> None:
+        """Become the dataset's one writer (held until the process ends); raises
+        :class:`DatasetLockedError` naming the holder, or :class:`DatasetCorruptError` when
+        another writer changed the dataset since it was opened here."""
+        if self._lock is not None:
+            return
+        key = _take_writer_lock(self.root)
+        on_disk = json.loads((self.root / INDEX_NAME).read_text())
+        if (on_disk["num_steps"], len(on_disk["episodes"])) != (self.num_steps, self.num_episodes):
+            _release_writer_lock(key)
+            raise DatasetCorruptError(
+                f"{self.root / INDEX_NAME}: another writer changed the dataset since it was "
+                "opened here; open it again"
+            )
+        self._lock = key
+        self.report_orphans()
+
+    def orphans(self) -> list[Path]:
+        """Files in ``parts/`` that the index does not name (a crashed write, or foreign files)."""
+        named = {p.file for ep in self._episodes for p in ep}
+        parts = self.root / PARTS_DIR
+        if not parts.is_dir():
+            return []
+        return sorted(p for p in parts.iterdir() if p.name not in named)
+
+    def report_orphans(self) -> None:
+        """Warn (once) about :meth:`orphans`; they are left where they are."""
+        found = self.orphans()
+        if found and not self._reported:
+            warnings.warn(
+                f"dataset {self.root}: {len(found)} file(s) in parts/ that the index does not name "
+                f"(e.g. {found[0].name}; a write that was interrupted?). They are never read or "
+                f"deleted; `diamond-env dataset verify {self.root}` lists them, `repair "
+                "--move-orphans` moves them to orphans/",
+                stacklevel=3,
+            )
+        self._reported = True
+
+    def _free_name(self, episode_id: int, part_no: int) -> str:
+        """The part's file name, with a suffix when an orphan already has it (never overwritten)."""
+        name = f"{episode_id:06d}_{part_no:05d}.npz"
+        n = 0
+        while (self.root / PARTS_DIR / name).exists():
+            n += 1
+            name = f"{episode_id:06d}_{part_no:05d}.{n}.npz"
+        return name
+
     def _check_continuation(self, part: Episode, episode_id: int) -> None:
         parts = self._parts(episode_id)
         if parts[-1].finished:
@@ -328,18 +481,6 @@ class EpisodeDataset:
             raise ValueError(
                 f"part.obs[0]: expected the last stored frame of episode {episode_id}, got another"
             )
-
-    def _clean_orphans(self) -> None:
-        """Remove part and temporary files that the index does not name (left by a crash)."""
-        if self._cleaned:
-            return
-        named = {p.file for ep in self._episodes for p in ep}
-        for path in (self.root / PARTS_DIR).iterdir():
-            if path.name not in named:
-                path.unlink()
-        for path in self.root.glob(f".{INDEX_NAME}.*.tmp"):
-            path.unlink()
-        self._cleaned = True
 
     @staticmethod
     def _episode_entries(episodes: list[list[PartInfo]]) -> list[dict[str, Any]]:

@@ -76,7 +76,7 @@ _BUTTON_KEYS = {"UP": "w", "DOWN": "s", "LEFT": "a", "RIGHT": "d", "FIRE": " "}
 def keys_to_action(meanings: list[str]) -> dict[tuple[str, ...], int]:
     """ALE's keyboard mapping for ``gymnasium.utils.play``: w/a/s/d for the directions, space for
     FIRE, combinations for combined actions (``UPRIGHTFIRE`` = w + d + space), e for NOOP."""
-    mapping = {}
+    mapping: dict[tuple[str, ...], int] = {}
     for index, name in enumerate(meanings):
         rest, keys = name, []
         for button in ("UP", "DOWN", "LEFT", "RIGHT", "FIRE"):
