@@ -85,6 +85,10 @@ class RewEndConfig:
     """Width of the action embedding that drives adaptive group norm in the encoder."""
     lstm_dim: int = 512
     img_channels: int = 3
+    frame_difference: bool = False
+    """Low-budget aid, off in ``paper``: the encoder also sees ``next_obs - obs``, where a reward
+    (a brick gone, the score) or a life loss (the lives counter) shows alone. DIAMOND's encoder sees
+    the two frames only."""
 
 
 @dataclass(frozen=True)

@@ -131,3 +131,30 @@ def test_event_fraction_centres_windows_on_rewards_and_ends() -> None:
     np.testing.assert_array_equal(off.episode, ref.episode)
     with pytest.raises(ValueError, match="event_fraction"):
         SegmentSampler(data, 6, pad_after_end=True, event_fraction=1.5)
+
+
+def test_frame_difference_adds_next_minus_current_to_the_encoder_input() -> None:
+    from diamond_env.models.rew_end import RewEndModel
+
+    cfg = get_preset("tiny").rew_end
+    torch.manual_seed(0)
+    plain = RewEndModel(cfg, num_actions=4)
+    diff = RewEndModel(dataclasses.replace(cfg, frame_difference=True), num_actions=4)
+    assert diff.encoder.conv_in.in_channels == 9 and plain.encoder.conv_in.in_channels == 6
+    state = plain.state_dict()
+    weight = state["encoder.conv_in.weight"]
+    state["encoder.conv_in.weight"] = torch.cat([weight, torch.zeros_like(weight[:, :3])], dim=1)
+    diff.load_state_dict(state)
+    g = torch.Generator().manual_seed(3)
+    obs = torch.rand((2, 3, 3, 64, 64), generator=g) * 2 - 1
+    nxt = torch.rand((2, 3, 3, 64, 64), generator=g) * 2 - 1
+    act = torch.randint(0, 4, (2, 3), generator=g)
+    with torch.no_grad():
+        want = plain(obs, act, nxt)[:2]
+        got = diff(obs, act, nxt)[:2]  # zero weights on the difference: the plain model
+        torch.testing.assert_close(got, want)
+        diff.encoder.conv_in.weight[:, 6:] = 0.5
+        moved = diff(obs, act, nxt)[0]
+        same = diff(obs, act, obs)[0]
+    assert not torch.allclose(moved, want[0])  # the difference channels are read
+    assert not torch.allclose(same, moved)

@@ -52,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gap", type=float, default=5.0)
     args = p.parse_args(argv)
     marks = [float(m) for m in args.marks.split(",")]
-    print("| run | minutes | grad steps | PSNR h1 / h5 / h15 (dB) | copy h1 / h5 / h15 (dB) | "
-          "MAE on changing pixels | F1 reward / life loss / life loss in dream (majority: 0) |")
+    print(
+        "| run | minutes | grad steps | PSNR h1 / h5 / h15 (dB) | copy h1 / h5 / h15 (dB) | "
+        "MAE on changing pixels | F1 reward / life loss / life loss in dream (majority: 0) |"
+    )
     print("|---|---:|---:|---|---|---|---|")
     for run in args.runs:
         points = timeline(run, args.gap)

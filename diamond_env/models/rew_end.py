@@ -34,7 +34,8 @@ class RewEndEncoder(nn.Module):
         super().__init__()
         check_levels("RewEndConfig", config.channels, config.depths, config.attn_depths)
         chans, cond = config.channels, config.cond_channels
-        self.conv_in = conv3x3(2 * config.img_channels, chans[0])
+        inputs = (3 if config.frame_difference else 2) * config.img_channels
+        self.conv_in = conv3x3(inputs, chans[0])
         self.levels = nn.ModuleList()
         for i, (c, n, attn) in enumerate(
             zip(chans, config.depths, config.attn_depths, strict=True)
@@ -122,7 +123,10 @@ class RewEndModel(nn.Module):
         reward logits (B, T, 3), termination logits (B, T, 2), new state."""
         self._check_inputs(obs, act, next_obs)
         b, t = act.shape
-        pairs = torch.cat([obs, next_obs], dim=2).flatten(0, 1)
+        frames = (
+            [obs, next_obs, next_obs - obs] if self.config.frame_difference else [obs, next_obs]
+        )
+        pairs = torch.cat(frames, dim=2).flatten(0, 1)
         feats = self.encoder(pairs, self.act_emb(act.flatten())).reshape(b, t, -1)
         hx = None if state is None else (state[0][None].contiguous(), state[1][None].contiguous())
         out, (h, c) = self.lstm(feats, hx)
