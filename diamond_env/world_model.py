@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -222,9 +223,14 @@ class WorldModel(nn.Module):
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the checkpoint directory ``path`` atomically (build in a temp dir, then rename);
-        an existing checkpoint there is replaced. Returns the path."""
+        an existing checkpoint there is replaced. Returns the path.
+
+        A process killed in between leaves either the old or the new checkpoint complete under a
+        hidden name; :func:`recover_checkpoint` (run by :meth:`load` and by the next save) puts
+        it back and removes what such crashes left behind."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        recover_checkpoint(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             weights = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
@@ -276,6 +282,7 @@ class WorldModel(nn.Module):
         ``expected_game``. The contexts stay on the CPU; the modules go to ``device``.
         """
         root = Path(path)
+        recover_checkpoint(root)
         hint = (
             f"create one with `diamond-env train-wm --game {expected_game or '<Game>'} ...` "
             "(it writes a world-model checkpoint directory)"
@@ -324,6 +331,54 @@ class WorldModel(nn.Module):
             raise ValueError(f"{root / CONTEXTS_FILE}: {err}") from err
         model.contexts = contexts
         return model.to(device)
+
+
+STALE_SECONDS = 600.0
+"""A hidden temp/old checkpoint dir untouched this long is left over by a killed save."""
+
+
+def _complete(directory: Path) -> bool:
+    """Whether a checkpoint dir was fully written (config.json, written last, and every file
+    it records with a matching digest)."""
+    try:
+        meta = json.loads((directory / CONFIG_FILE).read_text())
+        digests = meta["sha256"]
+        return all(file_sha256(directory / n) == digests[n] for n in (MODEL_FILE, CONTEXTS_FILE))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def recover_checkpoint(target: str | os.PathLike[str], now: float | None = None) -> str | None:
+    """Repair what a killed :meth:`WorldModel.save` of ``target`` left behind.
+
+    With ``target`` missing, the newest complete hidden copy (a finished temp dir = the new
+    checkpoint, else the renamed old one) is renamed into place. Then hidden temp/old dirs of
+    ``target`` that are not in use (untouched for :data:`STALE_SECONDS`, or superseded) are
+    removed. Returns what was restored (``"new"`` / ``"old"``) or None.
+    """
+    target = Path(target)
+    parent = target.parent
+    if not parent.is_dir():
+        return None
+    now = time.time() if now is None else now
+    temps = sorted(parent.glob(f".{target.name}.tmp-*"), key=lambda p: p.stat().st_mtime)
+    olds = sorted(parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    restored = None
+    if not target.exists():
+        for kind, candidates in (("new", temps), ("old", olds)):
+            complete = [p for p in candidates if _complete(p)]
+            if complete:
+                os.replace(complete[-1], target)
+                restored = kind
+                break
+    if target.exists():
+        for leftover in [*olds, *temps]:
+            if not leftover.exists():
+                continue
+            stale = now - leftover.stat().st_mtime > STALE_SECONDS
+            if leftover.name.startswith(f".{target.name}.old-") or stale:
+                shutil.rmtree(leftover, ignore_errors=True)
+    return restored
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

@@ -209,3 +209,53 @@ def test_context_bank_validation() -> None:
             ContextBank(torch.zeros(2, 4, 64, 64, 3, dtype=torch.uint8), torch.full((2, 4), 4)),
         )
     assert len(WorldModel(get_preset("tiny"), "Breakout", MEANINGS).contexts) == 0
+
+
+@pytest.mark.parametrize("killed", [True, False])
+def test_a_save_killed_between_its_renames_is_recovered(tmp_path: Path, killed: bool) -> None:
+    """kill -9 (or an exception) after the old checkpoint was moved aside and before the new one
+    took its place: the next load finds a complete checkpoint, and leftovers are removed."""
+    import subprocess
+    import sys
+
+    from diamond_env.world_model import recover_checkpoint
+
+    path = tmp_path / "world_model"
+    _model(seed=1).save(path)
+    script = f"""
+import os, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_world_model import _model
+import diamond_env.world_model as w
+calls = []
+real = os.replace
+def replace(a, b):
+    calls.append(a)
+    if len(calls) == 2:  # tmp -> target, after target -> old
+        if {killed!r}:
+            os._exit(9)
+        raise KeyboardInterrupt
+    real(a, b)
+w.os.replace = replace
+try:
+    _model(seed=2).save({str(path)!r})
+except KeyboardInterrupt:
+    sys.exit(3)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == (9 if killed else 3), proc.stderr
+    assert not path.exists()  # the crash window
+    hidden = sorted(p.name.split("-")[0] for p in tmp_path.iterdir())
+    assert hidden == ([".world_model.old", ".world_model.tmp"] if killed else [".world_model.old"])
+    loaded = WorldModel.load(path)  # recovers
+    want = _model(seed=2 if killed else 1)  # killed: the new one was complete
+    for (k, a), b in zip(loaded.state_dict().items(), want.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=k)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["world_model"]
+    # an incomplete temp dir of a killed save is removed once stale, never the checkpoint
+    partial = tmp_path / ".world_model.tmp-dead"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"half")
+    assert recover_checkpoint(path) is None and partial.exists()  # may still be in use
+    recover_checkpoint(path, now=partial.stat().st_mtime + 3600)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["world_model"]
