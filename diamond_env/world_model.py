@@ -310,8 +310,14 @@ class WorldModel(nn.Module):
                 f"{root / CONFIG_FILE}: num_actions {meta['num_actions']} does not match "
                 f"{model.num_actions} action_meanings"
             )
-        digests = meta.get("sha256", {})  # absent from hand-made checkpoints
-        if not isinstance(digests, dict) or not set(digests) <= {MODEL_FILE, CONTEXTS_FILE}:
+        digests = meta.get("sha256")
+        if digests is None:
+            raise ValueError(
+                f"{root / CONFIG_FILE}: no sha256 digests of {MODEL_FILE} and {CONTEXTS_FILE}, so "
+                "the weights cannot be checked (written by hand or by an old tool); save the model "
+                "with WorldModel.save"
+            )
+        if not isinstance(digests, dict) or set(digests) != {MODEL_FILE, CONTEXTS_FILE}:
             raise ValueError(
                 f"{root / CONFIG_FILE}: sha256 must map {MODEL_FILE} and {CONTEXTS_FILE} to hex "
                 f"digests, got {digests!r}"

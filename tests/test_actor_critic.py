@@ -190,6 +190,21 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=CONFIG_FILE):
         ActorCritic.load(tmp_path)
 
+    # the weights carry a digest that loading checks, and requires
+    config.write_text(good_config)
+    altered = bytearray(good_weights)
+    altered[-1] ^= 0x01  # one bit of the last weight: same keys, same shapes
+    weights.write_bytes(bytes(altered))
+    with pytest.raises(ValueError, match=rf"{WEIGHTS_FILE}: sha256 .* altered or damaged"):
+        ActorCritic.load(tmp_path)
+    weights.write_bytes(good_weights)
+    del meta["config"]["extra"], meta["sha256"]
+    config.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="no sha256.*train the agent again"):
+        ActorCritic.load(tmp_path)
+    config.write_text(good_config)
+    ActorCritic.load(tmp_path)
+
 
 def test_diamond_initialisation_and_optimiser_groups() -> None:
     """DIAMOND's init and AdamW set-up (src/utils.py:134-147 configure_opt, :175-179

@@ -10,6 +10,7 @@ import torch
 from fake_world_model import set_constant_head
 from safetensors.torch import load_file, save_file
 
+from diamond_env.checkpoint import file_sha256
 from diamond_env.config import get_preset
 from diamond_env.frames import to_model
 from diamond_env.world_model import (
@@ -136,11 +137,11 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
 
 
 def test_missing_checkpoint_says_how_to_make_one(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"nowhere.*train_wm\.py --game Pong"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere.*diamond-env train-wm --game Pong"):
         WorldModel.load(tmp_path / "nowhere", expected_game="Pong")
     path = _model().save(tmp_path / "wm")
     (path / CONTEXTS_FILE).unlink()
-    with pytest.raises(FileNotFoundError, match=r"contexts\.safetensors.*train_wm\.py"):
+    with pytest.raises(FileNotFoundError, match=r"contexts\.safetensors.*train-wm"):
         WorldModel.load(path)
 
 
@@ -157,23 +158,34 @@ def test_corrupt_or_mismatched_checkpoints_raise(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"model\.safetensors: sha256 .* altered or damaged"):
         WorldModel.load(path)
 
-    # without recorded digests (a hand-made checkpoint) the structure checks still apply
+    # without recorded digests (a hand-made checkpoint) nothing is loaded
     meta = json.loads((path / CONFIG_FILE).read_text())
     del meta["sha256"]
     (path / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="no sha256 digests"):
+        WorldModel.load(path)
+
+    def record_digests() -> None:  # digests that match: the structure checks still apply
+        meta["sha256"] = {n: file_sha256(path / n) for n in (MODEL_FILE, CONTEXTS_FILE)}
+        (path / CONFIG_FILE).write_text(json.dumps(meta))
+
     weights["denoiser.act_emb.weight"] = torch.zeros(5, 8)  # a game with 5 actions
     save_file(weights, str(path / MODEL_FILE))
+    record_digests()
     with pytest.raises(ValueError, match=r"denoiser\.act_emb\.weight.*shape"):
         WorldModel.load(path)
     del weights["denoiser.act_emb.weight"]
     save_file(weights, str(path / MODEL_FILE))
+    record_digests()
     with pytest.raises(ValueError, match="missing"):
         WorldModel.load(path)
     (path / MODEL_FILE).write_bytes(good)
+    record_digests()
     WorldModel.load(path)  # the original bytes load again
 
     bank = load_file(str(path / CONTEXTS_FILE))
     save_file({"obs": bank["obs"].float(), "act": bank["act"]}, str(path / CONTEXTS_FILE))
+    record_digests()
     with pytest.raises(ValueError, match=r"contexts\.safetensors"):
         WorldModel.load(path)
 

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 from torch import nn
 
+from diamond_env.checkpoint import check_sha256, file_sha256
 from diamond_env.config import IMG_SIZE, ActorCriticConfig
 from diamond_env.frames import to_model
 from diamond_env.models.blocks import init_lstm
@@ -220,6 +221,8 @@ class ActorCritic(nn.Module):
         _atomic_write(
             out / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"config": text})
         )
+        meta["sha256"] = file_sha256(out / WEIGHTS_FILE)  # loading requires it
+        text = json.dumps(meta, indent=2)
         _atomic_write(out / CONFIG_FILE, lambda p: p.write_text(text + "\n"))
 
     @classmethod
@@ -230,12 +233,14 @@ class ActorCritic(nn.Module):
         file and ``ValueError`` naming a corrupt or mismatching one."""
         config_path = Path(directory) / CONFIG_FILE
         weights_path = Path(directory) / WEIGHTS_FILE
-        config, num_actions = _read_config(config_path)
+        config, num_actions, digest = _read_config(config_path)
         model = cls(config, num_actions)
         if not weights_path.is_file():
             raise FileNotFoundError(f"actor-critic weights not found: {weights_path}")
+        data = weights_path.read_bytes()
+        check_sha256(data, digest, weights_path)
         try:
-            tensors = load_file(str(weights_path))
+            tensors = load(data)
         except (SafetensorError, OSError, ValueError) as err:
             raise ValueError(f"{weights_path}: not a readable safetensors file ({err})") from err
         _check_tensors(model.state_dict(), tensors, weights_path)
@@ -278,7 +283,7 @@ def _validate_config(config: ActorCriticConfig, num_actions: int) -> None:
         )
 
 
-def _read_config(path: Path) -> tuple[ActorCriticConfig, int]:
+def _read_config(path: Path) -> tuple[ActorCriticConfig, int, str]:
     if not path.is_file():
         raise FileNotFoundError(
             f"actor-critic config not found: {path} (ActorCritic.save(directory) writes it)"
@@ -305,7 +310,13 @@ def _read_config(path: Path) -> tuple[ActorCriticConfig, int]:
         _validate_config(config, num_actions)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from err
-    return config, num_actions
+    digest = meta.get("sha256")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise ValueError(
+            f"{path}: no sha256 of {WEIGHTS_FILE}: it was written before diamond_env recorded "
+            "digests (or edited by hand), so its weights cannot be checked; train the agent again"
+        )
+    return config, num_actions, digest
 
 
 def _check_tensors(
