@@ -158,3 +158,13 @@ def test_frame_difference_adds_next_minus_current_to_the_encoder_input() -> None
         same = diff(obs, act, obs)[0]
     assert not torch.allclose(moved, want[0])  # the difference channels are read
     assert not torch.allclose(same, moved)
+
+
+def test_the_paper_preset_leaves_every_low_budget_aid_off() -> None:
+    paper = get_preset("paper")
+    assert not paper.denoiser.predict_change and paper.denoiser.sigma_offset_noise == 0.3
+    assert not paper.rew_end.frame_difference and paper.loop.rew_end_event_fraction == 0.0
+    assert paper.loop.denoiser_seq_len == 6 and paper.sampler.start == "unit"
+    cpu = get_preset("cpu")  # the measured CPU recipe (BENCHMARKS.md)
+    assert cpu.denoiser.predict_change and cpu.loop.rew_end_event_fraction == 0.5
+    assert cpu.denoiser_optim.lr == 1e-3 and cpu.loop.denoiser_seq_len == 6
