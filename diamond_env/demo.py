@@ -35,6 +35,7 @@ from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.metrics import read_metrics
 from diamond_env.options import opt
 from diamond_env.report import fidelity_lines, plot_psnr
+from diamond_env.runinfo import start_session
 from diamond_env.training.agents import TrainAgentOptions, train_agent, train_sb3_real
 from diamond_env.training.evaluate import EvalResult, evaluate, load_agent, reference_scores
 from diamond_env.training.train_wm import TrainWMOptions, train_world_model
@@ -75,6 +76,7 @@ def run_demo(opts: DemoOptions) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     game = canonical_game(opts.game)
     atomic_write_json(root / "demo_options.json", dataclasses.asdict(opts))
+    session = start_session(root, "demo", dataclasses.asdict(opts))
     timings = _read_json(root / "timings.json")
 
     def stage(name: str, done: bool, work: Any) -> None:
@@ -119,6 +121,7 @@ def run_demo(opts: DemoOptions) -> Path:
     report = root / "report.md"
     report.write_text(_report(root, game, opts, scores, timings), encoding="utf-8")
     print(f"wrote {report}")
+    session.finish(scores={k: v.get("mean") for k, v in scores.items()})
     return report
 
 

@@ -142,6 +142,17 @@ def test_held_out_denoising_loss_falls_on_real_frames(breakout_dataset: EpisodeD
 
 def test_eval_json_is_complete(tmp_path: Path, breakout_dataset: EpisodeDataset) -> None:
     train_world_model(_opts(tmp_path, breakout_dataset, steps=2))
+    run = json.loads((tmp_path / "run" / "run.json").read_text())  # what made the figures
+    assert run["command"] == "train-wm" and run["options"]["steps"] == 2
+    assert run["versions"]["torch"] == torch.__version__.split("+")[0] or run["versions"]["torch"]
+    assert (
+        run["machine"]["cpu_count"] and run["source"] is None or len(run["source"]["commit"]) == 40
+    )
+    assert [s["status"] for s in run["sessions"]] == ["finished"] and run["grad_steps"] == 2
+    train_world_model(_opts(tmp_path, breakout_dataset, steps=3, resume=True))
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert [s["status"] for s in run["sessions"]] == ["finished", "finished"]
+    assert run["grad_steps"] == 3 and run["sessions"][1]["start"] >= run["sessions"][0]["end"]
     results = json.loads((tmp_path / "run" / "eval_wm.json").read_text())
     assert set(results["psnr"]) == {"1", "5", "15"}
     assert set(results["reward_f1"]) == {"-1", "0", "1"} and set(results["end_f1"]) == {"0", "1"}

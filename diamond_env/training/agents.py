@@ -32,6 +32,7 @@ from diamond_env.metrics import MetricsLogger
 from diamond_env.models.actor_critic import ActorCritic
 from diamond_env.options import opt
 from diamond_env.progress import BudgetBar
+from diamond_env.runinfo import start_session
 from diamond_env.training.imagination import ImaginationTrainer
 from diamond_env.world_model import WorldModel
 
@@ -98,11 +99,13 @@ def train_agent(opts: TrainAgentOptions) -> Path:
         wm = prepare_from_options(wm, FastPathOptions.from_names(names))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "train_options.json", dataclasses.asdict(opts))
+    session = start_session(out, "train-agent", dataclasses.asdict(opts))
     seed_everything(opts.seed)
     if opts.algo == "actor-critic":
         _train_actor_critic(opts, wm, out)
     else:
         _train_sb3(opts, wm, out)
+    session.finish()
     return out
 
 

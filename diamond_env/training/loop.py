@@ -48,6 +48,7 @@ from diamond_env.metrics import MetricsLogger
 from diamond_env.models.actor_critic import ActorCritic
 from diamond_env.options import opt
 from diamond_env.paths import default_run_dir
+from diamond_env.runinfo import start_session
 from diamond_env.training.evaluate import ActorCriticPolicy, EvalResult, evaluate
 from diamond_env.training.imagination import ImaginationTrainer, ReplayContexts
 from diamond_env.training.wm_trainer import WorldModelTrainer, build_context_bank, make_samplers
@@ -126,6 +127,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                   fixed=_FIXED_ON_RESUME, markers=("resume.pt", "eval.json"))  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "options.json", dataclasses.asdict(opts))
+    session = start_session(run_dir, "train", dataclasses.asdict(opts))
     seed_everything(opts.seed)
     config = opts.config()
     dataset = open_game_dataset(run_dir / "dataset", opts.game)
@@ -143,12 +145,14 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         if not finished:
             print(f"stopped after epoch {run.epoch}/{run.total_epochs} (--max-minutes); "
                   f"continue with --resume --run-dir {run_dir}")  # fmt: skip
+            session.finish(stopped_at_epoch=run.epoch)
             return {"epoch": run.epoch, "total_epochs": run.total_epochs, "finished": False}
         result = _evaluate(run, config.loop.final_eval_episodes, seed=opts.seed + 10_000)
         log.log(run.epoch, _eval_scalars(result), kind="final_eval")
     payload = {**result.to_dict(), "epochs": run.epoch, "real_steps": dataset.num_steps,
                "preset": opts.preset, "finished": True}  # fmt: skip
     atomic_write_json(run_dir / "eval.json", payload)
+    session.finish(score=result.mean)
     print(result.summary())
     return payload
 

@@ -35,6 +35,7 @@ from diamond_env.metrics import MetricsLogger
 from diamond_env.options import opt
 from diamond_env.paths import default_run_dir
 from diamond_env.progress import BudgetBar
+from diamond_env.runinfo import start_session
 from diamond_env.training.wm_eval import evaluate_world_model
 from diamond_env.training.wm_trainer import (
     WorldModelTrainer,
@@ -131,6 +132,7 @@ def train_world_model(opts: TrainWMOptions) -> dict[str, Any]:
                   fixed=_FIXED_ON_RESUME)  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "options.json", dataclasses.asdict(opts))
+    session = start_session(run_dir, "train-wm", dataclasses.asdict(opts))
     config = apply_overrides(get_preset(opts.preset), opts.overrides)
     seed_everything(opts.seed)
     dataset = _load_data(opts, run_dir)
@@ -160,6 +162,7 @@ def train_world_model(opts: TrainWMOptions) -> dict[str, Any]:
     results["grad_steps"] = trainer.grad_steps
     results["test_episodes"] = len(split.test)
     atomic_write_json(run_dir / "eval_wm.json", results)
+    session.finish(grad_steps=trainer.grad_steps, headline=results.get("headline"))
     return results
 
 
