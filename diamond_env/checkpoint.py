@@ -148,3 +148,28 @@ def check_run_dir(
              if saved.get(k) != options[k]]  # fmt: skip
     if diffs:
         raise ValueError("--resume with a different configuration: " + "; ".join(diffs))
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch device that exists here; ``ValueError`` saying why otherwise (an
+    unknown name, CUDA asked for where torch has none or no GPU is visible, a GPU index too high)."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device: {device!r} is not a torch device name (e.g. 'cpu', 'cuda', "
+                         "'cuda:1')") from err  # fmt: skip
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "torch was built without CUDA" if torch.version.cuda is None else "no GPU visible"
+            raise ValueError(f"device: {device!r} asked for, but CUDA is not available here ({why},"
+                             f" torch {torch.__version__}); use device='cpu'")  # fmt: skip
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device: {device!r}, but only {torch.cuda.device_count()} GPU(s)")
+    elif dev.type not in ("cpu", "cuda"):
+        try:
+            torch.zeros(1, device=dev)
+        except (RuntimeError, NotImplementedError, AssertionError) as err:
+            raise ValueError(f"device: {device!r} is not usable here ({err})") from err
+    return dev

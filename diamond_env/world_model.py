@@ -26,7 +26,7 @@ from safetensors.torch import load, save_file
 from torch import nn
 
 from diamond_env import __version__
-from diamond_env.checkpoint import check_sha256, file_sha256
+from diamond_env.checkpoint import check_sha256, file_sha256, resolve_device
 from diamond_env.config import IMG_SIZE, Config, SamplerConfig
 from diamond_env.models.denoiser import Denoiser, quantize_floor
 from diamond_env.models.rew_end import LstmState, RewEndModel
@@ -282,6 +282,7 @@ class WorldModel(nn.Module):
         ``expected_game``. The contexts stay on the CPU; the modules go to ``device``.
         """
         root = Path(path)
+        device = resolve_device(device)
         recover_checkpoint(root)
         hint = (
             f"create one with `diamond-env train-wm --game {expected_game or '<Game>'} ...` "

@@ -25,6 +25,7 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
+from diamond_env.checkpoint import resolve_device
 from diamond_env.config import SamplerConfig
 from diamond_env.frames import to_model
 from diamond_env.models.rew_end import LstmState
@@ -118,7 +119,7 @@ class DreamSimulator:
         self.reward_mode = reward_mode
         self.autoreset = bool(autoreset)
         model_device = torch.device(world_model.device)
-        self.device = model_device if device is None else torch.device(device)
+        self.device = model_device if device is None else resolve_device(device)
         if self.device != model_device:
             raise ValueError(
                 f"device: the world model is on {model_device}, got device={str(self.device)!r}; "

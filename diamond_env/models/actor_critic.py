@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 from torch import nn
 
-from diamond_env.checkpoint import check_sha256, file_sha256
+from diamond_env.checkpoint import check_sha256, file_sha256, resolve_device
 from diamond_env.config import IMG_SIZE, ActorCriticConfig
 from diamond_env.frames import to_model
 from diamond_env.models.blocks import init_lstm
@@ -233,6 +233,7 @@ class ActorCritic(nn.Module):
         file and ``ValueError`` naming a corrupt or mismatching one."""
         config_path = Path(directory) / CONFIG_FILE
         weights_path = Path(directory) / WEIGHTS_FILE
+        device = resolve_device(device)
         config, num_actions, digest = _read_config(config_path)
         model = cls(config, num_actions)
         if not weights_path.is_file():

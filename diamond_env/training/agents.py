@@ -23,6 +23,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from diamond_env.checkpoint import (
     atomic_write_json,
     load_resume_state,
+    resolve_device,
     rng_state,
     save_resume_state,
     seed_everything,
@@ -76,6 +77,7 @@ class TrainAgentOptions:
     def validate(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"algo: expected one of {list(ALGOS)}, got {self.algo!r}")
+        resolve_device(self.device)
         for name in ("steps", "num_envs", "n_stack", "horizon", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)}")

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from diamond_env.atari import canonical_game, make_atari_env
@@ -35,6 +34,7 @@ from diamond_env.checkpoint import (
     atomic_write_json,
     check_run_dir,
     load_resume_state,
+    resolve_device,
     rng_state,
     save_resume_state,
     seed_everything,
@@ -90,6 +90,7 @@ class TrainOptions:
 
     def validate(self) -> None:
         loop = self.config().loop
+        resolve_device(self.device)
         if self.real_steps < 0:
             raise ValueError(f"real_steps: expected >= 0, got {self.real_steps}")
         if loop.real_steps < loop.initial_steps_min:
@@ -191,7 +192,7 @@ def minority_rewards(dataset: EpisodeDataset) -> int:
 
 
 def _build(opts: TrainOptions, config: Config, run_dir: Path, dataset: EpisodeDataset) -> _Run:
-    device = torch.device(opts.device)
+    device = resolve_device(opts.device)
     data = dataset.load_all()
     bank = build_context_bank(data, opts.num_contexts, config.denoiser.num_context,
                               np.random.default_rng(opts.seed))  # fmt: skip

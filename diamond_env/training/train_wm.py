@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from diamond_env.checkpoint import (
     atomic_write_json,
     check_run_dir,
     load_resume_state,
+    resolve_device,
     rng_state,
     save_resume_state,
     seed_everything,
@@ -90,6 +90,7 @@ class TrainWMOptions:
 
     def validate(self) -> None:
         apply_overrides(get_preset(self.preset), self.overrides)
+        resolve_device(self.device)
         for name in ("steps", "real_steps", "save_every", "log_every", "num_contexts", "num_envs"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)}")
@@ -142,7 +143,7 @@ def train_world_model(opts: TrainWMOptions) -> dict[str, Any]:
     bank = build_context_bank(train_data, opts.num_contexts, config.denoiser.num_context,
                               np.random.default_rng(opts.seed))  # fmt: skip
     wm = WorldModel(config, dataset.game, dataset.action_meanings, bank)
-    device = torch.device(opts.device)
+    device = resolve_device(opts.device)
     wm.to(device)
     trainer = WorldModelTrainer(wm, config, device)
     samplers = make_samplers(config, train_data, opts.seed)
