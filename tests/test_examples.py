@@ -54,3 +54,13 @@ def test_ppo_in_dream_trains_saves_and_scores_in_the_real_game(
     policy.reset(np.ones(2, dtype=bool))
     actions = policy(np.zeros((2, 64, 64, 3), dtype=np.uint8))
     assert actions.shape == (2,) and ((0 <= actions) & (actions < 4)).all()
+
+
+def test_plain_gymnasium_loop_and_subprocess_workers(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    cmd = [sys.executable, str(EXAMPLES / "plain_gymnasium_loop.py"), "--checkpoint",
+           str(tiny_checkpoint), "--steps", "24", "--num-envs", "3", "--workers", "2"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "batched: 3 envs" in proc.stdout and "obs (3, 64, 64, 3) uint8" in proc.stdout
+    assert "subprocess workers: 2 envs stepped, obs (2, 64, 64, 3) uint8" in proc.stdout
