@@ -64,3 +64,37 @@ def test_fastpath_option_reaches_the_dream(tiny_checkpoint: Path, tmp_path: Path
     assert load_agent(out)[1]["kind"] == "actor_critic"
     assert main(["train-agent", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "x"),
                  "--fastpath", "warp_drive"]) == 2  # fmt: skip
+
+
+def test_sb3_saves_periodically_and_resumes_in_the_same_world_model_only(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from diamond_env.world_model import WorldModel
+
+    out = tmp_path / "ppo"
+    base = ["train-agent", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--algo",
+            "ppo", "--num-envs", "2", "--num-denoising-steps", "1", "--save-every", "1",
+            "--no-progress"]  # fmt: skip
+    assert main([*base, "--steps", "512"]) == 0
+    assert json.loads((out / "sb3_resume.json").read_text())["num_timesteps"] == 512
+    first = load_agent(out)[0].model.policy.state_dict()
+    assert main([*base, "--steps", "512"]) == 2  # not without --resume
+    # SB3 stops at the step budget before training on the rollout that reaches it: 2 rollouts
+    assert main([*base, "--steps", "1024", "--resume"]) == 0
+    policy, _ = load_agent(out)
+    assert policy.model.num_timesteps == 1024  # continued, not restarted
+    changed = [
+        k for k, v in policy.model.policy.state_dict().items() if not torch.equal(v, first[k])
+    ]
+    assert changed  # and it learned on from the saved weights
+    assert [m["step"] for m in read_metrics(out)][-1] >= 512
+    other = tmp_path / "other_wm"
+    wm = WorldModel.load(tiny_checkpoint)
+    with torch.no_grad():
+        next(wm.parameters()).add_(0.01)
+    wm.save(other)
+    capsys.readouterr()
+    assert main([*base[:2], str(other), *base[3:], "--steps", "1536", "--resume"]) == 2
+    assert "their weights differ" in capsys.readouterr().err

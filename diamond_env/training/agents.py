@@ -12,6 +12,8 @@ stable-baselines3 ``CnnPolicy`` on :func:`diamond_env.envs.sb3.make_sb3_env` wit
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,13 +67,15 @@ class TrainAgentOptions:
     num_denoising_steps: int = opt(0, "denoising steps per dreamed frame; 0: the checkpoint's")
     device: str = opt("cpu", "torch device: cpu | cuda")
     seed: int = opt(0, "seed of the agent and the dreams")
-    save_every: int = opt(100, "actor-critic: gradient steps between saves")
+    save_every: int = opt(
+        100, "gradient steps (actor-critic) or x100 environment steps (SB3) between saves"
+    )
     max_minutes: float = opt(0.0, "stop (and save) after this much training time; 0: no limit")
     fastpath: str = opt(
         "auto", "dream speed options: auto (measured per device) | plain | comma-separated "
         "names from channels_last,bf16,fp16,inference_mode,compile,cuda_graphs"
     )  # fmt: skip
-    resume: bool = opt(False, "actor-critic: continue the run in --out")
+    resume: bool = opt(False, "continue the run in --out (same world model)")
     progress: bool = opt(True, "show a progress bar")
 
     def validate(self) -> None:
@@ -83,23 +87,29 @@ class TrainAgentOptions:
                 raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)}")
         if self.num_denoising_steps < 0:
             raise ValueError(f"num_denoising_steps: expected >= 0, got {self.num_denoising_steps}")
-        if self.resume and self.algo != "actor-critic":
-            raise ValueError("resume: only --algo actor-critic runs can be resumed")
 
 
 def train_agent(opts: TrainAgentOptions) -> Path:
     """Train the agent ``opts`` describes in the dream; returns the agent directory."""
     opts.validate()
     out = Path(opts.out)
-    if not opts.resume and (out / "agent.json").exists():
-        raise ValueError(f"{out} already holds an agent; pass --resume or choose another --out")
+    started = [n for n in ("agent.json", "resume.pt", SB3_CHECKPOINT) if (out / n).exists()]
+    if not opts.resume and started:
+        raise ValueError(
+            f"{out} already holds an agent or a run ({started[0]}); pass --resume or choose "
+            "another --out"
+        )
     wm = WorldModel.load(opts.checkpoint, device=opts.device)
     from diamond_env.fastpath import FastPathOptions, prepare_from_options, resolve_fastpath
 
     names = resolve_fastpath(opts.fastpath, wm.device)
     if names:
         wm = prepare_from_options(wm, FastPathOptions.from_names(names))
+    identity = _world_model_identity(Path(opts.checkpoint))
+    if opts.resume:
+        _check_same_world_model(out, identity)
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / WORLD_MODEL_ID, identity)
     atomic_write_json(out / "train_options.json", dataclasses.asdict(opts))
     session = start_session(out, "train-agent", dataclasses.asdict(opts))
     seed_everything(opts.seed)
@@ -109,6 +119,28 @@ def train_agent(opts: TrainAgentOptions) -> Path:
         _train_sb3(opts, wm, out)
     session.finish()
     return out
+
+
+WORLD_MODEL_ID = "world_model_id.json"
+
+
+def _world_model_identity(checkpoint: Path) -> dict[str, Any]:
+    """What identifies the world model an agent trains in: its files' digests."""
+    meta = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    return {"checkpoint": str(checkpoint), "game": meta["game"], "sha256": meta["sha256"]}
+
+
+def _check_same_world_model(out: Path, identity: dict[str, Any]) -> None:
+    path = out / WORLD_MODEL_ID
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: {path} is missing; {out} holds no resumable run")
+    before = json.loads(path.read_text(encoding="utf-8"))
+    if before.get("sha256") != identity["sha256"]:
+        raise ValueError(
+            f"--resume: {out} was trained in the world model {before.get('checkpoint')}, not in "
+            f"{identity['checkpoint']} (their weights differ); resume with that one or start a "
+            "new --out"
+        )
 
 
 def _train_actor_critic(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> None:
@@ -177,9 +209,17 @@ def _train_sb3(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> None:
     model = make_sb3_model(opts.algo, stacked, opts.seed, opts.device, out / "tensorboard")
     if opts.algo == "dqn":
         model.learning_starts = min(10_000, max(opts.steps // 10, model.batch_size))
+    done = 0
+    if opts.resume:
+        done = _load_sb3_checkpoint(model, out)
+    every = 100 * opts.save_every
     with MetricsLogger(out, tensorboard=False) as log:
-        callback = _ProgressCallback(opts.steps, log, opts.progress, opts.max_minutes)
-        model.learn(opts.steps, callback=callback)
+        callback = _ProgressCallback(opts.steps, log, opts.progress, opts.max_minutes, start=done,
+                                     save=lambda m: _save_sb3_checkpoint(m, out),
+                                     save_every=every)  # fmt: skip
+        if done < opts.steps:
+            model.learn(opts.steps - done, callback=callback, reset_num_timesteps=not done)
+    _save_sb3_checkpoint(model, out)
     model.save(out / "model.zip")
     # sampled at test time like DIAMOND's agent: an argmax policy that never presses FIRE plays
     # Breakout until the 108k-frame cap (`evaluate --deterministic` still gives the argmax)
@@ -190,19 +230,48 @@ def _train_sb3(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> None:
     stacked.close()
 
 
-class _ProgressCallback(BaseCallback):
-    """tqdm over environment steps, the mean episode return into metrics.jsonl, and a stop at
-    ``total`` steps or the deadline."""
+SB3_CHECKPOINT = "checkpoint.zip"
+SB3_RESUME = "sb3_resume.json"
 
-    def __init__(self, total: int, log: MetricsLogger, progress: bool, max_minutes: float) -> None:
+
+def _save_sb3_checkpoint(model: Any, out: Path) -> None:
+    """The weights and optimiser state (``checkpoint.zip``, replaced atomically) and the step
+    count (``sb3_resume.json``) that :func:`_load_sb3_checkpoint` reads back."""
+    tmp = out / f".{SB3_CHECKPOINT}.tmp.zip"
+    model.save(tmp)
+    os.replace(tmp, out / SB3_CHECKPOINT)
+    atomic_write_json(out / SB3_RESUME, {"num_timesteps": int(model.num_timesteps)})
+
+
+def _load_sb3_checkpoint(model: Any, out: Path) -> int:
+    """Put the saved weights and optimiser state into ``model`` (read as tensors with
+    ``weights_only`` loading, no pickled data) and return the steps already done. A DQN replay
+    buffer is not kept: it refills from the dream."""
+    if not (out / SB3_RESUME).exists() or not (out / SB3_CHECKPOINT).exists():
+        raise FileNotFoundError(f"--resume: no SB3 checkpoint in {out} ({SB3_CHECKPOINT})")
+    done = int(json.loads((out / SB3_RESUME).read_text(encoding="utf-8"))["num_timesteps"])
+    model.set_parameters(str(out / SB3_CHECKPOINT), exact_match=True)
+    model.num_timesteps = done
+    return done
+
+
+class _ProgressCallback(BaseCallback):
+    """tqdm over environment steps, the mean episode return into metrics.jsonl, a checkpoint
+    every ``save_every`` steps, and a stop at ``total`` steps or the deadline."""
+
+    def __init__(self, total: int, log: MetricsLogger, progress: bool, max_minutes: float,
+                 start: int = 0, save: Any = None, save_every: int = 0) -> None:  # fmt: skip
         super().__init__()
         self.total, self.log, self.progress = total, log, progress
         self.max_minutes, self.deadline = max_minutes, _deadline(max_minutes)
         self.bar: BudgetBar | None = None
-        self.next_log = 0
+        self.next_log = start
+        self.start, self.save, self.save_every = start, save, save_every
+        self.next_save = start + save_every
 
     def _on_training_start(self) -> None:
-        self.bar = BudgetBar(self.total, 0, "sb3", self.max_minutes, disable=not self.progress)
+        self.bar = BudgetBar(self.total, self.start, "sb3", self.max_minutes,
+                             disable=not self.progress)  # fmt: skip
 
     def _on_step(self) -> bool:
         assert self.bar is not None
@@ -214,6 +283,9 @@ class _ProgressCallback(BaseCallback):
                 returns = [float(e["r"]) for e in episodes]
                 self.log.log(self.num_timesteps, {"episode_return": float(np.mean(returns))})
                 self.bar.postfix.update(episode_return=round(float(np.mean(returns)), 2))
+        if self.save is not None and self.save_every and self.num_timesteps >= self.next_save:
+            self.next_save = self.num_timesteps + self.save_every
+            self.save(self.model)
         # SB3 rounds up to whole rollouts; stopping here never spends more than ``total`` steps
         return self.num_timesteps < self.total and time.monotonic() < self.deadline
 
