@@ -87,7 +87,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def seed_everything(seed: int) -> None:
-    """One seed for Python, NumPy and torch."""
+    """One seed for Python, NumPy and torch (an int in [0, 2**63))."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed: expected an int in [0, 2**63), got {seed!r}")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -131,6 +133,8 @@ def check_run_dir(
     it, ``resume.pt`` must exist (FileNotFoundError) and ``options[k]`` must equal the run's
     ``options.json`` for every ``k`` in ``fixed`` (ValueError listing each difference).
     """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{run_dir} is a file, not a run directory; choose another --run-dir")
     if not resume:
         if any((run_dir / name).exists() for name in markers):
             raise ValueError(

@@ -33,3 +33,42 @@ def test_commands_refuse_a_device_in_one_line(
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "device:" in err[0], err
     assert not (tmp_path / "wm" / "dataset").exists()  # refused before collecting anything
+
+
+def test_huge_seeds_and_closed_envs_are_refused_clearly() -> None:
+    import gymnasium as gym
+    from fake_world_model import FakeWorldModel
+
+    from diamond_env.checkpoint import seed_everything
+
+    with pytest.raises(ValueError, match=r"seed: expected an int in \[0, 2\*\*63\)"):
+        seed_everything(2**70)
+    env = gym.make("DiamondDream-Breakout-v0", world_model=FakeWorldModel())
+    with pytest.raises(ValueError, match="seed: expected an int in"):
+        env.reset(seed=2**70)
+    env = gym.make("DiamondDream-Breakout-v0", world_model=FakeWorldModel())
+    env.reset(seed=2**62)
+    env.step(0)
+    env.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        env.step(0)
+    venv = gym.make_vec("DiamondDream-Breakout-v0", num_envs=2, world_model=FakeWorldModel())
+    with pytest.raises(ValueError, match="seed: expected"):
+        venv.reset(seed=2**63 - 1)  # env 1 would get 2**63
+    venv.reset(seed=[0, 2**63 - 1])
+    venv.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        venv.reset(seed=0)
+
+
+def test_a_run_directory_that_is_a_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert main(["train-wm", "--steps", "1", "--run-dir", str(afile)]) == 2
+    assert main(["train", "--run-dir", str(afile)]) == 2
+    assert main(["train-agent", "--checkpoint", str(tmp_path), "--out", str(afile)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all("is a file" in line for line in err), err
+    assert afile.read_text() == "mine"

@@ -169,6 +169,10 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
         """Keyboard mapping for ``gymnasium.utils.play``, as ALE's (see :func:`keys_to_action`)."""
         return keys_to_action(self.simulator.action_meanings)
 
+    def close_extras(self, **kwargs: Any) -> None:
+        """Free the simulator's buffers; a later ``reset``/``step`` raises ``RuntimeError``."""
+        self.simulator.close()
+
     def reset(
         self,
         *,
@@ -285,6 +289,10 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
     def get_keys_to_action(self) -> dict[tuple[str, ...], int]:
         """Keyboard mapping for ``gymnasium.utils.play``, as ALE's (see :func:`keys_to_action`)."""
         return keys_to_action(self.simulator.action_meanings)
+
+    def close(self) -> None:
+        """Free the simulator's buffers; a later ``reset``/``step`` raises ``RuntimeError``."""
+        self.simulator.close()
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

@@ -33,6 +33,8 @@ from diamond_env.paths import resolve_checkpoint
 from diamond_env.world_model import WorldModel
 
 SAMPLERS = ("euler", "heun")
+MAX_SEED = 2**63
+"""Seeds must fit torch's generators (a signed 64-bit integer)."""
 REWARD_MODES = ("sample", "mean")
 SeedArg = int | Sequence[int | None] | None
 
@@ -183,7 +185,17 @@ class DreamSimulator:
         """Steps (N,) int64 taken since each env's last reset (a copy)."""
         return self._elapsed.clone()
 
+    def close(self) -> None:
+        """Release the buffers; any later ``reset``/``step`` raises ``RuntimeError``."""
+        self._closed = True
+        self._obs = None
+
+    def _check_open(self) -> None:
+        if getattr(self, "_closed", False):
+            raise RuntimeError("DreamSimulator: the env was closed; make a new one")
+
     def _buffers(self) -> torch.Tensor:
+        self._check_open()
         if self._obs is None:
             raise RuntimeError("DreamSimulator: call reset() before step() or reading buffers")
         return self._obs
@@ -203,6 +215,7 @@ class DreamSimulator:
         from instead of a random one (None entries draw; the draw happens either way, so the
         generator streams do not shift). Returns the current frames (N, 3, H, W) float32.
         """
+        self._check_open()
         envs = self._mask_indices(mask)
         if self._obs is None and len(envs) != self.num_envs:
             raise ValueError("mask: the first reset must reset every env (all True)")
@@ -231,11 +244,16 @@ class DreamSimulator:
     def _per_env_seeds(self, seed: SeedArg) -> list[int | None]:
         if isinstance(seed, int) and not isinstance(seed, bool):
             _check_int("seed", seed, 0)
+            if seed + self.num_envs > MAX_SEED:
+                raise ValueError(f"seed: expected an int in [0, 2**63 - num_envs), got {seed}")
             return [seed + i for i in range(self.num_envs)]
         if isinstance(seed, Sequence) and len(seed) == self.num_envs:
-            return [
+            seeds = [
                 None if s is None else _check_int(f"seed[{i}]", s, 0) for i, s in enumerate(seed)
             ]
+            if any(s is not None and s >= MAX_SEED for s in seeds):
+                raise ValueError(f"seed: expected ints in [0, 2**63), got {list(seed)}")
+            return seeds
         raise ValueError(
             f"seed: expected None, an int >= 0 or a sequence of {self.num_envs} ints/None, "
             f"got {seed!r}"

@@ -93,6 +93,8 @@ def train_agent(opts: TrainAgentOptions) -> Path:
     """Train the agent ``opts`` describes in the dream; returns the agent directory."""
     opts.validate()
     out = Path(opts.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not an agent directory; choose another --out")
     started = [n for n in ("agent.json", "resume.pt", SB3_CHECKPOINT) if (out / n).exists()]
     if not opts.resume and started:
         raise ValueError(
