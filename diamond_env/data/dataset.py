@@ -286,38 +286,26 @@ class EpisodeDataset:
         With ``lock=True`` the writer lock is taken first (:meth:`lock`), so what is read is
         what this writer will extend.
         """
-        key = _take_writer_lock(Path(root)) if lock else None
+        lock_key = _take_writer_lock(Path(root)) if lock else None
         try:
-            dataset = cls._open_or_create(root, game, settings, num_actions, action_meanings,
-                                          frame_shape)  # fmt: skip
+            if not (Path(root) / INDEX_NAME).exists():
+                dataset = cls.create(root, game, settings, num_actions, action_meanings,
+                                     frame_shape)  # fmt: skip
+            else:
+                dataset = cls.open(root)
+                wanted = _identity(game, settings, num_actions, action_meanings, frame_shape)
+                for key, value in wanted.items():
+                    if dataset._meta[key] != value:
+                        raise ValueError(
+                            f"{key}: dataset in {dataset.root} holds {dataset._meta[key]!r}, "
+                            f"requested {value!r}"
+                        )
         except BaseException:
-            _release_writer_lock(key)
+            _release_writer_lock(lock_key)
             raise
-        dataset._lock = key
+        dataset._lock = lock_key
         if lock:
             dataset.report_orphans()
-        return dataset
-
-    @classmethod
-    def _open_or_create(
-        cls,
-        root: str | os.PathLike[str],
-        game: str,
-        settings: dict[str, Any],
-        num_actions: int,
-        action_meanings: Sequence[str],
-        frame_shape: tuple[int, int, int],
-    ) -> EpisodeDataset:
-        if not (Path(root) / INDEX_NAME).exists():
-            return cls.create(root, game, settings, num_actions, action_meanings, frame_shape)
-        dataset = cls.open(root)
-        wanted = _identity(game, settings, num_actions, action_meanings, frame_shape)
-        for key, value in wanted.items():
-            if dataset._meta[key] != value:
-                raise ValueError(
-                    f"{key}: dataset in {dataset.root} holds {dataset._meta[key]!r}, "
-                    f"requested {value!r}"
-                )
         return dataset
 
     @property
