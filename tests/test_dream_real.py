@@ -45,9 +45,11 @@ def test_make_vec_on_a_real_checkpoint(tiny_checkpoint: Path) -> None:
         done = term | trunc
         assert all(f.shape == (64, 64, 3) for f in info.get("final_obs", [])[done])
         elapsed[done] = 0
-    envs.close()
     with pytest.raises(ValueError, match=r"actions"):
         envs.step(np.array([0, 1, 4]))
+    envs.close()
+    with pytest.raises(RuntimeError, match="closed"):  # a closed env is not used by accident
+        envs.step(np.array([0, 1, 2]))
 
 
 def test_sb3_ppo_in_the_dream_then_scored_in_the_real_game(
