@@ -72,9 +72,9 @@ def checkpoint_candidates(game: str) -> list[Path]:
     if "DIAMOND_ENV_HOME" in os.environ:
         places.append(Path(os.environ["DIAMOND_ENV_HOME"]) / game / "world_model")
     places.append(Path("runs") / game / "world_model")
-    shipped = pretrained().get(game)
-    if shipped is not None:
-        places.append(shipped.world_model)
+    shipped = PRETRAINED_ROOT / game / "world_model"
+    if (shipped / "config.json").exists():
+        places.append(shipped)
     return places
 
 

@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 
 from diamond_env.data.dataset import (
+    FORMAT_VERSION,
     INDEX_NAME,
     PART_NAME,
     PARTS_DIR,
     DatasetCorruptError,
     EpisodeDataset,
     PartInfo,
+    _identity,
     _release_writer_lock,
     _take_writer_lock,
 )
@@ -107,10 +109,11 @@ def _rebuild(path: Path, game: str) -> tuple[EpisodeDataset, list[str]]:
         if infos:
             episodes.append(infos)
     index = {
-        "format_version": 1, "game": canonical_game(game), "settings": ATARI_SETTINGS,
-        "num_actions": len(meanings), "action_meanings": list(meanings),
-        "frame_shape": frame_shape, "num_steps": steps, "num_episodes": len(episodes),
-        "reward_counts": counts, "episodes": EpisodeDataset._episode_entries(episodes),
+        "format_version": FORMAT_VERSION,
+        **_identity(canonical_game(game), ATARI_SETTINGS, len(meanings), meanings,
+                    (frame_shape[0], frame_shape[1], frame_shape[2])),
+        "num_steps": steps, "num_episodes": len(episodes), "reward_counts": counts,
+        "episodes": EpisodeDataset._episode_entries(episodes),
     }  # fmt: skip
     shell = EpisodeDataset(path, index)
     shell._write_index(index)

@@ -147,6 +147,7 @@ class DreamSimulator:
             seed = int(torch.randint(0, 2**62, (1,)).item())
         self._seed_generators(self._per_env_seeds(seed), range(self.num_envs))
         self._obs: torch.Tensor | None = None
+        self._closed = False
         self._act = torch.zeros((self.num_envs, self.num_context), dtype=torch.int64)
         self._state: LstmState | None = None
         self._elapsed = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
@@ -191,7 +192,7 @@ class DreamSimulator:
         self._obs = None
 
     def _check_open(self) -> None:
-        if getattr(self, "_closed", False):
+        if self._closed:
             raise RuntimeError("DreamSimulator: the env was closed; make a new one")
 
     def _buffers(self) -> torch.Tensor:
