@@ -171,7 +171,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
     path = cmd_video(
         args.checkpoint, args.dataset, args.out, agent=args.agent, horizon=args.horizon,
         num_rollouts=args.rollouts, agent_steps=args.agent_steps, seed=args.seed,
-        scale=args.scale, fps=args.fps, device=args.device,
+        scale=args.scale, fps=args.fps, device=args.device, trust_pickle=args.trust_pickle,
     )  # fmt: skip
     print(f"wrote {path}")
     return 0
@@ -195,7 +195,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
     result = play(
         args.checkpoint, agent=args.agent, real=args.real, game=args.game, horizon=args.horizon,
         seed=args.seed, scale=args.scale, fps=args.fps, device=args.device,
-        max_frames=args.max_frames, record=args.record,
+        max_frames=args.max_frames, record=args.record, trust_pickle=args.trust_pickle,
     )  # fmt: skip
     print(f"{result.steps} steps, episode returns {result.returns}")
     for path in result.recorded:
@@ -209,7 +209,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     cmd_evaluate(
         args.agent, args.game, args.episodes, args.out, seed=args.seed, video=args.video,
         num_envs=args.num_envs, device=args.device, progress=not args.quiet,
-        deterministic=args.deterministic,
+        deterministic=args.deterministic, trust_pickle=args.trust_pickle,
     )  # fmt: skip
     return 0
 
@@ -324,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                    help="argmax actions (--no-deterministic: sample); default: agent.json's "
                    "choice, else sample for our actor-critic and argmax for SB3")  # fmt: skip
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="also load a bare SB3 model.zip: SB3 unpickles it, and a crafted file runs "
+                   "arbitrary code, so only for files from a source you trust")  # fmt: skip
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("video", help="real vs dreamt frames (open loop), and an agent in both")
@@ -338,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=_positive_int, default=15)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="also load a bare SB3 model.zip: SB3 unpickles it, and a crafted file runs "
+                   "arbitrary code, so only for files from a source you trust")  # fmt: skip
     p.set_defaults(func=_cmd_video)
 
     p = sub.add_parser("report", help="report.md with plots and videos for a run directory")
@@ -364,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames")
     p.add_argument("--record", default=None, help="save each episode (npz + gif) in this folder")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="also load a bare SB3 model.zip: SB3 unpickles it, and a crafted file runs "
+                   "arbitrary code, so only for files from a source you trust")  # fmt: skip
     p.set_defaults(func=_cmd_play)
 
     p = sub.add_parser("bench", help="measure throughput and print the figures")

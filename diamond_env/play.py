@@ -334,12 +334,13 @@ def play(
     max_frames: int | None = None,
     record: str | os.PathLike[str] | None = None,
     script: Sequence[tuple[int, str, str]] = (),
+    trust_pickle: bool = False,
 ) -> PlayResult:
     """Open a pygame window and play the dream of ``checkpoint`` (or, ``real=True``, the real
     game named by ``game`` or by the checkpoint) until Esc / closing the window / ``max_frames``.
 
     ``agent``: an agent directory (:func:`~diamond_env.training.evaluate.load_agent`); control
-    starts with it when given. ``horizon``: steps before the dream is truncated. ``fps`` 0 runs
+    starts with it when given (``trust_pickle``: see ``load_agent``). ``horizon``: steps before the dream is truncated. ``fps`` 0 runs
     unthrottled. ``script``: ``(frame, "down" | "up", pygame key name)`` events posted before
     that frame's input is read (for tests and demos).
     """
@@ -358,7 +359,7 @@ def play(
     target = _make_game(checkpoint, real, game, horizon, seed, device)
     policy: Policy | None = None
     if agent is not None:
-        policy, _ = load_agent(agent, device=device, seed=seed)
+        policy, _ = load_agent(agent, device=device, seed=seed, trust_pickle=trust_pickle)
         n = getattr(policy, "num_actions", len(target.action_meanings))
         if n != len(target.action_meanings):
             raise ValueError(

@@ -254,15 +254,20 @@ def cmd_video(
     scale: int = 3,
     fps: int = 15,
     device: str = "cpu",
+    trust_pickle: bool = False,
 ) -> Path:
     """What ``diamond-env video`` does: the open-loop clip from ``dataset`` (when given), then the
-    agent clip (when ``agent`` is given), one after the other in ``out`` (.mp4 or .gif)."""
+    agent clip (when ``agent`` is given), one after the other in ``out`` (.mp4 or .gif).
+    ``trust_pickle``: see :func:`~diamond_env.training.evaluate.load_agent`."""
     from diamond_env.training.evaluate import load_agent
 
     if dataset is None and agent is None:
         raise ValueError("dataset, agent: expected at least one of them, got neither")
     if Path(out).suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(f"out: expected a file ending in {VIDEO_SUFFIXES}, got {str(out)!r}")
+    # the agent first: a refused agent costs no world-model load
+    policy = None if agent is None else load_agent(agent, device=device, seed=seed,
+                                                   trust_pickle=trust_pickle)[0]  # fmt: skip
     wm = WorldModel.load(checkpoint, device=device).eval()
     frames: list[np.ndarray] = []
     if dataset is not None:
@@ -272,8 +277,7 @@ def cmd_video(
         data = recent_episodes(episodes, wm.num_context + horizon)
         clip = open_loop_clip(wm, data, horizon=horizon, num_rollouts=num_rollouts, seed=seed)
         frames += render_clip(clip, scale=scale)
-    if agent is not None:
-        policy, _ = load_agent(agent, device=device, seed=seed)
+    if policy is not None:
         n = getattr(policy, "num_actions", wm.num_actions)
         if n != wm.num_actions:
             raise ValueError(f"agent: {agent} has {n} actions, {wm.game} has {wm.num_actions}")

@@ -10,7 +10,6 @@ directory written to --out plays again with ``diamond-env evaluate --agent OUT``
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import diamond_env  # registers DiamondDream-<Game>-v0
 from diamond_env.envs.sb3 import make_sb3_env
 from diamond_env.paths import default_run_dir, resolve_checkpoint
 from diamond_env.training.evaluate import EvalResult, RandomPolicy, SB3Policy, evaluate
+from diamond_env.training.sb3_files import save_sb3_agent
 
 N_STACK = 4
 
@@ -83,11 +83,11 @@ def main() -> None:
     dream.close()
 
     # 3. An agent directory that load_agent / `diamond-env evaluate --agent` understand.
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(out / "model.zip")
-    meta = {"kind": "sb3", "algo": "ppo", "n_stack": N_STACK, "game": args.game,
-            "deterministic": args.deterministic, "world_model": str(checkpoint)}  # fmt: skip
-    (out / "agent.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    #    The policy goes in as safetensors + JSON (loading it unpickles nothing); SB3's own
+    #    model.zip is written beside it for PPO.load.
+    save_sb3_agent(model, out, {"n_stack": N_STACK, "game": args.game,
+                                "deterministic": args.deterministic,
+                                "world_model": str(checkpoint)})  # fmt: skip
     print(f"saved agent: {out}")
 
     # 4. The real game: full games, same seeds for both policies.

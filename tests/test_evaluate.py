@@ -3,7 +3,10 @@ against hand numbers, agent directories (ActorCritic and SB3 with frame stacking
 
 from __future__ import annotations
 
+import base64
 import json
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecTransposeImage
 
 from diamond_env.atari import make_atari_env
+from diamond_env.cli import main
 from diamond_env.config import ActorCriticConfig
 from diamond_env.models.actor_critic import ActorCritic
 from diamond_env.training.evaluate import (
@@ -29,6 +33,7 @@ from diamond_env.training.evaluate import (
     load_agent,
     reference_scores,
 )
+from diamond_env.training.sb3_files import save_sb3_agent
 
 TINY_AC = ActorCriticConfig(channels=(8, 8, 16, 16), lstm_dim=32)
 
@@ -137,12 +142,14 @@ def test_agent_directory_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"expected an agent directory: actor_critic\.json"):
         load_agent(tmp_path)
     (tmp_path / "agent.json").write_text('{"kind": "sb3", "algo": "ppo"}')
-    with pytest.raises(FileNotFoundError, match=r"model\.zip"):
+    with pytest.raises(ValueError, match=r"model\.zip, which stable-baselines3 unpickles"):
         load_agent(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"model\.zip"):
+        load_agent(tmp_path, trust_pickle=True)
     (tmp_path / "model.zip").write_bytes(b"")
     (tmp_path / "agent.json").write_text('{"kind": "sb3", "algo": "muzero"}')
     with pytest.raises(ValueError, match="algo: expected one of"):
-        load_agent(tmp_path)
+        load_agent(tmp_path, trust_pickle=True)
     with pytest.raises(ValueError, match="video_path"):
         evaluate(RandomPolicy(4), "Breakout", 1, video_path=tmp_path / "v.avi")
 
@@ -194,11 +201,12 @@ def test_sb3_ppo_agent_in_the_real_game(tmp_path: Path, channels_first: bool) ->
     venv = VecFrameStack(DummyVecEnv([lambda: CountingFrames(0, 10, channels_first)]), 4)
     model = PPO("CnnPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu")
     model.learn(64)
-    model.save(tmp_path / "model.zip")
-    meta = {"kind": "sb3", "algo": "PPO", "n_stack": 4, "game": "Breakout", "deterministic": False}
-    (tmp_path / "agent.json").write_text(json.dumps(meta))
+    save_sb3_agent(model, tmp_path, {"n_stack": 4, "game": "Breakout", "deterministic": False})
     policy, info = load_agent(tmp_path, seed=0)
     assert isinstance(policy, SB3Policy) and info["observation_shape"] == [12, 64, 64]
+    obs = np.random.default_rng(0).integers(0, 256, (8, 12, 64, 64), dtype=np.uint8)
+    rebuilt, _ = policy.model.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(rebuilt, model.predict(obs, deterministic=True)[0])
     seen: list[np.ndarray] = []
     predict = policy.model.predict
     policy.model.predict = lambda obs, **kw: (seen.append(obs), predict(obs, **kw))[1]
@@ -213,6 +221,38 @@ def test_sb3_ppo_agent_in_the_real_game(tmp_path: Path, channels_first: bool) ->
     np.testing.assert_array_equal(seen[1][0, 6:9], seen[0][0, 9:])  # the frame moved one slot
     with pytest.raises(ValueError, match="n_stack"):
         SB3Policy(policy.model, n_stack=3)
+
+
+class _TouchOnUnpickle:
+    """Unpickling it creates ``path``: what a crafted model.zip could do with any command."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[Path]]:
+        return Path.touch, (self.path,)
+
+
+def test_crafted_sb3_zip_runs_nothing_without_trust_pickle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SB3's loader unpickles the ``:serialized:`` entries of a zip's ``data``; a bare zip is
+    refused unless --trust-pickle, and the flag is what lets the code run."""
+    marker = tmp_path / "pwned"
+    payload = base64.b64encode(pickle.dumps(_TouchOnUnpickle(marker))).decode()
+    agent = tmp_path / "agent"
+    agent.mkdir()
+    with zipfile.ZipFile(agent / "model.zip", "w") as archive:
+        archive.writestr("data", json.dumps({"policy_class": {":serialized:": payload}}))
+    (agent / "agent.json").write_text('{"kind": "sb3", "algo": "ppo", "game": "Breakout"}')
+    for command in (["evaluate", "--agent", str(agent), "--episodes", "1", "--quiet"],
+                    ["video", "--checkpoint", str(tmp_path / "none"), "--agent", str(agent),
+                     "--out", str(tmp_path / "v.gif")]):  # fmt: skip
+        assert main(command) == 2
+        assert not marker.exists() and "--trust-pickle" in capsys.readouterr().err
+    with pytest.raises(Exception):  # noqa: B017  (whatever SB3 makes of the rest of the zip)
+        load_agent(agent, trust_pickle=True)
+    assert marker.exists()  # the risk the flag names is real
 
 
 def test_video_of_the_first_game(tmp_path: Path) -> None:

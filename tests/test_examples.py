@@ -50,7 +50,7 @@ def test_ppo_in_dream_trains_saves_and_scores_in_the_real_game(
     policy, info = load_agent(out)
     assert isinstance(policy, SB3Policy)
     assert info["observation_shape"] == [12, 64, 64]  # 4 stacked channel-first RGB frames
-    assert policy.model.num_timesteps >= 64  # trained on at least --steps dream steps
+    assert info["num_timesteps"] >= 64  # trained on at least --steps dream steps
     policy.reset(np.ones(2, dtype=bool))
     actions = policy(np.zeros((2, 64, 64, 3), dtype=np.uint8))
     assert actions.shape == (2,) and ((0 <= actions) & (actions < 4)).all()

@@ -79,15 +79,13 @@ def test_sb3_saves_periodically_and_resumes_in_the_same_world_model_only(
             "--no-progress"]  # fmt: skip
     assert main([*base, "--steps", "512"]) == 0
     assert json.loads((out / "sb3_resume.json").read_text())["num_timesteps"] == 512
-    first = load_agent(out)[0].model.policy.state_dict()
+    first = load_agent(out)[0].model.state_dict()
     assert main([*base, "--steps", "512"]) == 2  # not without --resume
     # SB3 stops at the step budget before training on the rollout that reaches it: 2 rollouts
     assert main([*base, "--steps", "1024", "--resume"]) == 0
-    policy, _ = load_agent(out)
-    assert policy.model.num_timesteps == 1024  # continued, not restarted
-    changed = [
-        k for k, v in policy.model.policy.state_dict().items() if not torch.equal(v, first[k])
-    ]
+    policy, meta = load_agent(out)
+    assert meta["num_timesteps"] == 1024  # continued, not restarted
+    changed = [k for k, v in policy.model.state_dict().items() if not torch.equal(v, first[k])]
     assert changed  # and it learned on from the saved weights
     assert [m["step"] for m in read_metrics(out)][-1] >= 512
     other = tmp_path / "other_wm"

@@ -5,7 +5,8 @@ gradient steps of 15-step imagined rollouts); ``ppo``, ``a2c`` and ``dqn`` train
 stable-baselines3 ``CnnPolicy`` on :func:`diamond_env.envs.sb3.make_sb3_env` with ``VecFrameStack``
 (``--steps`` environment steps). Either way ``--out`` ends up an agent directory that
 ``diamond-env evaluate --agent OUT`` plays in the real game: ``agent.json`` plus
-``actor_critic.{json,safetensors}`` or ``model.zip``. Metrics go to ``OUT/metrics.jsonl`` and
+``actor_critic.{json,safetensors}`` or ``sb3_policy.safetensors`` (SB3's ``model.zip`` is written
+beside it, but never read back: it unpickles). Metrics go to ``OUT/metrics.jsonl`` and
 ``OUT/tensorboard``. An actor-critic run saves ``resume.pt`` and continues with ``--resume``.
 """
 
@@ -37,6 +38,7 @@ from diamond_env.options import opt
 from diamond_env.progress import BudgetBar
 from diamond_env.runinfo import start_session
 from diamond_env.training.imagination import ImaginationTrainer
+from diamond_env.training.sb3_files import save_sb3_agent
 from diamond_env.world_model import WorldModel
 
 ALGOS = ("actor-critic", "ppo", "a2c", "dqn")
@@ -222,13 +224,10 @@ def _train_sb3(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> None:
         if done < opts.steps:
             model.learn(opts.steps - done, callback=callback, reset_num_timesteps=not done)
     _save_sb3_checkpoint(model, out)
-    model.save(out / "model.zip")
     # sampled at test time like DIAMOND's agent: an argmax policy that never presses FIRE plays
     # Breakout until the 108k-frame cap (`evaluate --deterministic` still gives the argmax)
-    atomic_write_json(out / "agent.json", {"kind": "sb3", "algo": opts.algo,
-                                            "n_stack": opts.n_stack, "game": wm.game,
-                                            "deterministic": False,
-                                            "world_model": str(opts.checkpoint)})  # fmt: skip
+    save_sb3_agent(model, out, {"n_stack": opts.n_stack, "game": wm.game, "deterministic": False,
+                                "world_model": str(opts.checkpoint)})  # fmt: skip
     stacked.close()
 
 
@@ -338,9 +337,7 @@ def train_sb3_real(
         model.learning_starts = min(10_000, max(steps // 10, model.batch_size))
     with MetricsLogger(out, tensorboard=False) as log:
         model.learn(steps, callback=_ProgressCallback(steps, log, progress, max_minutes))
-    model.save(out / "model.zip")
-    meta = {"kind": "sb3", "algo": algo, "n_stack": n_stack, "game": game, "real_steps": steps,
-            "deterministic": False}  # fmt: skip
-    atomic_write_json(out / "agent.json", meta)
+    save_sb3_agent(model, out, {"n_stack": n_stack, "game": game, "real_steps": steps,
+                                "deterministic": False})  # fmt: skip
     venv.close()
     return out

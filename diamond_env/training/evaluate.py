@@ -11,9 +11,12 @@ returning int64 actions ``(N,)``. :class:`ActorCriticPolicy` wraps the project's
 ``VecFrameStack`` / ``VecTransposeImage`` served them in training.
 
 Agent directories (:func:`load_agent`): ``actor_critic.json`` + ``actor_critic.safetensors``
-(:meth:`ActorCritic.save`; directly or in an ``actor_critic/`` subfolder), or an SB3 ``model.zip``
-with an ``agent.json`` beside it: ``{"kind": "sb3", "algo": "ppo", "n_stack": 4, "game":
-"Breakout"}`` (optional keys: ``model``, the zip's name; ``deterministic``).
+(:meth:`ActorCritic.save`; directly or in an ``actor_critic/`` subfolder), or an SB3 policy saved
+without pickle by :func:`~diamond_env.training.sb3_files.save_sb3_agent` (what ``train-agent``
+writes). A foreign SB3 ``model.zip`` with an ``agent.json`` beside it (``{"kind": "sb3", "algo":
+"ppo", "n_stack": 4, "game": "Breakout"}``; optional keys ``model``, the zip's name, and
+``deterministic``) is loaded only with ``trust_pickle=True``: SB3 unpickles parts of the zip, so a
+crafted file runs code.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from diamond_env.atari import RealAtariVectorEnv, canonical_game, make_atari_env
 from diamond_env.config import IMG_SIZE
 from diamond_env.data.collect import Policy, RandomPolicy
 from diamond_env.models.actor_critic import CONFIG_FILE, ActorCritic, State
+from diamond_env.training.sb3_files import load_sb3_policy
 
 __all__ = ["ActorCriticPolicy", "EvalResult", "FrameStacker", "RandomPolicy", "SB3Policy"]
 __all__ += ["cmd_evaluate", "evaluate", "human_normalized_score", "load_agent", "reference_scores"]
@@ -156,7 +160,8 @@ class FrameStacker:
 
 
 class SB3Policy:
-    """A stable-baselines3 model as a :class:`Policy`, fed the observations it was trained on.
+    """A stable-baselines3 model (an algorithm such as ``PPO``, or its ``.policy``) as a
+    :class:`Policy`, fed the observations it was trained on.
 
     The layout comes from ``model.observation_space``: ``(3k, 64, 64)`` (channel-first; also what
     SB3 stores after auto-wrapping a channel-last env in ``VecTransposeImage``) or
@@ -200,7 +205,12 @@ class SB3Policy:
         self.rnn_state: Any = None
         self.episode_start: np.ndarray | None = None
         if seed is not None:
-            model.set_random_seed(seed)
+            if hasattr(model, "set_random_seed"):
+                model.set_random_seed(seed)
+            else:  # a bare policy (load_agent's): SB3 samples from the global generators
+                from stable_baselines3.common.utils import set_random_seed
+
+                set_random_seed(seed)
 
     def reset(self, mask: np.ndarray) -> None:
         """Empty the frame stacks (and flag ``episode_start``) of the envs where ``mask`` is True."""
@@ -420,11 +430,14 @@ def load_agent(
     device: str | torch.device = "cpu",
     seed: int | None = None,
     deterministic: bool | None = None,
+    trust_pickle: bool = False,
 ) -> tuple[Policy, dict[str, Any]]:
     """Load the agent in ``directory`` as a :class:`Policy`, with what it says of itself.
 
     ``deterministic=None`` keeps agent.json's ``"deterministic"``, else each kind's default
-    (actor-critic: sample, as DIAMOND; SB3: argmax, as ``evaluate_policy``).
+    (actor-critic: sample, as DIAMOND; SB3: argmax, as ``evaluate_policy``). An SB3 agent is read
+    from its safetensors policy; a bare ``model.zip`` (which SB3 unpickles: a crafted one runs
+    code) only with ``trust_pickle=True``.
 
     Raises:
         FileNotFoundError: the directory, or a file agent.json names, is missing.
@@ -438,7 +451,18 @@ def load_agent(
     if deterministic is None:
         deterministic = bool(meta.get("deterministic", kind == "sb3"))
     if kind == "sb3":
-        model = _load_sb3_model(root, meta, device)
+        if "weights" in meta:
+            model = load_sb3_policy(root, meta, device)
+        elif trust_pickle:
+            model = _load_sb3_model(root, meta, device)
+        else:
+            zip_name = meta.get("model", SB3_MODEL_FILE)
+            raise ValueError(
+                f"{root}: an SB3 agent stored only as {zip_name}, which stable-baselines3 "
+                "unpickles when loading: a crafted file runs arbitrary code on this machine. Pass "
+                "--trust-pickle (trust_pickle=True) only if you trust where it came from, or save "
+                "it without pickle with diamond_env.training.sb3_files.save_sb3_agent"
+            )
         n_stack = meta.get("n_stack")
         policy: Policy = SB3Policy(model, n_stack=n_stack, deterministic=deterministic, seed=seed)
         return policy, {**meta, "observation_shape": list(model.observation_space.shape)}
@@ -505,11 +529,14 @@ def cmd_evaluate(
     device: str = "cpu",
     progress: bool = True,
     deterministic: bool | None = None,
+    trust_pickle: bool = False,
 ) -> EvalResult:
     """What ``diamond-env evaluate`` does: load, play, print a summary, write ``out`` (JSON,
     atomically). ``game=None`` takes agent.json's game; when both are known they must agree.
-    ``deterministic`` None keeps the agent's own choice (see :func:`load_agent`)."""
-    policy, meta = load_agent(agent_dir, device=device, seed=seed, deterministic=deterministic)
+    ``deterministic`` None keeps the agent's own choice, ``trust_pickle`` lets a bare SB3
+    ``model.zip`` be unpickled (see :func:`load_agent`)."""
+    policy, meta = load_agent(agent_dir, device=device, seed=seed, deterministic=deterministic,
+                              trust_pickle=trust_pickle)  # fmt: skip
     known: str | None = meta.get("game")
     name = game if game is not None else known
     if name is None:

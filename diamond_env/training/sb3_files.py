@@ -1,0 +1,202 @@
+"""Stable-baselines3 agents stored without pickle: the policy's weights as safetensors and what is
+needed to rebuild it as JSON.
+
+SB3's own ``model.zip`` is loaded by ``BaseAlgorithm.load``, which unpickles parts of the file:
+a crafted zip runs arbitrary code when read. An agent directory written by
+:func:`save_sb3_agent` holds ``sb3_policy.safetensors`` (the ``model.policy`` state dict) and
+``agent.json`` (``kind``, ``algo``, ``policy``, the JSON-able ``policy_kwargs``, the observation
+and action spaces, the weights' sha256), and :func:`load_sb3_policy` rebuilds the policy from
+its class and those spaces without reading any pickle. ``model.zip`` is written beside it for
+users who load it with SB3 themselves; diamond_env reads a zip only when told to trust it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save_file
+
+from diamond_env.checkpoint import atomic_write, atomic_write_json, check_sha256, file_sha256
+
+__all__ = ["SB3_POLICY_FILE", "load_sb3_policy", "save_sb3_agent"]
+
+SB3_POLICY_FILE = "sb3_policy.safetensors"
+AGENT_FILE = "agent.json"
+FORMAT_NAME = "diamond_env.sb3_policy"
+FORMAT_VERSION = 1
+_OPTIMIZER_KEYS = ("optimizer_class", "optimizer_kwargs")
+
+
+def _algorithms() -> dict[str, Any]:
+    """Lower-case name -> SB3 algorithm class, from stable_baselines3 and sb3_contrib if present."""
+    import importlib
+
+    known: dict[str, Any] = {}
+    for module_name in ("stable_baselines3", "sb3_contrib"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if isinstance(obj, type) and hasattr(obj, "policy_aliases"):
+                known[name.lower()] = obj
+    return known
+
+
+def _space_to_json(space: Any) -> dict[str, Any]:
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, spaces.Box):
+        low, high = np.unique(space.low), np.unique(space.high)
+        if len(low) != 1 or len(high) != 1:
+            raise ValueError(f"observation space: expected uniform bounds, got {space}")
+        return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
+                "low": low[0].item(), "high": high[0].item()}  # fmt: skip
+    raise ValueError(f"space: expected Box or Discrete, got {space}")
+
+
+def _space_from_json(data: Any, where: str) -> Any:
+    from gymnasium import spaces
+
+    try:
+        if data["type"] == "Discrete":
+            return spaces.Discrete(int(data["n"]), start=int(data.get("start", 0)))
+        if data["type"] == "Box":
+            return spaces.Box(low=data["low"], high=data["high"],
+                              shape=tuple(int(s) for s in data["shape"]),
+                              dtype=np.dtype(data["dtype"]))  # fmt: skip
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{where}: malformed space {data!r} ({err})") from err
+    raise ValueError(f"{where}: expected a Box or Discrete space, got {data!r}")
+
+
+def _split_shared(
+    state: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors stored once each (safetensors refuses two names for one memory, as an actor-critic
+    policy whose features extractor is shared has), and ``{other name: stored name}``."""
+    tensors: dict[str, torch.Tensor] = {}
+    shared: dict[str, str] = {}
+    first: dict[tuple[Any, ...], str] = {}
+    for name, value in state.items():
+        key = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape),
+               value.stride(), value.dtype)  # fmt: skip
+        if key in first:
+            shared[name] = first[key]
+        else:
+            first[key] = name
+            tensors[name] = value.detach().cpu().contiguous()
+    return tensors, shared
+
+
+def _save_zip(model: Any, path: Path) -> None:
+    with path.open("wb") as f:  # a file object: SB3 would append ".zip" to a path's name
+        model.save(f)
+
+
+def save_sb3_agent(model: Any, directory: str | os.PathLike[str], meta: dict[str, Any]) -> Path:
+    """Write ``model``'s policy to ``directory`` as ``sb3_policy.safetensors`` + ``agent.json``
+    (``meta`` merged in: ``game``, ``n_stack``, ``deterministic``, ...), plus SB3's own
+    ``model.zip``. Each file is replaced atomically. ``model`` is an SB3 algorithm trained with a
+    registered policy name (``"CnnPolicy"``, ...) and JSON-able ``policy_kwargs``.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    algo = type(model).__name__
+    aliases = {cls: name for name, cls in type(model).policy_aliases.items()}
+    policy_name = aliases.get(type(model.policy))
+    if policy_name is None:
+        raise ValueError(f"{algo} policy {type(model.policy).__name__}: not a registered alias")
+    # the optimiser (A2C's RMSprop, ...) plays no part in acting and is not stored
+    kwargs = {k: v for k, v in (model.policy_kwargs or {}).items() if k not in _OPTIMIZER_KEYS}
+    try:
+        json.dumps(kwargs)
+    except TypeError as err:
+        raise ValueError(f"policy_kwargs: expected JSON values only, got {kwargs!r}") from err
+    tensors, shared = _split_shared(model.policy.state_dict())
+    atomic_write(out / SB3_POLICY_FILE, lambda p: save_file(tensors, str(p)))
+    atomic_write(out / "model.zip", lambda p: _save_zip(model, p))
+    info = {
+        **meta,
+        "kind": "sb3",
+        "algo": algo.lower(),
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "policy": policy_name,
+        "policy_kwargs": kwargs,
+        "observation_space": _space_to_json(model.observation_space),
+        "action_space": _space_to_json(model.action_space),
+        "num_timesteps": int(model.num_timesteps),
+        "weights": SB3_POLICY_FILE,
+        "shared": shared,
+        "sha256": file_sha256(out / SB3_POLICY_FILE),
+    }
+    atomic_write_json(out / AGENT_FILE, info)
+    return out
+
+
+def load_sb3_policy(root: Path, meta: dict[str, Any], device: str | torch.device) -> Any:
+    """The SB3 policy (``model.policy`` at save time) of an agent directory written by
+    :func:`save_sb3_agent`, rebuilt from its class, spaces and keyword arguments, its weights
+    checked against the recorded sha256. Reads no pickle.
+
+    Raises:
+        FileNotFoundError: the weights file is missing.
+        ValueError: agent.json is malformed or the weights do not match it.
+    """
+    where = root / AGENT_FILE
+    if meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{where}: expected format {FORMAT_NAME!r} version {FORMAT_VERSION}, got "
+            f"{meta.get('format')!r} version {meta.get('format_version')!r}"
+        )
+    algos = _algorithms()
+    algo = str(meta.get("algo", "")).lower()
+    if algo not in algos:
+        raise ValueError(f"{where}: algo: expected one of {sorted(algos)}, got {algo!r}")
+    aliases = algos[algo].policy_aliases
+    policy_cls = aliases.get(meta.get("policy"))
+    if policy_cls is None:
+        raise ValueError(f"{where}: policy: expected one of {sorted(aliases)}, got "
+                         f"{meta.get('policy')!r}")  # fmt: skip
+    kwargs = meta.get("policy_kwargs", {})
+    digest = meta.get("sha256")
+    if not isinstance(kwargs, dict) or not isinstance(digest, str) or len(digest) != 64:
+        raise ValueError(f"{where}: expected policy_kwargs (an object) and a sha256 of the weights")
+    obs_space = _space_from_json(meta.get("observation_space"), f"{where}: observation_space")
+    act_space = _space_from_json(meta.get("action_space"), f"{where}: action_space")
+    weights = root / str(meta.get("weights", SB3_POLICY_FILE))
+    if not weights.is_file():
+        raise FileNotFoundError(f"SB3 policy weights not found: {weights} (named by {where})")
+    data = weights.read_bytes()
+    check_sha256(data, digest, weights)
+    try:
+        tensors = load(data)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{weights}: not a readable safetensors file ({err})") from err
+    try:
+        policy = policy_cls(obs_space, act_space, lambda _: 0.0, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: cannot build {meta.get('policy')} ({err})") from err
+    shared = meta.get("shared", {})
+    if not isinstance(shared, dict) or not set(shared.values()) <= set(tensors):
+        raise ValueError(f"{where}: shared: expected {{name: stored name}}, got {shared!r}")
+    tensors.update({alias: tensors[name] for alias, name in shared.items()})
+    expected = policy.state_dict()
+    bad = sorted(set(expected) ^ set(tensors)) or sorted(
+        k for k in expected if expected[k].shape != tensors[k].shape
+    )
+    if bad:
+        raise ValueError(f"{weights}: weights do not match agent.json's policy: {bad[:5]}")
+    policy.load_state_dict(tensors)
+    policy.set_training_mode(False)
+    return policy.to(device)
