@@ -128,11 +128,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resumable_options(cls: Any, args: argparse.Namespace) -> Any:
+    """The options of a training command; with ``--resume``, those not given are the run's own."""
+    from diamond_env.options import given_options, namespace_to, with_stored_options
+
+    return with_stored_options(namespace_to(cls, args), given_options(cls, args.argv))
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    from diamond_env.options import namespace_to
     from diamond_env.training.loop import TrainOptions, train
 
-    opts = namespace_to(TrainOptions, args)
+    opts = _resumable_options(TrainOptions, args)
     result = train(opts)
     if result["finished"]:
         print(f"run: {opts.resolved_run_dir()} (agent in actor_critic/, scores in eval.json)")
@@ -140,19 +146,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_wm(args: argparse.Namespace) -> int:
-    from diamond_env.options import namespace_to
     from diamond_env.training.train_wm import TrainWMOptions, summary_lines, train_world_model
 
-    opts = namespace_to(TrainWMOptions, args)
+    opts = _resumable_options(TrainWMOptions, args)
     print("\n".join(summary_lines(opts, train_world_model(opts))))
     return 0
 
 
 def _cmd_train_agent(args: argparse.Namespace) -> int:
-    from diamond_env.options import namespace_to
     from diamond_env.training.agents import TrainAgentOptions, train_agent
 
-    out = train_agent(namespace_to(TrainAgentOptions, args))
+    out = train_agent(_resumable_options(TrainAgentOptions, args))
     print(f"agent: {out} (play it in the real game: diamond-env evaluate --agent {out})")
     return 0
 
@@ -411,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv  # which options were given (a resumed run takes the others from its files)
     func: Command = args.func
     try:
         return func(args)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -31,30 +33,78 @@ def _base_type(annotation: Any) -> Any:
     return annotation
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one ``--option`` per field of the dataclass ``cls``."""
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser, cls: type, *, defaults: bool = True
+) -> None:
+    """Add one ``--option`` per field of the dataclass ``cls``. ``defaults=False`` leaves the
+    options not given out of the parsed namespace (see :func:`given_options`)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         kind = _base_type(hints[f.name])
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+            default = f.default if defaults else argparse.SUPPRESS
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
                                 help=help_text)  # fmt: skip
         else:
             default = None if f.default is dataclasses.MISSING else f.default
             # a field typed without None whose default is None must be given
             required = default is None and type(None) not in typing.get_args(hints[f.name])
-            parser.add_argument(flag, type=kind, default=default, required=required,
+            parser.add_argument(flag, type=kind, required=required,
+                                default=default if defaults else argparse.SUPPRESS,
                                 help=f"{help_text} (default: {default})")  # fmt: skip
 
 
+def given_options(cls: type, argv: Sequence[str] | None) -> set[str]:
+    """The fields of ``cls`` set on the command line ``argv`` (not left at their default)."""
+    parser = argparse.ArgumentParser()
+    add_dataclass_arguments(parser, cls, defaults=False)
+    ns, _ = parser.parse_known_args(argv)
+    return set(vars(ns))
+
+
 def parse_options(cls: type[T], argv: Sequence[str] | None, description: str = "") -> T:
-    """Parse ``argv`` into an instance of the dataclass ``cls``."""
+    """Parse ``argv`` into an instance of the dataclass ``cls``; a resumed run (a ``resume``
+    field that is True) takes the options not given from the run's stored ones
+    (:func:`with_stored_options`)."""
     parser = argparse.ArgumentParser(description=description)
     add_dataclass_arguments(parser, cls)
     ns = parser.parse_args(argv)
-    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})  # type: ignore[call-arg, arg-type]
+    opts = cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})  # type: ignore[call-arg, arg-type]
+    if not getattr(opts, "resume", False):
+        return opts
+    return with_stored_options(opts, given_options(cls, argv))  # type: ignore[type-var]
+
+
+class Resumable(Protocol):
+    resume: bool
+
+    def options_file(self) -> Path: ...
+
+
+R = TypeVar("R", bound=Resumable)
+
+
+def with_stored_options(opts: R, given: set[str]) -> R:
+    """For a resumed run, ``opts`` with every option not in ``given`` taken from the options the
+    run stored (``opts.options_file()``), so ``--resume --run-dir D`` is enough; options given
+    again win (and options fixed for the run are then checked by the run itself). A run without
+    stored options is returned unchanged (the run says what is missing)."""
+    if not getattr(opts, "resume", False):
+        return opts
+    path = opts.options_file()
+    if not path.is_file():
+        return opts
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: the run's stored options are not valid JSON ({err})") from err
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path}: expected a JSON object of options, got {type(stored).__name__}")
+    names = {f.name for f in dataclasses.fields(opts)}  # type: ignore[arg-type]
+    taken = {k: v for k, v in stored.items() if k in names and k not in given and k != "resume"}
+    return dataclasses.replace(opts, **taken)  # type: ignore[type-var]
 
 
 def namespace_to(cls: type[T], ns: argparse.Namespace) -> T:

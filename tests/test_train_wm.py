@@ -70,8 +70,15 @@ def test_installed_command_takes_the_same_options(
     wm = WorldModel.load(tmp_path / "run" / "world_model")
     assert wm.denoiser.config.predict_change and wm.config.loop.rew_end_event_fraction == 0.5
     # the overrides are part of the run: resuming with others is refused
-    assert main([*argv[:-2], "--resume", "--steps", "3"]) == 2
+    assert main([*argv[:-1], "denoiser.predict_change=true", "--resume", "--steps", "3"]) == 2
     assert "overrides" in capsys.readouterr().err
+    # resuming needs no option again: those not given are the run's own (options.json)
+    run = str(tmp_path / "run")
+    assert main(["train-wm", "--resume", "--run-dir", run, "--steps", "3", "--no-progress"]) == 0
+    stored = json.loads((tmp_path / "run" / "options.json").read_text())
+    assert stored["overrides"] == argv[-1] and stored["dataset"] == str(breakout_dataset.root)
+    assert stored["num_contexts"] == 8 and stored["steps"] == 3 and stored["resume"]
+    assert read_metrics(tmp_path / "run", kind="train")[-1]["step"] == 3
     assert main(argv[:-2] + ["--overrides", "typo.x=1"]) == 2
 
 

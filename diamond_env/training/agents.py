@@ -80,6 +80,10 @@ class TrainAgentOptions:
     resume: bool = opt(False, "continue the run in --out (same world model)")
     progress: bool = opt(True, "show a progress bar")
 
+    def options_file(self) -> Path:
+        """Where the run stores these options (a resumed run takes the ones not given from it)."""
+        return Path(self.out) / "train_options.json"
+
     def validate(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"algo: expected one of {list(ALGOS)}, got {self.algo!r}")

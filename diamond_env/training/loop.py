@@ -81,6 +81,10 @@ class TrainOptions:
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir else default_run_dir(canonical_game(self.game))
 
+    def options_file(self) -> Path:
+        """Where the run stores these options (a resumed run takes the ones not given from it)."""
+        return self.resolved_run_dir() / "options.json"
+
     def config(self) -> Config:
         config = apply_overrides(get_preset(self.preset), self.overrides)
         if self.real_steps:

@@ -88,6 +88,10 @@ class TrainWMOptions:
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir else default_run_dir(self.game)
 
+    def options_file(self) -> Path:
+        """Where the run stores these options (a resumed run takes the ones not given from it)."""
+        return self.resolved_run_dir() / "options.json"
+
     def validate(self) -> None:
         apply_overrides(get_preset(self.preset), self.overrides)
         resolve_device(self.device)
