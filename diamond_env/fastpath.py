@@ -247,13 +247,15 @@ def prepare_world_model(
         raise ValueError(f"autocast_dtype: float16 needs a CUDA model, got one on {device}")
     if cuda_graphs and device.type != "cuda":
         raise ValueError(f"cuda_graphs: needs a CUDA model, got one on {device}")
-    with torch.device("meta"):
+    # built on the CPU and overwritten: the meta device would cost seconds of imports in each
+    # new process (its decompositions load on first use), more than initialising the weights
+    with torch.random.fork_rng(devices=[]):
         fast = FastWorldModel(
             world_model.config, world_model.game, world_model.action_meanings,
             world_model.contexts, options,
         )  # fmt: skip
-    fast.to_empty(device=device)
     fast.load_state_dict(world_model.state_dict())
+    fast.to(device)
     fast.eval()
     if channels_last:
         fast.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped kwarg

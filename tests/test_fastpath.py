@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,12 +158,34 @@ def test_simulator_over_a_prepared_model_repeats_the_plain_rollout() -> None:
     assert any(0 < k < 3 for k in ended)  # a partial restart (the in-place path) happened
 
 
+_IMPORTS_OF_PREPARE = """
+import sys
+import torch
+from diamond_env.config import get_preset
+from diamond_env.fastpath import prepare_world_model
+from diamond_env.world_model import WorldModel
+wm = WorldModel(get_preset("tiny"), "Breakout", ["NOOP", "FIRE", "RIGHT", "LEFT"])
+before = set(sys.modules)
+prepare_world_model(wm, channels_last=True)
+print(sorted(m for m in set(sys.modules) - before if m.startswith("torch.")))
+"""
+
+
+def test_prepare_loads_no_meta_device_machinery() -> None:
+    """Building the fast copy on the meta device imported torch's decompositions in every new
+    process (1.3-5 s per subprocess worker on this box); it is built directly now."""
+    proc = subprocess.run([sys.executable, "-c", _IMPORTS_OF_PREPARE], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_prepare_copies_and_keeps_the_checkpoint_format(tmp_path: Path) -> None:
     plain = _model("tiny")
     before = {k: v.clone() for k, v in plain.state_dict().items()}
     rng = torch.get_rng_state()
     fast = prepare_world_model(plain, channels_last=True, inference_mode=True)
-    assert torch.equal(torch.get_rng_state(), rng)  # no weights were initialised
+    assert torch.equal(torch.get_rng_state(), rng)  # the global RNG is left as it was
     assert isinstance(fast, WorldModel) and fast is not plain and not fast.training
     assert list(fast.state_dict()) == list(before)
     for key, value in fast.state_dict().items():

@@ -274,6 +274,9 @@ def test_sampler_overrides_and_argument_validation() -> None:
             DreamSimulator(wm, 1, **kwargs)
     with pytest.raises(ValueError, match="num_envs"):
         DreamSimulator(wm, 0)
+    # a bound from the free memory, before anything is allocated (10 million envs: ~55 TiB)
+    with pytest.raises(ValueError, match=r"10000000 envs need about .* GiB .* free on cpu; use "):
+        DreamSimulator(wm, 10_000_000)
     wm.contexts = ContextBank.empty(4)
     with pytest.raises(ValueError, match="at least one starting context"):
         DreamSimulator(wm, 1)

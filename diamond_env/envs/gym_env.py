@@ -27,10 +27,11 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from diamond_env.envs.simulator import DreamSimulator, SeedArg, make_simulator
+from diamond_env.envs.window import HumanWindow
 from diamond_env.frames import to_uint8
 from diamond_env.world_model import WorldModel
 
-RENDER_MODES = ["rgb_array"]
+RENDER_MODES = ["rgb_array", "human"]
 RENDER_FPS = 15
 VECTOR_OPTIONS = ("reset_mask", "context_index")
 
@@ -42,6 +43,10 @@ def frames_to_numpy(frames: torch.Tensor, channels_last: bool = True) -> np.ndar
     if not channels_last:
         u8 = u8.movedim(-1, -3)
     return u8.contiguous().cpu().numpy()
+
+
+def _window_for(render_mode: str | None, game: str) -> HumanWindow | None:
+    return HumanWindow(f"diamond-env dream: {game}", RENDER_FPS) if render_mode == "human" else None
 
 
 def check_render_mode(render_mode: str | None) -> str | None:
@@ -101,7 +106,8 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
         horizon: truncation after this many steps (DIAMOND trains its agent with 15).
         num_denoising_steps, sampler: override the checkpoint's sampler ("euler"/"heun").
         reward_mode: "sample" (rewards in {-1, 0, 1}, sampled ends) or "mean".
-        render_mode: None or "rgb_array" (``render()`` returns the N current frames).
+        render_mode: None, "rgb_array" (``render()`` returns the N current frames) or "human"
+            (the frames tiled in a pygame window after every reset and step).
         max_episode_steps: optional extra cap; truncation at ``min(horizon, max_episode_steps)``.
         world_model: an already-loaded model to use instead of loading ``checkpoint``.
         fastpath: speed options of :mod:`diamond_env.fastpath`, e.g. ``["channels_last", "bf16"]``;
@@ -115,6 +121,7 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
         "render_modes": RENDER_MODES,
         "render_fps": RENDER_FPS,
     }
+    _window: HumanWindow | None = None
 
     def __init__(
         self,
@@ -146,6 +153,7 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
             sampler=sampler,
             reward_mode=reward_mode,
         )
+        self._window = _window_for(self.render_mode, game)
         self.metadata = {
             "autoreset_mode": AutoresetMode.SAME_STEP,
             "render_modes": list(RENDER_MODES),
@@ -170,7 +178,10 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
         return keys_to_action(self.simulator.action_meanings)
 
     def close_extras(self, **kwargs: Any) -> None:
-        """Free the simulator's buffers; a later ``reset``/``step`` raises ``RuntimeError``."""
+        """Free the simulator's buffers (and close the window); a later ``reset``/``step`` raises
+        ``RuntimeError``."""
+        if self._window is not None:
+            self._window.close()
         self.simulator.close()
 
     def reset(
@@ -201,6 +212,7 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
                 )
             mask = torch.from_numpy(mask.copy())
         obs = self.simulator.reset(seed=seed, mask=mask, context_index=options.get("context_index"))
+        self._show()
         return frames_to_numpy(obs), {}
 
     def step(
@@ -224,14 +236,24 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
                 "final_info": {},
                 "_final_info": done.copy(),
             }
+        self._show()
         return frames_to_numpy(out.obs), out.reward.cpu().numpy(), terminated, truncated, infos
 
     def render(self) -> tuple[np.ndarray, ...] | None:
-        """The N current frames, uint8 (64, 64, 3) each, in ``rgb_array`` mode; else None."""
+        """The N current frames, uint8 (64, 64, 3) each, in ``rgb_array`` mode; in ``human``
+        mode they are shown tiled in a window (as after every reset and step) and None is
+        returned."""
         if self.render_mode is None:
             gym.logger.warn("render() called without render_mode; pass render_mode='rgb_array'")
             return None
+        if self._window is not None:
+            self._window.show(frames_to_numpy(self.simulator.obs))
+            return None
         return tuple(frames_to_numpy(self.simulator.obs))
+
+    def _show(self) -> None:
+        if self._window is not None:
+            self._window.show(frames_to_numpy(self.simulator.obs))
 
 
 class DreamEnv(gym.Env):  # type: ignore[type-arg]
@@ -244,6 +266,7 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
     """
 
     metadata: dict[str, Any] = {"render_modes": RENDER_MODES, "render_fps": RENDER_FPS}
+    _window: HumanWindow | None = None
 
     def __init__(
         self,
@@ -275,6 +298,7 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
             reward_mode=reward_mode,
             autoreset=False,
         )
+        self._window = _window_for(self.render_mode, game)
         self.metadata = {"render_modes": list(RENDER_MODES), "render_fps": RENDER_FPS}
         self.observation_space, self.action_space = single_spaces(self.simulator)
 
@@ -291,7 +315,10 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
         return keys_to_action(self.simulator.action_meanings)
 
     def close(self) -> None:
-        """Free the simulator's buffers; a later ``reset``/``step`` raises ``RuntimeError``."""
+        """Free the simulator's buffers (and close the window); a later ``reset``/``step`` raises
+        ``RuntimeError``."""
+        if self._window is not None:
+            self._window.close()
         self.simulator.close()
 
     def reset(
@@ -306,6 +333,8 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
                 f"options: unknown keys {unknown}; expected a subset of ['context_index']"
             )
         obs = self.simulator.reset(seed=seed, context_index=[options.get("context_index")])
+        if self._window is not None:
+            self._window.show(frames_to_numpy(obs))
         return frames_to_numpy(obs)[0], {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -318,12 +347,18 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
         if not 0 <= int(action) < n:
             raise ValueError(f"action: expected an int in [0, {n}), got {int(action)}")
         out = self.simulator.step(torch.tensor([int(action)], dtype=torch.int64))
+        if self._window is not None:
+            self._window.show(frames_to_numpy(out.final_obs))
         obs = frames_to_numpy(out.final_obs)[0]
         return obs, float(out.reward[0]), bool(out.terminated[0]), bool(out.truncated[0]), {}
 
     def render(self) -> np.ndarray | None:  # type: ignore[override]
-        """The current frame, uint8 (64, 64, 3), in ``rgb_array`` mode; else None."""
+        """The current frame, uint8 (64, 64, 3), in ``rgb_array`` mode; in ``human`` mode it is
+        shown in a window (as after every reset and step) and None is returned."""
         if self.render_mode is None:
             gym.logger.warn("render() called without render_mode; pass render_mode='rgb_array'")
+            return None
+        if self._window is not None:
+            self._window.show(frames_to_numpy(self.simulator.obs))
             return None
         return frames_to_numpy(self.simulator.obs)[0]

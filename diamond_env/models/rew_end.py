@@ -64,6 +64,10 @@ class RewEndModel(nn.Module):
         super().__init__()
         if not isinstance(num_actions, int) or num_actions < 1:
             raise ValueError(f"num_actions: expected a positive int, got {num_actions!r}")
+        if not config.event_weight > 0:
+            raise ValueError(
+                f"event_weight: expected a positive weight, got {config.event_weight!r}"
+            )
         factor = 2 ** (len(config.channels) - 1)
         if img_size % factor != 0:
             raise ValueError(
@@ -142,7 +146,8 @@ class RewEndModel(nn.Module):
         end: torch.Tensor,
         mask: torch.Tensor,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Cross-entropy of the reward sign and of termination, averaged over unmasked steps.
+        """Cross-entropy of the reward sign and of termination, averaged over unmasked steps
+        (rewards and ends weighted ``config.event_weight``, 1 in DIAMOND).
 
         ``rew`` (B, T) float raw rewards, ``end`` (B, T) bool, ``mask`` (B, T) bool (False marks
         padding). The LSTM starts from zeros. Returns the summed loss (scalar) and float metrics
@@ -164,8 +169,13 @@ class RewEndModel(nn.Module):
         end_cls = end.long()
         weights = mask.to(logits_rew.dtype)
         count = weights.sum().clamp(min=1.0)
-        ce_rew = F.cross_entropy(logits_rew.flatten(0, 1), rew_cls.flatten(), reduction="none")
-        ce_end = F.cross_entropy(logits_end.flatten(0, 1), end_cls.flatten(), reduction="none")
+        w = self.config.event_weight
+        w_rew = None if w == 1.0 else logits_rew.new_tensor([w, 1.0, w])
+        w_end = None if w == 1.0 else logits_end.new_tensor([1.0, w])
+        ce_rew = F.cross_entropy(logits_rew.flatten(0, 1), rew_cls.flatten(), weight=w_rew,
+                                 reduction="none")  # fmt: skip
+        ce_end = F.cross_entropy(logits_end.flatten(0, 1), end_cls.flatten(), weight=w_end,
+                                 reduction="none")  # fmt: skip
         loss_rew = (ce_rew * weights.flatten()).sum() / count
         loss_end = (ce_end * weights.flatten()).sum() / count
         with torch.no_grad():
