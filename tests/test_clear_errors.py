@@ -72,3 +72,24 @@ def test_a_run_directory_that_is_a_file_is_refused(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all("is a file" in line for line in err), err
     assert afile.read_text() == "mine"
+
+
+def test_a_corrupt_actor_critic_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from diamond_env.config import ActorCriticConfig
+    from diamond_env.models.actor_critic import CONFIG_FILE, WEIGHTS_FILE, ActorCritic
+
+    agent = tmp_path / "agent"
+    ActorCritic(ActorCriticConfig(channels=(8, 8, 16, 16), lstm_dim=32), 4).save(agent)
+    (agent / "agent.json").write_text('{"game": "Breakout"}')
+    weights = agent / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:-100])  # truncated weights
+    argv = ["evaluate", "--agent", str(agent), "--episodes", "1", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sha256" in err[0] and "altered or damaged" in err[0], err
+    (agent / CONFIG_FILE).write_text("{oops")  # a config that is not JSON
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not valid JSON" in err[0], err
