@@ -35,7 +35,7 @@ NUM_ACTIONS = 4
 SIGMAS = (5.0, 1.0, 0.1, 0.002)
 
 
-def _stub_missing_modules() -> None:
+def stub_missing_modules() -> None:
     """Empty stand-ins for modules DIAMOND's training code imports but its models never call."""
 
     def confusion(*_args: object, **_kwargs: object) -> torch.Tensor:
@@ -61,7 +61,7 @@ def _stub_missing_modules() -> None:
             sys.modules[name] = module
 
 
-def _reduced_configs(models: dict[str, types.ModuleType], paper: bool) -> object:
+def diamond_agent_config(models: dict[str, types.ModuleType], paper: bool) -> object:
     """DIAMOND's AgentConfig: paper sizes or a reduced one that keeps every code path
     (attention in the middle blocks with 2 heads, several levels, LSTMs)."""
     diff = models["diffusion"]
@@ -107,7 +107,7 @@ def to_float(frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Te
 def run_diamond(src: Path, paper: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """DIAMOND's state dict and its outputs on fixed inputs (see the module docstring)."""
     sys.path.insert(0, str(src))
-    _stub_missing_modules()
+    stub_missing_modules()
     import agent as diamond_agent  # type: ignore[import-not-found]
     import models.actor_critic as diamond_ac  # type: ignore[import-not-found]
     import models.diffusion as diamond_diffusion  # type: ignore[import-not-found]
@@ -117,7 +117,7 @@ def run_diamond(src: Path, paper: bool) -> tuple[dict[str, torch.Tensor], dict[s
     models = {"agent": diamond_agent, "diffusion": diamond_diffusion,
               "rew_end": diamond_rew_end, "actor_critic": diamond_ac}  # fmt: skip
     torch.manual_seed(0)
-    model = diamond_agent.Agent(_reduced_configs(models, paper)).eval()
+    model = diamond_agent.Agent(diamond_agent_config(models, paper)).eval()
     # DIAMOND zero-initialises several layers; give them values so that every weight matters.
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():

@@ -67,7 +67,9 @@ def test_sb3_ppo_in_the_dream_then_scored_in_the_real_game(
     (agent / "agent.json").write_text(
         json.dumps({"kind": "sb3", "algo": "ppo", "n_stack": 4, "game": "Breakout"})
     )
-    result = cmd_evaluate(agent, None, 1, tmp_path / "eval.json", seed=0, progress=False)
+    # a bare SB3 zip (the user's own): read only when trusted, as --trust-pickle says
+    result = cmd_evaluate(agent, None, 1, tmp_path / "eval.json", seed=0, progress=False,
+                          trust_pickle=True)  # fmt: skip
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["episodes"] == 1 and saved["returns"] == result.returns
     assert result.lengths[0] > 0 and result.hns is not None

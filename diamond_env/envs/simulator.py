@@ -27,6 +27,7 @@ import torch
 
 from diamond_env.checkpoint import resolve_device
 from diamond_env.config import IMG_SIZE, Config, SamplerConfig
+from diamond_env.cputune import tune_allocator
 from diamond_env.frames import to_model
 from diamond_env.models.rew_end import LstmState
 from diamond_env.paths import resolve_checkpoint
@@ -174,6 +175,8 @@ class DreamSimulator:
                 "move the model first or pass device=None"
             )
         check_memory_for(world_model.config, self.num_envs, self.device)
+        if self.device.type == "cpu":
+            tune_allocator()
         self.world_model = world_model
         self.sampler_config = sampler_config(
             world_model.config.sampler, num_denoising_steps, sampler

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from diamond_env.config import Config
+from diamond_env.cputune import tune_allocator
 from diamond_env.data.episode import FlatData
 from diamond_env.data.segments import SegmentSampler, life_index, to_torch
 from diamond_env.training.optim import make_optimizer, optimizer_step
@@ -88,6 +89,8 @@ class WorldModelTrainer:
         self.world_model = world_model
         self.config = config
         self.device = device
+        if device.type == "cpu":
+            tune_allocator()
         self.den_opt, self.den_sched = make_optimizer(world_model.denoiser, config.denoiser_optim)
         self.re_opt, self.re_sched = make_optimizer(world_model.rew_end, config.rew_end_optim)
         self.grad_steps = 0
