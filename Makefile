@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` (the main job) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SRC := diamond_env tests $(wildcard examples train_wm.py)
+SRC := diamond_env tests $(wildcard examples benchmarks train_wm.py)
 RUN_DIR ?= runs/demo
 
 .PHONY: install test lint demo bench clean

@@ -202,6 +202,47 @@ def build(d: dict[str, Any], num_envs: int, side: str) -> dict[str, Callable[[],
     return {k: v for k, v in ops.items() if (k.endswith("/diamond")) == (side == "diamond")}
 
 
+def work_per_call(num_envs: int) -> dict[str, int]:
+    """FLOPs of one call of each operation (:mod:`diamond_env.flops`, paper preset): a dream step
+    is ``num_envs`` frames of 3 denoiser passes + a reward/end step; a training step is 3 x the
+    forward of its batch (32 samples of 2 denoiser targets, or 32 reward/end segments)."""
+    from diamond_env.config import get_preset
+    from diamond_env.flops import (
+        count_model_flops,
+        denoiser_sample_flops,
+        dream_frame_flops,
+        rew_end_sample_flops,
+    )
+
+    flops = count_model_flops(get_preset("paper"), NUM_ACTIONS)
+    return {"dream": num_envs * dream_frame_flops(flops, 3),
+            "denoiser_train": 32 * denoiser_sample_flops(flops, targets=2),
+            "rew_end_train": 32 * rew_end_sample_flops(flops)}  # fmt: skip
+
+
+def fp32_peak() -> tuple[float, str]:
+    """This CPU's fp32 peak in GFLOP/s from /proc/cpuinfo: CPUs x clock x FLOPs per cycle, where
+    a core with FMA does 2 fused multiply-adds per cycle on 8 (AVX2) or 16 (AVX-512) lanes, each
+    2 FLOPs (0 and a note when it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return 0.0, "no /proc/cpuinfo"
+    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines()
+                      if ln.startswith("flags")), []))  # fmt: skip
+    mhz = [float(ln.split(":", 1)[1]) for ln in text.splitlines() if ln.startswith("cpu MHz")]
+    if not mhz or "fma" not in flags:
+        return 0.0, "clock or FMA flag not found"
+    lanes = 16 if "avx512f" in flags else 8
+    per_cycle = 2 * lanes * 2
+    cpus = os.cpu_count() or 1
+    peak = cpus * max(mhz) / 1000 * per_cycle
+    how = (f"{cpus} CPUs x {max(mhz) / 1000:.2f} GHz x {per_cycle} FLOP/cycle "
+           f"(2 FMA units x {lanes} fp32 lanes x 2)")  # fmt: skip
+    return peak, how
+
+
 def measure(op: Callable[[], None], seconds: float) -> dict[str, float]:
     """Calls per second over at least ``seconds`` (one warm-up call first), with CPU times."""
     op()
@@ -254,6 +295,9 @@ def main() -> None:
     print(f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} "
           f"threads, load average {' '.join(load)}, {time.strftime('%Y-%m-%d %H:%M')}; each side "
           "in its own process, alternating")  # fmt: skip
+    peak, how = fp32_peak()
+    work = work_per_call(args.num_envs)
+    print(f"fp32 peak {peak:.0f} GFLOP/s = {how}")
     rows: list[dict[str, Any]] = []
     wanted = args.ops.split(",")
     for r in range(args.rounds):
@@ -266,9 +310,12 @@ def main() -> None:
                         conn.send((name, args.seconds))
                         got[name.split("/")[1]] = conn.recv()
             base = got["diamond"]["per_s"]
+            for m in got.values():
+                m["gflop_per_s"] = m["per_s"] * work[op] / 1e9
             cells = ", ".join(
-                f"{impl} {m['per_s']:.3g}/s (x{m['per_s'] / base:.2f}, sys {m['sys_s']:.0f} s "
-                f"of {m['user_s'] + m['sys_s']:.0f} s CPU)"
+                f"{impl} {m['per_s']:.3g}/s (x{m['per_s'] / base:.2f}, "
+                f"{m['gflop_per_s']:.1f} GFLOP/s = {100 * m['gflop_per_s'] / (peak or 1):.0f} % of peak, "
+                f"sys {m['sys_s']:.0f} s of {m['user_s'] + m['sys_s']:.0f} s CPU)"
                 for impl, m in got.items()
             )
             print(f"round {r + 1} {op}: {cells}", flush=True)

@@ -232,6 +232,12 @@ def _cmd_import_diamond(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_trust_pickle(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="also load a bare SB3 model.zip: SB3 unpickles it, and a crafted file runs "
+                   "arbitrary code, so only for files from a source you trust")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diamond-env",
@@ -328,9 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                    help="argmax actions (--no-deterministic: sample); default: agent.json's "
                    "choice, else sample for our actor-critic and argmax for SB3")  # fmt: skip
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="also load a bare SB3 model.zip: SB3 unpickles it, and a crafted file runs "
-                   "arbitrary code, so only for files from a source you trust")  # fmt: skip
+    _add_trust_pickle(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("video", help="real vs dreamt frames (open loop), and an agent in both")
@@ -345,9 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=_positive_int, default=15)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="also load a bare SB3 model.zip: SB3 unpickles it, and a crafted file runs "
-                   "arbitrary code, so only for files from a source you trust")  # fmt: skip
+    _add_trust_pickle(p)
     p.set_defaults(func=_cmd_video)
 
     p = sub.add_parser("report", help="report.md with plots and videos for a run directory")
@@ -374,9 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames")
     p.add_argument("--record", default=None, help="save each episode (npz + gif) in this folder")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="also load a bare SB3 model.zip: SB3 unpickles it, and a crafted file runs "
-                   "arbitrary code, so only for files from a source you trust")  # fmt: skip
+    _add_trust_pickle(p)
     p.set_defaults(func=_cmd_play)
 
     p = sub.add_parser("bench", help="measure throughput and print the figures")

@@ -160,10 +160,38 @@ def test_frame_difference_adds_next_minus_current_to_the_encoder_input() -> None
     assert not torch.allclose(same, moved)
 
 
+def test_event_weight_weighs_rewards_and_ends_in_the_loss() -> None:
+    """With weight w the cross-entropy of a reward or end step counts w times (DIAMOND: 1), so a
+    batch whose only mistakes are on events has w times the loss; the mean is still over steps."""
+    from diamond_env.models.rew_end import RewEndModel
+
+    cfg = dataclasses.replace(get_preset("tiny").rew_end)
+    gen = torch.Generator().manual_seed(0)
+    obs = torch.rand(2, 3, 3, 64, 64, generator=gen) * 2 - 1
+    act = torch.zeros(2, 3, dtype=torch.int64)
+    rew = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])
+    end = torch.tensor([[False, False, True], [False, False, False]])
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    losses = {}
+    for w in (1.0, 4.0):
+        torch.manual_seed(0)
+        model = RewEndModel(dataclasses.replace(cfg, event_weight=w), num_actions=4)
+        model.set_constant_logits([0.0, 2.0, 0.0, 2.0, 0.0])  # sure of "no reward, continue"
+        losses[w] = model.compute_loss(obs, act, obs, rew, end, mask)[1]
+    ce = torch.nn.functional.cross_entropy
+    common = float(ce(torch.tensor([[0.0, 2.0, 0.0]]), torch.tensor([1])))
+    rare = float(ce(torch.tensor([[0.0, 2.0, 0.0]]), torch.tensor([0])))
+    for w, got in losses.items():
+        assert got["loss_rew"] == pytest.approx((4 * common + 2 * w * rare) / 6, rel=1e-5)
+    with pytest.raises(ValueError, match="event_weight"):
+        RewEndModel(dataclasses.replace(cfg, event_weight=0.0), num_actions=4)
+
+
 def test_the_paper_preset_leaves_every_low_budget_aid_off() -> None:
     paper = get_preset("paper")
     assert not paper.denoiser.predict_change and paper.denoiser.sigma_offset_noise == 0.3
     assert not paper.rew_end.frame_difference and paper.loop.rew_end_event_fraction == 0.0
+    assert paper.rew_end.event_weight == 1.0
     assert paper.loop.denoiser_seq_len == 6 and paper.sampler.start == "unit"
     cpu = get_preset("cpu")  # the measured CPU recipe (BENCHMARKS.md)
     assert cpu.denoiser.predict_change and cpu.loop.rew_end_event_fraction == 0.5

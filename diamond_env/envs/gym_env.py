@@ -247,7 +247,7 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
             gym.logger.warn("render() called without render_mode; pass render_mode='rgb_array'")
             return None
         if self._window is not None:
-            self._window.show(frames_to_numpy(self.simulator.obs))
+            self._show()
             return None
         return tuple(frames_to_numpy(self.simulator.obs))
 
