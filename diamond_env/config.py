@@ -3,7 +3,8 @@
 The ``paper`` preset holds the numbers of DIAMOND (Alonso et al., 2024) for Atari 100k; ``tiny``
 changes sizes and step counts only; ``cpu`` and ``small`` also turn on low-budget aids that the
 paper preset leaves off (``predict_change``, ``rew_end_event_fraction``; measured in
-BENCHMARKS.md). Game-dependent values (the
+BENCHMARKS.md; ``rew_end.frame_difference`` and ``rew_end.event_weight`` are there for
+``--overrides``, off in every preset until they are shown to pay). Game-dependent values (the
 number of actions) are not part of a preset: models receive them as constructor arguments and
 checkpoints store them beside the config.
 """
