@@ -3,8 +3,9 @@
 A paper-size step allocates and frees tensors of tens of MiB many times (a batch of 32 feature
 maps of 64 channels at 64x64 is 32 MiB). glibc serves blocks that large with ``mmap`` and returns
 them with ``munmap``, so every step faults the same pages in again, zero-filled by the kernel:
-measured on this project's 2-core box, 40-45 % of a dream step's CPU time was system time
-(BENCHMARKS.md, "Side by side with DIAMOND's code"). :func:`tune_allocator` keeps freed blocks in
+measured on this project's 2-core box, a third to a half of a paper-size training step's CPU time
+(and 40 % of a dream step's, until glibc raises its threshold) was system time (BENCHMARKS.md,
+"Side by side with DIAMOND's code"). :func:`tune_allocator` keeps freed blocks in
 the process instead (``mallopt``: no ``mmap`` for large blocks, no trimming of the heap's top),
 which removes that system time; the memory a step needs stays reserved between steps.
 

@@ -79,8 +79,8 @@ def sampler_config(
 
 
 def step_bytes_per_env(config: Config) -> int:
-    """An upper estimate of the memory one env takes in a dream step: twice the float32 feature
-    maps the denoiser's encoder keeps for its skip connections, plus 4 MiB (frames, noise,
+    """An upper estimate of the memory one env takes in a dream step: 2.5 times the float32
+    feature maps the denoiser's encoder keeps for its skip connections, plus 4 MiB (frames, noise,
     convolution workspaces, the reward/end model). Measured peaks on this project's CPU (1 thread,
     8 against 64 envs): tiny 4.4, cpu 5.8, paper 11 MiB per env; the estimate gives 5.7, 7.3
     and 14."""
