@@ -185,8 +185,8 @@ def load_sb3_policy(root: Path, meta: dict[str, Any], device: str | torch.device
         raise ValueError(f"{weights}: not a readable safetensors file ({err})") from err
     try:
         policy = policy_cls(obs_space, act_space, lambda _: 0.0, **kwargs)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: cannot build {meta.get('policy')} ({err})") from err
+    except (TypeError, ValueError, KeyError, AttributeError, AssertionError) as err:
+        raise ValueError(f"{where}: cannot build {meta.get('policy')} ({err!r})") from err
     shared = meta.get("shared", {})
     if not isinstance(shared, dict) or not set(shared.values()) <= set(tensors):
         raise ValueError(f"{where}: shared: expected {{name: stored name}}, got {shared!r}")
