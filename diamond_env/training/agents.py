@@ -282,7 +282,9 @@ class _ProgressCallback(BaseCallback):
         assert self.bar is not None
         self.bar.update(self.training_env.num_envs)
         if self.num_timesteps >= self.next_log:
-            self.next_log = self.num_timesteps + max(1, self.total // 100)
+            # every 1 % of the budget, and at least every 256 steps: a minute-bounded run (the
+            # demo's) may stop far short of its step budget
+            self.next_log = self.num_timesteps + max(1, min(self.total // 100, 256))
             episodes = self.model.ep_info_buffer
             if episodes:
                 returns = [float(e["r"]) for e in episodes]
