@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
 
 
 def file_sha256(path: Path) -> str:
@@ -40,6 +42,32 @@ def check_sha256(data: bytes, expected: str, path: Path) -> None:
             f"{path}: sha256 {actual[:16]}... does not match {expected[:16]}... recorded at save "
             "time; the file was altered or damaged"
         )
+
+
+def read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, read once; its bytes are checked against ``sha256``
+    first when one was recorded. ``ValueError`` for an unreadable or altered file."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+    if sha256 is not None:
+        check_sha256(data, str(sha256), path)
+    try:
+        return load_safetensors(data)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object; ``ValueError`` naming ``path`` otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+
+from diamond_env.checkpoint import read_json_object
 
 T = TypeVar("T")
 
@@ -96,12 +97,7 @@ def with_stored_options(opts: R, given: set[str]) -> R:
     path = opts.options_file()
     if not path.is_file():
         return opts
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: the run's stored options are not valid JSON ({err})") from err
-    if not isinstance(stored, dict):
-        raise ValueError(f"{path}: expected a JSON object of options, got {type(stored).__name__}")
+    stored = read_json_object(path)
     names = {f.name for f in dataclasses.fields(opts)}  # type: ignore[arg-type]
     taken = {k: v for k, v in stored.items() if k in names and k not in given and k != "resume"}
     return dataclasses.replace(opts, **taken)  # type: ignore[type-var]

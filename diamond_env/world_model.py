@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from diamond_env import __version__
-from diamond_env.checkpoint import check_sha256, file_sha256, resolve_device
+from diamond_env.checkpoint import file_sha256, read_tensors, resolve_device
 from diamond_env.config import IMG_SIZE, Config, SamplerConfig
 from diamond_env.models.denoiser import Denoiser, quantize_floor
 from diamond_env.models.rew_end import LstmState, RewEndModel
@@ -324,9 +323,9 @@ class WorldModel(nn.Module):
                 f"digests, got {digests!r}"
             )
         _load_weights(
-            model, _read_tensors(root / MODEL_FILE, digests.get(MODEL_FILE)), root / MODEL_FILE
+            model, read_tensors(root / MODEL_FILE, digests.get(MODEL_FILE)), root / MODEL_FILE
         )
-        bank = _read_tensors(root / CONTEXTS_FILE, digests.get(CONTEXTS_FILE))
+        bank = read_tensors(root / CONTEXTS_FILE, digests.get(CONTEXTS_FILE))
         if set(bank) != {"obs", "act"}:
             raise ValueError(
                 f"{root / CONTEXTS_FILE}: expected keys ['act', 'obs'], got {sorted(bank)}"
@@ -415,18 +414,6 @@ def _read_meta(path: Path) -> dict[str, Any]:
             "upgrade diamond_env to load it"
         )
     return meta
-
-
-def _read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file, read once; its bytes are checked against ``sha256``
-    first when the checkpoint recorded one."""
-    try:
-        data = path.read_bytes()
-        if sha256 is not None:
-            check_sha256(data, str(sha256), path)
-        return load(data)
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
 
 
 def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:

@@ -21,11 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from diamond_env.checkpoint import check_sha256, file_sha256, resolve_device
+from diamond_env.checkpoint import file_sha256, read_tensors, resolve_device
 from diamond_env.config import IMG_SIZE, ActorCriticConfig
 from diamond_env.frames import to_model
 from diamond_env.models.blocks import init_lstm
@@ -238,12 +237,7 @@ class ActorCritic(nn.Module):
         model = cls(config, num_actions)
         if not weights_path.is_file():
             raise FileNotFoundError(f"actor-critic weights not found: {weights_path}")
-        data = weights_path.read_bytes()
-        check_sha256(data, digest, weights_path)
-        try:
-            tensors = load(data)
-        except (SafetensorError, OSError, ValueError) as err:
-            raise ValueError(f"{weights_path}: not a readable safetensors file ({err})") from err
+        tensors = read_tensors(weights_path, digest)
         _check_tensors(model.state_dict(), tensors, weights_path)
         model.load_state_dict(tensors)
         return model.to(device)

@@ -22,7 +22,6 @@ crafted file runs code.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 import time
@@ -36,10 +35,11 @@ import torch
 from tqdm import tqdm
 
 from diamond_env.atari import RealAtariVectorEnv, canonical_game, make_atari_env
+from diamond_env.checkpoint import read_json_object
 from diamond_env.config import IMG_SIZE
 from diamond_env.data.collect import Policy, RandomPolicy
 from diamond_env.models.actor_critic import CONFIG_FILE, ActorCritic, State
-from diamond_env.training.sb3_files import load_sb3_policy
+from diamond_env.training.sb3_files import load_sb3_policy, sb3_algorithms
 
 __all__ = ["ActorCriticPolicy", "EvalResult", "FrameStacker", "RandomPolicy", "SB3Policy"]
 __all__ += ["cmd_evaluate", "evaluate", "human_normalized_score", "load_agent", "reference_scores"]
@@ -485,15 +485,7 @@ def load_agent(
 
 
 def _read_agent_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
-    return meta
+    return read_json_object(path) if path.is_file() else {}
 
 
 def _load_sb3_model(root: Path, meta: dict[str, Any], device: str | torch.device) -> Any:
@@ -504,14 +496,8 @@ def _load_sb3_model(root: Path, meta: dict[str, Any], device: str | torch.device
     path = root / str(meta.get("model", SB3_MODEL_FILE))
     if not path.is_file():
         raise FileNotFoundError(f"SB3 model not found: {path} (named by {root / AGENT_FILE})")
-    known: dict[str, Any] = {}
-    for module_name in ("stable_baselines3", "sb3_contrib"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        known.update({name.lower(): getattr(module, name) for name in module.__all__})
-    algos = sorted(name for name, obj in known.items() if hasattr(obj, "load"))
+    known = sb3_algorithms()
+    algos = sorted(known)
     if algo.lower() not in algos:
         raise ValueError(f"{root / AGENT_FILE}: algo: expected one of {algos}, got {algo!r}")
     return known[algo.lower()].load(str(path), device=device)

@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load, save_file
+from safetensors.torch import save_file
 
-from diamond_env.checkpoint import atomic_write, atomic_write_json, check_sha256, file_sha256
+from diamond_env.checkpoint import atomic_write, atomic_write_json, file_sha256, read_tensors
 
-__all__ = ["SB3_POLICY_FILE", "load_sb3_policy", "save_sb3_agent"]
+__all__ = ["SB3_POLICY_FILE", "load_sb3_policy", "save_sb3_agent", "sb3_algorithms"]
 
 SB3_POLICY_FILE = "sb3_policy.safetensors"
 AGENT_FILE = "agent.json"
@@ -33,7 +32,7 @@ FORMAT_VERSION = 1
 _OPTIMIZER_KEYS = ("optimizer_class", "optimizer_kwargs")
 
 
-def _algorithms() -> dict[str, Any]:
+def sb3_algorithms() -> dict[str, Any]:
     """Lower-case name -> SB3 algorithm class, from stable_baselines3 and sb3_contrib if present."""
     import importlib
 
@@ -159,7 +158,7 @@ def load_sb3_policy(root: Path, meta: dict[str, Any], device: str | torch.device
             f"{where}: expected format {FORMAT_NAME!r} version {FORMAT_VERSION}, got "
             f"{meta.get('format')!r} version {meta.get('format_version')!r}"
         )
-    algos = _algorithms()
+    algos = sb3_algorithms()
     algo = str(meta.get("algo", "")).lower()
     if algo not in algos:
         raise ValueError(f"{where}: algo: expected one of {sorted(algos)}, got {algo!r}")
@@ -177,12 +176,7 @@ def load_sb3_policy(root: Path, meta: dict[str, Any], device: str | torch.device
     weights = root / str(meta.get("weights", SB3_POLICY_FILE))
     if not weights.is_file():
         raise FileNotFoundError(f"SB3 policy weights not found: {weights} (named by {where})")
-    data = weights.read_bytes()
-    check_sha256(data, digest, weights)
-    try:
-        tensors = load(data)
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{weights}: not a readable safetensors file ({err})") from err
+    tensors = read_tensors(weights, digest)
     try:
         policy = policy_cls(obs_space, act_space, lambda _: 0.0, **kwargs)
     except (TypeError, ValueError, KeyError, AttributeError, AssertionError) as err:
