@@ -21,10 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     opts = parse_options(TrainWMOptions, argv, description=__doc__ or "")
     try:
         results = train_world_model(opts)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ConnectionError) as err:
         print(f"train_wm.py: error: {err}", file=sys.stderr)
         return 2
-    print("\n".join(summary_lines(opts, results)))
+    lines = summary_lines(opts, results)
+    if lines:
+        print("\n".join(lines))
     return 0
 
 

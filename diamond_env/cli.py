@@ -149,7 +149,9 @@ def _cmd_train_wm(args: argparse.Namespace) -> int:
     from diamond_env.training.train_wm import TrainWMOptions, summary_lines, train_world_model
 
     opts = _resumable_options(TrainWMOptions, args)
-    print("\n".join(summary_lines(opts, train_world_model(opts))))
+    lines = summary_lines(opts, train_world_model(opts))
+    if lines:
+        print("\n".join(lines))
     return 0
 
 
@@ -419,7 +421,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Command = args.func
     try:
         return func(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as err:
+    except (
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        FileExistsError,
+        ImportError,
+        ConnectionError,
+    ) as err:  # ConnectionError: a data-parallel run lost one of its processes
         print(f"diamond-env {args.command}: error: {err}", file=sys.stderr)
         return 2
 

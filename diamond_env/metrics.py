@@ -14,15 +14,20 @@ class MetricsLogger:
     """Appends ``{"step": ..., "time": ..., **values}`` records to ``run_dir/metrics.jsonl``.
 
     Scalars also go to TensorBoard under ``run_dir/tensorboard`` (when ``tensorboard`` is
-    importable). Appending means a resumed run continues the same file.
+    importable). Appending means a resumed run continues the same file. ``enabled=False`` (the
+    other ranks of a data-parallel run) writes nothing.
     """
 
-    def __init__(self, run_dir: Path, *, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, *, tensorboard: bool = True, enabled: bool = True) -> None:
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
-        self._file = self.path.open("a", encoding="utf-8")
+        self.enabled = enabled
+        self._file: Any = None
         self._writer: Any = None
+        if not enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", encoding="utf-8")
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -33,6 +38,8 @@ class MetricsLogger:
 
     def log(self, step: int, values: dict[str, Any], *, kind: str = "train") -> None:
         """Record ``values`` (numbers, or small JSON-able objects) at counter ``step``."""
+        if not self.enabled:
+            return
         record = {"kind": kind, "step": int(step), "time": time.time(), **_jsonable(values)}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
@@ -42,7 +49,8 @@ class MetricsLogger:
                     self._writer.add_scalar(f"{kind}/{key}", float(value), int(step))
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._writer is not None:
             self._writer.close()
 

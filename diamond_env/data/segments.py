@@ -183,7 +183,7 @@ class SegmentSampler:
         life_loss_is_end: bool = True,
         split_lives: bool = True,
         event_fraction: float = 0.0,
-        seed: int | None = None,
+        seed: int | tuple[int, ...] | None = None,
     ) -> None:
         if not isinstance(seq_len, int) or seq_len < 2:
             raise ValueError(f"seq_len: expected an int >= 2 (frames per window), got {seq_len!r}")

@@ -175,8 +175,10 @@ class Denoiser(nn.Module):
         target: torch.Tensor,
         mask: torch.Tensor | None,
         generator: torch.Generator | None,
+        count: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One EDM loss term and the quantised one-shot denoised frame (no gradient)."""
+        """One EDM loss term and the quantised one-shot denoised frame (no gradient); with
+        ``mask``, the mean over the unmasked samples, or the sum divided by ``count``."""
         self._check_context(obs_ctx, act_ctx, target)
         b, c = target.shape[:2]
         sigma = self.sample_training_sigma(b, target.device, generator)
@@ -202,7 +204,8 @@ class Denoiser(nn.Module):
                 f"{tuple(mask.shape)}"
             )
         weights = mask.to(per_sample.dtype)
-        return (per_sample * weights).sum() / weights.sum().clamp(min=1.0), denoised
+        total = weights.sum() if count is None else count.to(weights)
+        return (per_sample * weights).sum() / total.clamp(min=1.0), denoised
 
     def compute_loss(
         self,
@@ -228,6 +231,7 @@ class Denoiser(nn.Module):
         act: torch.Tensor,
         mask: torch.Tensor,
         generator: torch.Generator | None = None,
+        counts: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """DIAMOND's training loss on segments of ``L + 1 + K`` frames: the mean of ``K + 1``
         terms of :meth:`compute_loss`.
@@ -239,7 +243,8 @@ class Denoiser(nn.Module):
         ``src/models/diffusion/denoiser.py``). ``obs`` (B, S, 3, H, W) float in [-1, 1]; ``act``
         (B, S') int64 with ``S' >= S - 1`` (action ``j`` taken at frame ``j``); ``mask`` (B, S)
         bool, False for padded frames (a term whose target is padded does not count for that
-        sample).
+        sample). ``counts`` (K + 1,): the number of unmasked targets each term divides by
+        (default: this batch's; data-parallel training passes the counts over all ranks).
         """
         num_context = self.config.num_context
         num_terms = obs.shape[1] - num_context
@@ -258,7 +263,7 @@ class Denoiser(nn.Module):
             target_index = num_context + i
             term, denoised = self._loss_term(
                 frames[:, i:target_index], act[:, i:target_index], frames[:, target_index],
-                mask[:, target_index], generator,
+                mask[:, target_index], generator, None if counts is None else counts[i],
             )  # fmt: skip
             total = total + term
             frames[:, target_index] = denoised

@@ -145,9 +145,15 @@ class RewEndModel(nn.Module):
         rew: torch.Tensor,
         end: torch.Tensor,
         mask: torch.Tensor,
+        count: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy of the reward sign and of termination, averaged over unmasked steps
         (rewards and ends weighted ``config.event_weight``, 1 in DIAMOND).
+
+        ``count``: the number of unmasked steps to divide by (a 0-d tensor; default: those of
+        this batch). Data-parallel training passes the count over all ranks, so the summed
+        gradients are those of the global batch's mean; the metrics are then this rank's
+        shares of the global ones.
 
         ``rew`` (B, T) float raw rewards, ``end`` (B, T) bool, ``mask`` (B, T) bool (False marks
         padding). The LSTM starts from zeros. Returns the summed loss (scalar) and float metrics
@@ -168,7 +174,7 @@ class RewEndModel(nn.Module):
         rew_cls = rew.sign().long() + 1
         end_cls = end.long()
         weights = mask.to(logits_rew.dtype)
-        count = weights.sum().clamp(min=1.0)
+        count = (weights.sum() if count is None else count.to(weights)).clamp(min=1.0)
         w = self.config.event_weight
         w_rew = None if w == 1.0 else logits_rew.new_tensor([w, 1.0, w])
         w_end = None if w == 1.0 else logits_end.new_tensor([1.0, w])

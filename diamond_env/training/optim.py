@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -53,10 +55,17 @@ def optimizer_step(
     opt: torch.optim.Optimizer,
     sched: torch.optim.lr_scheduler.LRScheduler,
     max_grad_norm: float,
+    reduce_gradients: Callable[[nn.Module], object] | None = None,
 ) -> float:
-    """Backward, clip, step, schedule; returns the gradient norm before clipping."""
+    """Backward, clip, step, schedule; returns the gradient norm before clipping.
+
+    ``reduce_gradients(module)``, when given, runs between the backward pass and clipping (the
+    data-parallel all-reduce), so clipping sees the gradient of the whole batch.
+    """
     opt.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]
+    if reduce_gradients is not None:
+        reduce_gradients(module)
     grad_norm = nn.utils.clip_grad_norm_(module.parameters(), max_grad_norm)
     opt.step()
     sched.step()

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from diamond_env import distributed
 from diamond_env.checkpoint import (
     atomic_write_json,
     check_run_dir,
@@ -31,6 +33,7 @@ from diamond_env.data.collect import collect_random_until
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.data.episode import FlatData
 from diamond_env.data.segments import SegmentSampler
+from diamond_env.distributed import Distributed, rank_state
 from diamond_env.metrics import MetricsLogger
 from diamond_env.options import opt
 from diamond_env.paths import default_run_dir
@@ -84,6 +87,9 @@ class TrainWMOptions:
     max_minutes: float = opt(
         0.0, "stop (save, evaluate) after this much training time; 0: no limit"
     )
+    batch_per_rank: int = opt(
+        0, "under torchrun: segments per process and step (0: the preset's batch / processes)"
+    )
 
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir else default_run_dir(self.game)
@@ -98,15 +104,19 @@ class TrainWMOptions:
         for name in ("steps", "real_steps", "save_every", "log_every", "num_contexts", "num_envs"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)}")
-        if self.eval_every < 0:
-            raise ValueError(f"eval_every: expected >= 0, got {self.eval_every}")
+        for name in ("eval_every", "batch_per_rank"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
 
 
-def _load_data(opts: TrainWMOptions, run_dir: Path) -> EpisodeDataset:
-    if opts.dataset is not None:
-        dataset = EpisodeDataset.open(opts.dataset)
+def _load_data(opts: TrainWMOptions, run_dir: Path, collect: bool = True) -> EpisodeDataset:
+    """The dataset to train on; without ``--dataset``, the run's own, collected first unless
+    ``collect`` is False (the other ranks of a data-parallel run, once rank 0 has collected)."""
+    if opts.dataset is not None or not collect:
+        path = opts.dataset if opts.dataset is not None else run_dir / "dataset"
+        dataset = EpisodeDataset.open(path)
         if dataset.game.lower() != opts.game.replace("_", "").lower():
-            raise ValueError(f"dataset {opts.dataset} holds {dataset.game}, not {opts.game}")
+            raise ValueError(f"dataset {path} holds {dataset.game}, not {opts.game}")
     else:
         dataset, _ = collect_random_until(
             run_dir / "dataset", opts.game, opts.real_steps, num_envs=opts.num_envs,
@@ -120,53 +130,102 @@ def _load_data(opts: TrainWMOptions, run_dir: Path) -> EpisodeDataset:
 
 
 def _save(
-    run_dir: Path, wm: WorldModel, trainer: WorldModelTrainer, samplers: tuple[Any, ...]
+    run_dir: Path,
+    wm: WorldModel,
+    trainer: WorldModelTrainer,
+    samplers: tuple[Any, ...],
+    dist: Distributed,
 ) -> None:
+    """Write the checkpoint and ``resume.pt`` (rank 0); every rank sends it its own draw states."""
+    own = {"rng": rng_state(), "samplers": [s.rng.bit_generator.state for s in samplers]}
+    ranks = dist.gather_states(own)
+    if not dist.is_main:
+        return
     wm.save(run_dir / "world_model")
     state = trainer.state_dict()
-    state["rng"] = rng_state()
-    state["samplers"] = [s.rng.bit_generator.state for s in samplers]
+    state.update(own)
+    state["world_size"] = dist.world_size
+    if dist.enabled:
+        state["ranks"] = ranks
     save_resume_state(run_dir / "resume.pt", state)
 
 
+def _load(
+    run_dir: Path, trainer: WorldModelTrainer, samplers: tuple[Any, ...], dist: Distributed
+) -> None:
+    """Continue from ``resume.pt``: shared weights and optimisers, and this rank's draw states."""
+    state = load_resume_state(run_dir / "resume.pt")
+    trainer.load_state_dict(state)
+    if dist.enabled or "ranks" in state:
+        own = rank_state(state.get("ranks", [state]), dist.rank, dist.world_size)
+    else:
+        own = state
+    for sampler, s in zip(samplers, own["samplers"], strict=True):
+        sampler.rng.bit_generator.state = s
+    set_rng_state(own["rng"])
+
+
 def train_world_model(opts: TrainWMOptions) -> dict[str, Any]:
-    """Run (or resume) world-model training; returns the final held-out evaluation."""
+    """Run (or resume) world-model training; returns the final held-out evaluation (on the other
+    ranks of a data-parallel run, ``{"rank": r}``)."""
     opts.validate()
     run_dir = opts.resolved_run_dir()
     check_run_dir(run_dir, resume=opts.resume, options=dataclasses.asdict(opts),
                   fixed=_FIXED_ON_RESUME)  # fmt: skip
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "options.json", dataclasses.asdict(opts))
-    session = start_session(run_dir, "train-wm", dataclasses.asdict(opts))
+    dist = distributed.setup(resolve_device(opts.device))
+    try:
+        return _train(opts, run_dir, dist)
+    finally:
+        dist.close()
+
+
+def _train(opts: TrainWMOptions, run_dir: Path, dist: Distributed) -> dict[str, Any]:
+    dist.wait_for_main()  # every rank has checked the run directory before rank 0 writes to it
+    session = None
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "options.json", dataclasses.asdict(opts))
+        session = start_session(run_dir, "train-wm",
+                                {**dataclasses.asdict(opts), "processes": dist.world_size})  # fmt: skip
     config = apply_overrides(get_preset(opts.preset), opts.overrides)
     seed_everything(opts.seed)
-    dataset = _load_data(opts, run_dir)
+    dataset = _load_data(opts, run_dir) if dist.is_main else None
+    dist.wait_for_main()  # rank 0 has collected
+    if dataset is None:
+        dataset = _load_data(opts, run_dir, collect=False)
     split = split_episodes(dataset.num_episodes, opts.test_fraction)
     train_data = dataset.load_all(split.train)
     test_data = dataset.load_all(split.test) if split.test else train_data
     bank = build_context_bank(train_data, opts.num_contexts, config.denoiser.num_context,
                               np.random.default_rng(opts.seed))  # fmt: skip
     wm = WorldModel(config, dataset.game, dataset.action_meanings, bank)
-    device = resolve_device(opts.device)
-    wm.to(device)
-    trainer = WorldModelTrainer(wm, config, device)
-    samplers = make_samplers(config, train_data, opts.seed)
+    wm.to(dist.device)
+    dist.broadcast_module_(wm.denoiser)
+    dist.broadcast_module_(wm.rew_end)
+    if not dist.is_main:  # the same weights everywhere, but each rank its own noise
+        torch.manual_seed(dist.torch_rank_seed(opts.seed))
+    trainer = WorldModelTrainer(wm, config, dist.device, dist=dist,
+                                batch_per_rank=opts.batch_per_rank or None)  # fmt: skip
+    samplers = make_samplers(config, train_data, opts.seed, rank=dist.rank)
     if opts.resume:
-        state = load_resume_state(run_dir / "resume.pt")
-        trainer.load_state_dict(state)
-        for sampler, s in zip(samplers, state["samplers"], strict=True):
-            sampler.rng.bit_generator.state = s
-        set_rng_state(state["rng"])
-    with MetricsLogger(run_dir) as log:
+        _load(run_dir, trainer, samplers, dist)
+    with MetricsLogger(run_dir, enabled=dist.is_main) as log:
         _loop(opts, run_dir, wm, trainer, samplers, test_data, log)
-        results = evaluate_world_model(
-            wm, test_data, seq_len=config.loop.rew_end_seq_len, seed=opts.seed,
-            grid_path=run_dir / "real_vs_imagined.png",
-        )  # fmt: skip
-        log.log(trainer.grad_steps, _scalars(results), kind="eval")
+        results: dict[str, Any] = {"rank": dist.rank}
+        if dist.is_main:
+            results = evaluate_world_model(
+                wm, test_data, seq_len=config.loop.rew_end_seq_len, seed=opts.seed,
+                grid_path=run_dir / "real_vs_imagined.png",
+            )  # fmt: skip
+            log.log(trainer.grad_steps, _scalars(results), kind="eval")
+        dist.wait_for_main()
+    if not dist.is_main:
+        return results
     results["grad_steps"] = trainer.grad_steps
     results["test_episodes"] = len(split.test)
+    results["processes"] = dist.world_size
     atomic_write_json(run_dir / "eval_wm.json", results)
+    assert session is not None
     session.finish(grad_steps=trainer.grad_steps, headline=results.get("headline"))
     return results
 
@@ -180,31 +239,43 @@ def _loop(
     test_data: FlatData,
     log: MetricsLogger,
 ) -> None:
+    dist = trainer.dist
     seq_len = trainer.config.loop.rew_end_seq_len
     deadline = time.monotonic() + 60 * opts.max_minutes if opts.max_minutes > 0 else float("inf")
     bar = BudgetBar(opts.steps, trainer.grad_steps, "world model", opts.max_minutes,
-                    disable=not opts.progress)  # fmt: skip
+                    disable=not opts.progress or not dist.is_main)  # fmt: skip
     while trainer.grad_steps < opts.steps:
         metrics = trainer.train_step(*samplers)
         step = trainer.grad_steps
-        if step % opts.log_every == 0 or step == opts.steps or time.monotonic() > deadline:
+        out_of_time = _out_of_time(deadline, dist)
+        if step % opts.log_every == 0 or step == opts.steps or out_of_time:
             log.log(step, metrics)
             bar.postfix.update(den=metrics["denoiser/loss"], rew_end=metrics["rew_end/loss"])
         bar.update()
         if opts.eval_every and step % opts.eval_every == 0 and step < opts.steps:
-            results = evaluate_world_model(wm, test_data, seq_len=seq_len, seed=opts.seed,
-                                           batches=2, num_rollouts=8)  # fmt: skip
-            log.log(step, _scalars(results), kind="eval")
-            if opts.snapshots:
-                wm.save(run_dir / "snapshots" / f"step-{step:07d}")
-        out_of_time = time.monotonic() > deadline
+            if dist.is_main:
+                results = evaluate_world_model(wm, test_data, seq_len=seq_len, seed=opts.seed,
+                                               batches=2, num_rollouts=8)  # fmt: skip
+                log.log(step, _scalars(results), kind="eval")
+                if opts.snapshots:
+                    wm.save(run_dir / "snapshots" / f"step-{step:07d}")
+            dist.wait_for_main()
         if step % opts.save_every == 0 or step == opts.steps or out_of_time:
-            _save(run_dir, wm, trainer, samplers)
+            _save(run_dir, wm, trainer, samplers, dist)
         if out_of_time:
             break
     bar.close()
-    if not (run_dir / "world_model").exists():
-        _save(run_dir, wm, trainer, samplers)
+    missing = torch.tensor([float(dist.is_main and not (run_dir / "world_model").exists())])
+    if dist.sum_(missing).item() > 0:  # decided by rank 0: every rank must take part in a save
+        _save(run_dir, wm, trainer, samplers, dist)
+
+
+def _out_of_time(deadline: float, dist: Distributed) -> bool:
+    """Past ``deadline`` on rank 0 (whose clock every rank follows, so all stop together)."""
+    if deadline == float("inf"):
+        return False
+    flag = torch.tensor([float(dist.is_main and time.monotonic() > deadline)])
+    return bool(dist.sum_(flag).item() > 0)
 
 
 def _scalars(results: dict[str, Any]) -> dict[str, float]:
@@ -231,6 +302,8 @@ def summary_lines(opts: TrainWMOptions, results: dict[str, Any]) -> list[str]:
     """What a finished run prints: where the model is, and its figures beside the baselines."""
     from diamond_env.report import fidelity_lines
 
+    if results.get("rank", 0):  # another rank of a data-parallel run: rank 0 reports
+        return []
     run_dir = opts.resolved_run_dir()
     if results["test_episodes"]:
         where = f"on {results['test_episodes']} held-out episodes (never trained on)"

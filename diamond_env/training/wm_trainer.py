@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from diamond_env.config import Config
 from diamond_env.cputune import tune_allocator
 from diamond_env.data.episode import FlatData
 from diamond_env.data.segments import SegmentSampler, life_index, to_torch
+from diamond_env.distributed import Distributed
 from diamond_env.training.optim import make_optimizer, optimizer_step
 from diamond_env.world_model import ContextBank, WorldModel
 
@@ -70,54 +73,105 @@ def build_context_bank(
 
 
 def make_samplers(
-    config: Config, data: FlatData, seed: int
+    config: Config, data: FlatData, seed: int, rank: int = 0
 ) -> tuple[SegmentSampler, SegmentSampler]:
-    """The denoiser's and the reward/end model's segment samplers (seeds ``seed + 1``, ``+ 2``)."""
+    """The denoiser's and the reward/end model's segment samplers (seeds ``seed + 1``, ``+ 2``;
+    on data-parallel rank ``r > 0``, ``(seed + 1, r)`` and ``(seed + 2, r)``)."""
     loop = config.loop
+
+    def seed_of(base: int) -> int | tuple[int, int]:
+        return base if rank == 0 else (base, rank)
+
     den = SegmentSampler(data, loop.denoiser_seq_len, pad_after_end=False,
-                         recency_weights=loop.recency_weights, seed=seed + 1)  # fmt: skip
+                         recency_weights=loop.recency_weights, seed=seed_of(seed + 1))  # fmt: skip
     re = SegmentSampler(data, loop.rew_end_seq_len, pad_after_end=True,
-                        recency_weights=loop.recency_weights, seed=seed + 2,
+                        recency_weights=loop.recency_weights, seed=seed_of(seed + 2),
                         event_fraction=loop.rew_end_event_fraction)  # fmt: skip
     return den, re
 
 
 class WorldModelTrainer:
-    """One gradient step at a time for the denoiser and the reward/end model (SPEC §2.3)."""
+    """One gradient step at a time for the denoiser and the reward/end model (SPEC §2.3).
 
-    def __init__(self, world_model: WorldModel, config: Config, device: torch.device) -> None:
+    ``dist``: the data-parallel run this process belongs to (None: a plain run). Each rank then
+    trains on ``batch_per_rank`` segments (default: the preset's batch divided by the number of
+    processes) and the gradients are summed over the ranks before clipping (see
+    :mod:`diamond_env.distributed`); the metrics returned are the global batch's.
+    """
+
+    def __init__(
+        self,
+        world_model: WorldModel,
+        config: Config,
+        device: torch.device,
+        *,
+        dist: Distributed | None = None,
+        batch_per_rank: int | None = None,
+    ) -> None:
         self.world_model = world_model
         self.config = config
         self.device = device
+        self.dist = dist if dist is not None else Distributed(device=device)
         if device.type == "cpu":
             tune_allocator()
         self.den_opt, self.den_sched = make_optimizer(world_model.denoiser, config.denoiser_optim)
         self.re_opt, self.re_sched = make_optimizer(world_model.rew_end, config.rew_end_optim)
+        self.den_batch, self.re_batch = (
+            (batch_per_rank, batch_per_rank) if batch_per_rank
+            else (self.dist.per_rank(config.denoiser_optim.batch_size, "denoiser_optim.batch_size"),
+                  self.dist.per_rank(config.rew_end_optim.batch_size, "rew_end_optim.batch_size"))
+        )  # fmt: skip
         self.grad_steps = 0
+        self.bytes_reduced = {"denoiser": 0, "rew_end": 0}
+        """Bytes of gradient all-reduced per step for each network (0 in a plain run)."""
+
+    def _reduce(self, name: str) -> Callable[[nn.Module], object] | None:
+        if not self.dist.enabled:
+            return None
+
+        def reduce(module: nn.Module) -> None:
+            self.bytes_reduced[name] = self.dist.sum_gradients_(module)
+
+        return reduce
+
+    def _global_metrics(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Each rank's share of the global metrics, summed over the ranks (one all-reduce)."""
+        packed = torch.stack([v.detach().float().reshape(()) for v in values.values()])
+        self.dist.sum_(packed)
+        return {k: float(v) for k, v in zip(values, packed.tolist(), strict=True)}
 
     def denoiser_step(self, sampler: SegmentSampler) -> dict[str, float]:
         """One step on a batch of segments of 4 context frames + 1 target + the autoregressive
         targets (DIAMOND: one), see :meth:`Denoiser.compute_sequence_loss`."""
         cfg = self.config.denoiser_optim
-        seg = to_torch(sampler.sample(cfg.batch_size), self.device)
+        seg = to_torch(sampler.sample(self.den_batch), self.device)
         den = self.world_model.denoiser
         den.train()
-        loss = den.compute_sequence_loss(seg.obs, seg.act, seg.mask)
-        grad = optimizer_step(loss, den, self.den_opt, self.den_sched, cfg.max_grad_norm)
-        return {"denoiser/loss": float(loss.detach()), "denoiser/grad_norm": grad}
+        counts = None
+        if self.dist.enabled:  # each term divides by its count of real targets over all ranks
+            counts = self.dist.sum_(seg.mask[:, den.config.num_context :].sum(0).float())
+        loss = den.compute_sequence_loss(seg.obs, seg.act, seg.mask, counts=counts)
+        grad = optimizer_step(loss, den, self.den_opt, self.den_sched, cfg.max_grad_norm,
+                              self._reduce("denoiser"))  # fmt: skip
+        metrics = self._global_metrics({"denoiser/loss": loss})
+        metrics["denoiser/grad_norm"] = grad
+        return metrics
 
     def rew_end_step(self, sampler: SegmentSampler) -> dict[str, float]:
         """One step on a batch of reward/end segments (padding masked)."""
         cfg = self.config.rew_end_optim
-        seg = to_torch(sampler.sample(cfg.batch_size), self.device)
+        seg = to_torch(sampler.sample(self.re_batch), self.device)
         model = self.world_model.rew_end
         model.train()
-        loss, metrics = model.compute_loss(
-            seg.obs[:, :-1], seg.act, seg.obs[:, 1:], seg.rew, seg.end, seg.step_mask
+        count = self.dist.sum_(seg.step_mask.sum().float()) if self.dist.enabled else None
+        loss, parts = model.compute_loss(
+            seg.obs[:, :-1], seg.act, seg.obs[:, 1:], seg.rew, seg.end, seg.step_mask, count
         )
-        grad = optimizer_step(loss, model, self.re_opt, self.re_sched, cfg.max_grad_norm)
-        out = {f"rew_end/{k}": float(v) for k, v in metrics.items()}
-        out["rew_end/loss"] = float(loss.detach())
+        grad = optimizer_step(loss, model, self.re_opt, self.re_sched, cfg.max_grad_norm,
+                              self._reduce("rew_end"))  # fmt: skip
+        values = {f"rew_end/{k}": torch.tensor(v) for k, v in parts.items()}
+        values["rew_end/loss"] = loss
+        out = self._global_metrics(values)
         out["rew_end/grad_norm"] = grad
         return out
 
