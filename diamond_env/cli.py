@@ -140,7 +140,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     opts = _resumable_options(TrainOptions, args)
     result = train(opts)
-    if result["finished"]:
+    if result["finished"] and not result.get("rank", 0):  # rank 0 of a data-parallel run reports
         print(f"run: {opts.resolved_run_dir()} (agent in actor_critic/, scores in eval.json)")
     return 0
 

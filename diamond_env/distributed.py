@@ -137,6 +137,14 @@ class Distributed:
             for t in [*module.parameters(), *module.buffers()]:
                 _checked(dist.broadcast, t, 0)
 
+    def main_says(self, flag: bool) -> bool:
+        """Rank 0's ``flag``, on every rank (for decisions all ranks must take together, such as
+        stopping at a deadline each rank's clock would see at a slightly different step)."""
+        if not self.enabled:
+            return flag
+        value = torch.tensor([float(self.is_main and flag)])
+        return bool(self.sum_(value).item() > 0)
+
     def wait_for_main(self) -> None:
         """Block until every rank gets here, however long rank 0's own work takes."""
         if self.enabled:

@@ -194,3 +194,32 @@ def test_torchrun_run_killed_with_kill_9_resumes(
     resumed = [r["step"] for r in records[logged_before:] if r["kind"] == "train"]
     assert resumed == list(range(saved + 1, 17))  # on from the save, logged by rank 0 alone
     assert again.stdout.count("world model:") == 1
+
+
+def test_full_loop_under_two_processes_stops_and_resumes(tmp_path: Path) -> None:
+    """``diamond-env train`` data-parallel: rank 0 collects within the budget and writes; the
+    ranks dream their own envs (their states travel in resume.pt), stop together at the
+    deadline and resume from the same epoch."""
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "diamond_env", "train", "--preset", "tiny", "--run-dir",
+            str(run_dir), "--real-steps", "300", "--num-contexts", "16", "--no-progress",
+            "--overrides", "sampler.num_steps=1"]  # fmt: skip
+    results = finish(launch([*args, "--max-minutes", "1e-6"]))
+    assert all(code == 0 for code, _ in results), results[0][1][-3000:] + results[1][1][-3000:]
+    state = load_resume_state(run_dir / "resume.pt")
+    assert state["epoch"] == 1 < state["total_epochs"] and state["world_size"] == 2
+    from diamond_env.distributed import rank_state
+
+    own = [rank_state(state["ranks"], r, 2) for r in (0, 1)]
+    assert own[0]["samplers"] != own[1]["samplers"]  # each rank draws its own segments
+    dreams = [o["actor_critic"]["loop"]["obs"] for o in own]
+    assert dreams[0].shape[0] == 4 and not torch.equal(dreams[0], dreams[1])  # 8 envs / 2 ranks
+
+    results = finish(launch([*args, "--resume"]))
+    assert all(code == 0 for code, _ in results), results[0][1][-3000:] + results[1][1][-3000:]
+    final = json.loads((run_dir / "eval.json").read_text())
+    assert final["finished"] and final["processes"] == 2 and final["real_steps"] == 300
+    assert EpisodeDataset.open(run_dir / "dataset").num_steps == 300
+    epochs = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").open()
+              if json.loads(line)["kind"] == "train"]  # fmt: skip
+    assert epochs == list(range(1, final["epochs"] + 1))  # rank 0 logs, no epoch twice

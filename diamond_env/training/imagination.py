@@ -30,6 +30,7 @@ import torch
 from diamond_env.config import Config
 from diamond_env.data.episode import FlatData
 from diamond_env.data.segments import Segment, SegmentSampler, to_torch
+from diamond_env.distributed import Distributed
 from diamond_env.envs.simulator import ContextSource, DreamSimulator
 from diamond_env.models.actor_critic import ActorCritic, State
 from diamond_env.training.optim import make_optimizer, optimizer_step
@@ -77,7 +78,7 @@ class ReplayContexts:
         device: torch.device | str,
         *,
         preload: int = 8192,
-        seed: int = 0,
+        seed: int | tuple[int, ...] = 0,
     ) -> None:
         if preload < 1:
             raise ValueError(f"preload: expected a positive int, got {preload}")
@@ -137,6 +138,10 @@ class ImaginationTrainer:
         num_denoising_steps: override of the world model's sampler (None: its own).
         contexts: where dreams (re)start (None: the world model's bank), e.g.
             :class:`ReplayContexts`.
+        dist: the data-parallel run this process belongs to (None: a plain run). Each rank then
+            dreams ``batch_size / processes`` envs with its own seeds, and the gradients are
+            averaged over the ranks before clipping (every rank's loss is a mean over as many
+            steps); the metrics returned are the means over the ranks.
     """
 
     def __init__(
@@ -148,6 +153,7 @@ class ImaginationTrainer:
         seed: int = 0,
         num_denoising_steps: int | None = None,
         contexts: ContextSource | None = None,
+        dist: Distributed | None = None,
     ) -> None:
         if actor_critic.num_actions != world_model.num_actions:
             raise ValueError(
@@ -164,6 +170,9 @@ class ImaginationTrainer:
         self.config = config
         self.num_denoising_steps = num_denoising_steps
         self.contexts = contexts
+        self.dist = dist if dist is not None else Distributed(device=world_model.device)
+        self.batch_size = self.dist.per_rank(config.imagination.batch_size,
+                                             "imagination.batch_size")  # fmt: skip
         self.simulator = self._make_simulator(seed)
         self.opt, self.sched = make_optimizer(actor_critic, config.actor_critic_optim)
         self.seeds = torch.Generator().manual_seed(seed)
@@ -180,7 +189,7 @@ class ImaginationTrainer:
         imagination = self.config.imagination
         return DreamSimulator(
             self.world_model,
-            imagination.batch_size,
+            self.batch_size,
             horizon=imagination.horizon,
             num_denoising_steps=self.num_denoising_steps,
             seed=seed,
@@ -253,16 +262,25 @@ class ImaginationTrainer:
         loss, parts = actor_critic_loss(
             ro.logits, ro.values, ro.actions, returns, entropy_weight=imagination.entropy_weight
         )
+        reduce = self.dist.average_gradients_ if self.dist.enabled else None
         grad_norm = optimizer_step(
             loss, self.actor_critic, self.opt, self.sched,
-            self.config.actor_critic_optim.max_grad_norm,
+            self.config.actor_critic_optim.max_grad_norm, reduce,
         )  # fmt: skip
         self.grad_steps += 1
-        metrics = {f"actor_critic/{k}": float(v) for k, v in parts.items()}
+        scalars = {f"actor_critic/{k}": torch.as_tensor(v).detach().float().cpu()
+                  for k, v in parts.items()}  # fmt: skip
+        scalars["actor_critic/imagined_reward"] = ro.rewards.sum(dim=1).mean().detach().cpu()
+        scalars["actor_critic/imagined_terminations"] = ro.terminations.float().mean().cpu()
+        packed = torch.stack([v.reshape(()) for v in scalars.values()])
+        if self.dist.enabled:
+            self.dist.sum_(packed).div_(self.dist.world_size)
+        metrics = dict(zip(scalars, packed.tolist(), strict=True))
         metrics["actor_critic/grad_norm"] = grad_norm
-        metrics["actor_critic/imagined_reward"] = float(ro.rewards.sum(dim=1).mean())
-        metrics["actor_critic/imagined_terminations"] = float(ro.terminations.float().mean())
         return metrics
+
+    _PER_RANK = ("seeds", "action_generator", "loop", "contexts")
+    """Keys of :meth:`state_dict` that differ between the ranks of a data-parallel run."""
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs (plain tensors and numbers)."""

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
+from diamond_env import distributed
 from diamond_env.atari import canonical_game, make_atari_env
 from diamond_env.checkpoint import (
     atomic_write_json,
@@ -44,6 +46,7 @@ from diamond_env.config import Config, apply_overrides, get_preset
 from diamond_env.data.collect import Collector, RandomPolicy, open_game_dataset
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.data.segments import SegmentSampler
+from diamond_env.distributed import Distributed, rank_state
 from diamond_env.metrics import MetricsLogger
 from diamond_env.models.actor_critic import ActorCritic
 from diamond_env.options import opt
@@ -120,24 +123,42 @@ class _Run:
     ac_trainer: ImaginationTrainer
     samplers: tuple[SegmentSampler, SegmentSampler]
     contexts: ReplayContexts
+    dist: Distributed
     epoch: int = 0
     total_epochs: int = 0
 
 
 def train(opts: TrainOptions) -> dict[str, Any]:
-    """Run (or resume) the full loop; returns the final real evaluation (also in eval.json)."""
+    """Run (or resume) the full loop; returns the final real evaluation (also in eval.json). Under
+    ``torchrun`` the gradient steps are data-parallel and rank 0 alone collects, evaluates and
+    writes (:mod:`diamond_env.distributed`); the other ranks return ``{"rank": r}``."""
     opts.validate()
     run_dir = opts.resolved_run_dir()
     check_run_dir(run_dir, resume=opts.resume, options=dataclasses.asdict(opts),
                   fixed=_FIXED_ON_RESUME, markers=("resume.pt", "eval.json"))  # fmt: skip
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "options.json", dataclasses.asdict(opts))
-    session = start_session(run_dir, "train", dataclasses.asdict(opts))
+    dist = distributed.setup(resolve_device(opts.device))
+    try:
+        return _train(opts, run_dir, dist)
+    finally:
+        dist.close()
+
+
+def _train(opts: TrainOptions, run_dir: Path, dist: Distributed) -> dict[str, Any]:
+    dist.wait_for_main()  # every rank has checked the run directory before rank 0 writes to it
+    session = None
     seed_everything(opts.seed)
     config = opts.config()
-    dataset = open_game_dataset(run_dir / "dataset", opts.game)
-    initial_collection(dataset, config, opts.seed, opts.progress)
-    run = _build(opts, config, run_dir, dataset)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "options.json", dataclasses.asdict(opts))
+        session = start_session(run_dir, "train",
+                                {**dataclasses.asdict(opts), "processes": dist.world_size})  # fmt: skip
+        dataset = open_game_dataset(run_dir / "dataset", opts.game)
+        initial_collection(dataset, config, opts.seed, opts.progress)
+    dist.wait_for_main()  # rank 0 has collected; the others read what it wrote
+    if not dist.is_main:
+        dataset = EpisodeDataset.open(run_dir / "dataset")
+    run = _build(opts, config, run_dir, dataset, dist)
     if opts.resume:
         _load(run, load_resume_state(run_dir / "resume.pt"))
     else:
@@ -145,19 +166,27 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         run.total_epochs = math.ceil(budget_left / config.loop.steps_per_epoch)
         run.total_epochs += config.loop.extra_epochs
     deadline = time.monotonic() + 60 * opts.max_minutes if opts.max_minutes > 0 else math.inf
-    with MetricsLogger(run_dir) as log:
+    with MetricsLogger(run_dir, enabled=dist.is_main) as log:
         finished = _epochs(run, log, deadline)
         if not finished:
-            print(f"stopped after epoch {run.epoch}/{run.total_epochs} (--max-minutes); "
-                  f"continue with --resume --run-dir {run_dir}")  # fmt: skip
-            session.finish(stopped_at_epoch=run.epoch)
-            return {"epoch": run.epoch, "total_epochs": run.total_epochs, "finished": False}
+            if dist.is_main:
+                print(f"stopped after epoch {run.epoch}/{run.total_epochs} (--max-minutes); "
+                      f"continue with --resume --run-dir {run_dir}")  # fmt: skip
+                assert session is not None
+                session.finish(stopped_at_epoch=run.epoch)
+            return {"epoch": run.epoch, "total_epochs": run.total_epochs, "finished": False,
+                    "rank": dist.rank}  # fmt: skip
+        if not dist.is_main:
+            dist.wait_for_main()
+            return {"finished": True, "rank": dist.rank}
         result = _evaluate(run, config.loop.final_eval_episodes, seed=opts.seed + 10_000)
         log.log(run.epoch, _eval_scalars(result), kind="final_eval")
-    payload = {**result.to_dict(), "epochs": run.epoch, "real_steps": dataset.num_steps,
-               "preset": opts.preset, "finished": True}  # fmt: skip
+    payload = {**result.to_dict(), "epochs": run.epoch, "real_steps": run.dataset.num_steps,
+               "preset": opts.preset, "processes": dist.world_size, "finished": True}  # fmt: skip
     atomic_write_json(run_dir / "eval.json", payload)
+    assert session is not None
     session.finish(score=result.mean)
+    dist.wait_for_main()
     print(result.summary())
     return payload
 
@@ -195,66 +224,83 @@ def minority_rewards(dataset: EpisodeDataset) -> int:
     return sum(sorted(counts.get(s, 0) for s in (-1, 0, 1))[:-1])
 
 
-def _build(opts: TrainOptions, config: Config, run_dir: Path, dataset: EpisodeDataset) -> _Run:
-    device = resolve_device(opts.device)
+def _build(
+    opts: TrainOptions, config: Config, run_dir: Path, dataset: EpisodeDataset, dist: Distributed
+) -> _Run:
+    device = dist.device
     data = dataset.load_all()
     bank = build_context_bank(data, opts.num_contexts, config.denoiser.num_context,
                               np.random.default_rng(opts.seed))  # fmt: skip
     wm = WorldModel(config, dataset.game, dataset.action_meanings, bank).to(device)
     ac = ActorCritic(config.actor_critic, dataset.num_actions).to(device)
+    for module in (wm.denoiser, wm.rew_end, ac):
+        dist.broadcast_module_(module)
+    if not dist.is_main:  # the same weights everywhere, but each rank its own noise
+        torch.manual_seed(dist.torch_rank_seed(opts.seed))
     weights = config.loop.recency_weights
-    samplers = make_samplers(config, data, opts.seed)
+    samplers = make_samplers(config, data, opts.seed, rank=dist.rank)
     contexts = ReplayContexts(data, config.denoiser.num_context, weights, device,
-                              preload=config.imagination.context_preload, seed=opts.seed + 4)  # fmt: skip
+                              preload=config.imagination.context_preload,
+                              seed=dist.rank_seed(opts.seed + 4))  # fmt: skip
     return _Run(
         opts=opts, config=config, run_dir=run_dir, dataset=dataset, world_model=wm,
-        actor_critic=ac, wm_trainer=WorldModelTrainer(wm, config, device),
-        ac_trainer=ImaginationTrainer(ac, wm, config, seed=opts.seed + 3, contexts=contexts),
-        samplers=samplers, contexts=contexts,
+        actor_critic=ac, wm_trainer=WorldModelTrainer(wm, config, device, dist=dist),
+        ac_trainer=ImaginationTrainer(ac, wm, config, seed=dist.torch_rank_seed(opts.seed + 3),
+                                      contexts=contexts, dist=dist),
+        samplers=samplers, contexts=contexts, dist=dist,
     )  # fmt: skip
 
 
 def _epochs(run: _Run, log: MetricsLogger, deadline: float) -> bool:
     """Train epochs until the last one (True) or the deadline (False)."""
-    loop, opts = run.config.loop, run.opts
-    env = make_atari_env(run.dataset.game, 1, train=True)
-    collector = Collector(env, run.dataset, seed=opts.seed + run.dataset.num_steps)
+    loop, opts, dist = run.config.loop, run.opts, run.dist
+    env = make_atari_env(run.dataset.game, 1, train=True) if dist.is_main else None
+    collector = None if env is None else Collector(env, run.dataset,
+                                                   seed=opts.seed + run.dataset.num_steps)  # fmt: skip
     policy = ActorCriticPolicy(run.actor_critic, seed=opts.seed + run.dataset.num_steps)
     bar = tqdm(total=run.total_epochs, initial=run.epoch, unit="epoch", desc="train",
-               disable=not opts.progress)  # fmt: skip
+               disable=not opts.progress or not dist.is_main)  # fmt: skip
     try:
         while run.epoch < run.total_epochs:
             first = run.epoch == 0
             to_collect = min(loop.steps_per_epoch, loop.real_steps - run.dataset.num_steps)
             if not first and to_collect > 0:
-                stats = collector.collect(policy, steps=to_collect, epsilon=loop.epsilon,
-                                          progress=False)  # fmt: skip
+                if collector is not None:  # rank 0 collects; the others then read its steps
+                    stats = collector.collect(policy, steps=to_collect, epsilon=loop.epsilon,
+                                              progress=False)  # fmt: skip
+                    if stats.game_returns:
+                        log.log(run.epoch, {"collect/return": float(np.mean(stats.game_returns)),
+                                            "collect/games": len(stats.game_returns)},
+                                kind="collect")  # fmt: skip
+                dist.wait_for_main()
                 _refresh_data(run)
-                if stats.game_returns:
-                    log.log(run.epoch, {"collect/return": float(np.mean(stats.game_returns)),
-                                        "collect/games": len(stats.game_returns)},
-                            kind="collect")  # fmt: skip
             metrics = _train_epoch(run, first)
             run.epoch += 1
             metrics["real_steps"] = run.dataset.num_steps
             log.log(run.epoch, metrics)
             if run.epoch % loop.eval_every_epochs == 0 and run.epoch < run.total_epochs:
-                result = _evaluate(run, loop.eval_episodes, seed=opts.seed + run.epoch)
-                log.log(run.epoch, _eval_scalars(result), kind="eval")
+                if dist.is_main:
+                    result = _evaluate(run, loop.eval_episodes, seed=opts.seed + run.epoch)
+                    log.log(run.epoch, _eval_scalars(result), kind="eval")
+                dist.wait_for_main()
             _save(run)
             bar.update(1)
             bar.set_postfix(real=run.dataset.num_steps, refresh=False)
-            if time.monotonic() > deadline and run.epoch < run.total_epochs:
+            out_of_time = dist.main_says(time.monotonic() > deadline)
+            if out_of_time and run.epoch < run.total_epochs:
                 return False
     finally:
         bar.close()
-        env.close()
+        if env is not None:
+            env.close()
     return True
 
 
 def _refresh_data(run: _Run) -> None:
     """After collection: samplers, the dreams' starting contexts and the world model's bank (what
     its checkpoint serves) see the new steps."""
+    if not run.dist.is_main:  # a reader: the index rank 0 has just written
+        run.dataset = EpisodeDataset.open(run.run_dir / "dataset")
     data = run.dataset.load_all(reuse=run.samplers[0].data)
     for sampler in run.samplers:
         sampler.update(data)
@@ -269,7 +315,7 @@ def _train_epoch(run: _Run, first: bool) -> dict[str, float]:
     loop = run.config.loop
     wm_steps = loop.first_epoch_denoiser_steps if first else loop.grad_steps_per_epoch
     ac_steps = loop.first_epoch_actor_critic_steps if first else loop.grad_steps_per_epoch
-    show = run.opts.progress and first
+    show = run.opts.progress and first and run.dist.is_main
     wm_metrics: list[dict[str, float]] = []
     for _ in tqdm(range(wm_steps), desc="world model", disable=not show, leave=False):
         wm_metrics.append(run.wm_trainer.train_step(*run.samplers))
@@ -298,6 +344,16 @@ def _eval_scalars(result: EvalResult) -> dict[str, float]:
 
 
 def _save(run: _Run) -> None:
+    """Checkpoints and ``resume.pt`` (rank 0), with every rank's own draw and dream states."""
+    ac_state = run.ac_trainer.state_dict()
+    own = {
+        "samplers": [s.rng.bit_generator.state for s in run.samplers],
+        "rng": rng_state(),
+        "actor_critic": {k: ac_state[k] for k in ImaginationTrainer._PER_RANK},
+    }
+    ranks = run.dist.gather_states(own)
+    if not run.dist.is_main:
+        return
     run.world_model.save(run.run_dir / "world_model")
     run.actor_critic.save(run.run_dir / "actor_critic")
     atomic_write_json(run.run_dir / "actor_critic" / "agent.json",
@@ -306,23 +362,32 @@ def _save(run: _Run) -> None:
         "epoch": run.epoch,
         "total_epochs": run.total_epochs,
         "world_model": run.wm_trainer.state_dict(),
-        "actor_critic": run.ac_trainer.state_dict(),
-        "samplers": [s.rng.bit_generator.state for s in run.samplers],
+        "actor_critic": ac_state,
+        "samplers": own["samplers"],
         "real_steps": run.dataset.num_steps,
-        "rng": rng_state(),
+        "rng": own["rng"],
+        "world_size": run.dist.world_size,
     }
+    if run.dist.enabled:
+        state["ranks"] = ranks
     save_resume_state(run.run_dir / "resume.pt", state)
 
 
 def _load(run: _Run, state: dict[str, Any]) -> None:
+    dist = run.dist
+    own = state
+    if dist.enabled or "ranks" in state:
+        own = rank_state(state.get("ranks", [state]), dist.rank, dist.world_size)
     run.epoch, run.total_epochs = int(state["epoch"]), int(state["total_epochs"])
     run.wm_trainer.load_state_dict(state["world_model"])
     run.world_model.contexts = WorldModel.load(run.run_dir / "world_model").contexts
     _refresh_samplers(run)
-    run.ac_trainer.load_state_dict(state["actor_critic"])  # the dreams carry on where they were
-    for sampler, s in zip(run.samplers, state["samplers"], strict=True):
+    ac_state = {**state["actor_critic"], **own["actor_critic"]} if dist.enabled else state[
+        "actor_critic"]  # fmt: skip
+    run.ac_trainer.load_state_dict(ac_state)  # the dreams carry on where they were
+    for sampler, s in zip(run.samplers, own["samplers"], strict=True):
         sampler.rng.bit_generator.state = s
-    set_rng_state(state["rng"])
+    set_rng_state(own["rng"])
 
 
 def _refresh_samplers(run: _Run) -> None:

@@ -247,7 +247,7 @@ def _loop(
     while trainer.grad_steps < opts.steps:
         metrics = trainer.train_step(*samplers)
         step = trainer.grad_steps
-        out_of_time = _out_of_time(deadline, dist)
+        out_of_time = dist.main_says(time.monotonic() > deadline)
         if step % opts.log_every == 0 or step == opts.steps or out_of_time:
             log.log(step, metrics)
             bar.postfix.update(den=metrics["denoiser/loss"], rew_end=metrics["rew_end/loss"])
@@ -265,17 +265,8 @@ def _loop(
         if out_of_time:
             break
     bar.close()
-    missing = torch.tensor([float(dist.is_main and not (run_dir / "world_model").exists())])
-    if dist.sum_(missing).item() > 0:  # decided by rank 0: every rank must take part in a save
+    if dist.main_says(not (run_dir / "world_model").exists()):  # every rank takes part in a save
         _save(run_dir, wm, trainer, samplers, dist)
-
-
-def _out_of_time(deadline: float, dist: Distributed) -> bool:
-    """Past ``deadline`` on rank 0 (whose clock every rank follows, so all stop together)."""
-    if deadline == float("inf"):
-        return False
-    flag = torch.tensor([float(dist.is_main and time.monotonic() > deadline)])
-    return bool(dist.sum_(flag).item() > 0)
 
 
 def _scalars(results: dict[str, Any]) -> dict[str, float]:
