@@ -141,7 +141,7 @@ def _rom_id(game: str) -> str:
     return "".join(out)
 
 
-def _synthetic_world_model(preset: str, game: str, device: str, seed: int) -> Any:
+def synthetic_world_model(preset: str, game: str, device: str, seed: int) -> Any:
     """A :class:`WorldModel` of ``preset`` with seeded random weights, a reward/end head that
     predicts reward 0 and no termination, and a bank of :data:`DREAM_CONTEXTS` random uint8
     contexts, on ``device``. The global RNG is left as it was."""
@@ -255,7 +255,7 @@ def bench_dream(
         raise ValueError(f"num_envs: expected an int >= 1, got {num_envs!r}")
     _time_calls(lambda: None, steps, warmup, min_seconds, torch.device("cpu"))  # validation only
     dev = torch.device(device)
-    model = _synthetic_world_model(preset, game, device, seed)
+    model = synthetic_world_model(preset, game, device, seed)
     flops = count_model_flops(model.config, model.num_actions)
     if fastpath is not None:
         model = prepare_from_options(model, fastpath)
@@ -328,7 +328,7 @@ def bench_train(
     from diamond_env.training.wm_trainer import WorldModelTrainer
 
     dev = torch.device(device)
-    model = _synthetic_world_model(preset, game, device, seed)
+    model = synthetic_world_model(preset, game, device, seed)
     config, flops = model.config, count_model_flops(model.config, model.num_actions)
     data, loop = _synthetic_data(model.num_actions, seed), model.config.loop
     den_sampler = SegmentSampler(data, loop.denoiser_seq_len, pad_after_end=False, seed=seed)
@@ -368,7 +368,7 @@ def bench_imagination(
     from diamond_env.training.imagination import ImaginationTrainer
 
     dev = torch.device(device)
-    model = _synthetic_world_model(preset, game, device, seed)
+    model = synthetic_world_model(preset, game, device, seed)
     config, imag = model.config, model.config.imagination
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

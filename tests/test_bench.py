@@ -104,10 +104,10 @@ def test_bench_dream_counts_flops_per_frame() -> None:
 
 
 def test_synthetic_world_model_never_ends_an_episode() -> None:
-    from diamond_env.bench import _synthetic_world_model
+    from diamond_env.bench import synthetic_world_model
     from diamond_env.frames import to_model
 
-    model = _synthetic_world_model("tiny", "Breakout", "cpu", 0)
+    model = synthetic_world_model("tiny", "Breakout", "cpu", 0)
     out = model.step(to_model(model.contexts.obs), model.contexts.act, None)
     assert not bool(out.termination.any()) and bool((out.reward == 0).all())
 

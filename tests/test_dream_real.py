@@ -43,7 +43,10 @@ def test_make_vec_on_a_real_checkpoint(tiny_checkpoint: Path) -> None:
         assert not (term & trunc).any()
         np.testing.assert_array_equal(trunc, (elapsed == 4) & ~term)  # the horizon
         done = term | trunc
-        assert all(f.shape == (64, 64, 3) for f in info.get("final_obs", [])[done])
+        if done.any():  # final frames come with the envs that ended (and only then)
+            assert all(f.shape == (64, 64, 3) for f in info["final_obs"][done])
+        else:
+            assert "final_obs" not in info
         elapsed[done] = 0
     with pytest.raises(ValueError, match=r"actions"):
         envs.step(np.array([0, 1, 4]))

@@ -22,6 +22,7 @@ from fake_world_model import (
 )
 
 from diamond_env.config import get_preset
+from diamond_env.envs import keyed_random
 from diamond_env.envs.simulator import DreamSimulator, make_simulator
 from diamond_env.world_model import ContextBank, WorldModel
 
@@ -29,15 +30,23 @@ H, W = 64, 64
 
 
 def _replay_generator(seed: int, num_contexts: int):
-    """The draws the simulator makes from one env's generator, in its documented order."""
-    g = torch.Generator().manual_seed(seed)
+    """The draws the simulator makes for one env, in its documented order, replayed alone: key
+    from the seed, one counter value per draw (context index: a uniform; step: the noise, then
+    two uniforms)."""
+    key = keyed_random.keys_from_seeds(torch.tensor([seed]))
+    count = [0]
+
+    def counter() -> torch.Tensor:
+        count[0] += 1
+        return torch.tensor([count[0] - 1])
 
     def draw_context() -> int:
-        return int(torch.randint(num_contexts, (1,), generator=g))
+        u = float(keyed_random.uniform(key, counter(), 1)[0, 0])
+        return min(int(u * num_contexts), num_contexts - 1)
 
     def draw_step() -> tuple[torch.Tensor, torch.Tensor]:
-        noise = torch.randn((3, H, W), generator=g)
-        return noise, torch.rand((2,), generator=g)
+        noise = keyed_random.normal(key, counter(), 3 * H * W).view(3, H, W)
+        return noise, keyed_random.uniform(key, counter(), 2)[0]
 
     return draw_context, draw_step
 
@@ -182,7 +191,7 @@ def test_partial_reset_touches_only_masked_envs() -> None:
     ctx = sim.context_obs
     assert torch.equal(ctx[[0, 2]], before_obs[[0, 2]])
     assert torch.equal(sim.context_act[[0, 2]], before_act[[0, 2]])
-    k = int(torch.randint(5, (1,), generator=torch.Generator().manual_seed(7 + 1)))
+    k = _replay_generator(7 + 1, 5)[0]()
     assert level(obs[1]).item() == CONTEXT_STRIDE * k + 3
     # the reseeded env now follows the stream of a fresh env seeded 8
     fresh = DreamSimulator(FakeWorldModel(terminate_after=100), 1, horizon=50)

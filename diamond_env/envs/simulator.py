@@ -7,12 +7,14 @@ Buffers (all on ``device``): the last L frames ``(N, L, 3, H, W)`` float in [-1,
 taken at them ``(N, L)`` int64 (the last slot is filled by the action of the current step), the
 reward/end LSTM state, and the steps taken since each env's reset ``(N,)`` int64.
 
-Randomness: env ``i`` owns one ``torch.Generator`` (on ``device``), seeded with ``seed + i``.
-Each step draws from it, in order, the sampler noise ``(3, H, W)`` and two uniforms (reward
-class, termination); each (re)start draws the index of a starting context. So env ``i``'s
-trajectory depends only on its seed and its actions, not on the other envs or on ``N``. (With
-``s_churn > 0`` the sampler's extra noise comes from one shared generator seeded with the reset
-seed: still reproducible, but not independent of ``N``.)
+Randomness: counter-based (:mod:`diamond_env.envs.keyed_random`). Env ``i`` owns a key made
+from its seed (``seed + i``) and a counter of its draws; each step draws, for all envs in one
+batched operation, the sampler noise ``(3, H, W)`` (one draw) and two uniforms (reward class,
+termination; the next draw), and each (re)start draws the index of a starting context (one
+draw). So env ``i``'s trajectory depends only on its seed and its actions, not on the other envs
+or on ``N``, and no step loops over the envs in Python. (With ``s_churn > 0`` the sampler's extra
+noise comes from one shared generator seeded with the reset seed: still reproducible, but not
+independent of ``N``.)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 from diamond_env.checkpoint import resolve_device
 from diamond_env.config import IMG_SIZE, Config, SamplerConfig
 from diamond_env.cputune import tune_allocator
+from diamond_env.envs import keyed_random
 from diamond_env.frames import to_model
 from diamond_env.models.rew_end import LstmState
 from diamond_env.paths import resolve_checkpoint
@@ -191,11 +194,12 @@ class DreamSimulator:
         self._bank_act = bank.act.to(self.device, torch.int64)  # (K, L)
         self.num_contexts, self.num_context, height, width, channels = bank.obs.shape
         self.frame_shape: tuple[int, int, int] = (channels, height, width)
-        self._generators = [torch.Generator(device=self.device) for _ in range(self.num_envs)]
+        self._keys = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
+        self._counters = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
         self._churn_generator = torch.Generator(device=self.device)
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
-        self._seed_generators(self._per_env_seeds(seed), range(self.num_envs))
+        self._seed_envs(self._per_env_seeds(seed), range(self.num_envs))
         self._obs: torch.Tensor | None = None
         self._closed = False
         self._act = torch.zeros((self.num_envs, self.num_context), dtype=torch.int64)
@@ -271,7 +275,7 @@ class DreamSimulator:
         if self._obs is None and len(envs) != self.num_envs:
             raise ValueError("mask: the first reset must reset every env (all True)")
         if seed is not None:
-            self._seed_generators(self._per_env_seeds(seed), envs)
+            self._seed_envs(self._per_env_seeds(seed), envs)
         indices = self._draw_contexts(envs)
         if context_index is not None:
             indices = self._apply_context_index(indices, envs, context_index)
@@ -310,14 +314,18 @@ class DreamSimulator:
             f"got {seed!r}"
         )
 
-    def _seed_generators(self, seeds: list[int | None], envs: Sequence[int]) -> None:
-        chosen = [s for s in (seeds[i] for i in envs) if s is not None]
-        for i in envs:
-            s = seeds[i]
-            if s is not None:
-                self._generators[i].manual_seed(s)
-        if chosen:
-            self._churn_generator.manual_seed(chosen[0])
+    def _seed_envs(self, seeds: list[int | None], envs: Sequence[int]) -> None:
+        """Give the envs in ``envs`` whose seed is not None a fresh key and counter."""
+        chosen = [i for i in envs if seeds[i] is not None]
+        if not chosen:
+            return
+        rows = torch.tensor(chosen, device=self.device)
+        values = torch.tensor([seeds[i] for i in chosen], dtype=torch.int64)
+        self._keys[rows] = keyed_random.keys_from_seeds(values).to(self.device)
+        self._counters[rows] = 0
+        first = seeds[chosen[0]]
+        assert first is not None
+        self._churn_generator.manual_seed(first)
 
     def _mask_indices(self, mask: torch.Tensor | Sequence[bool] | None) -> list[int]:
         if mask is None:
@@ -358,14 +366,11 @@ class DreamSimulator:
         return chosen
 
     def _draw_contexts(self, envs: Sequence[int]) -> torch.Tensor:
-        """One starting-context index per env in ``envs``, each from that env's generator."""
-        draws = [
-            torch.randint(
-                self.num_contexts, (1,), generator=self._generators[i], device=self.device
-            )
-            for i in envs
-        ]
-        return torch.cat(draws)
+        """One starting-context index per env in ``envs``, each from that env's next draw."""
+        rows = torch.tensor(list(envs), device=self.device)
+        u = keyed_random.uniform(self._keys[rows], self._counters[rows], 1)[:, 0]
+        self._counters[rows] += 1
+        return (u * self.num_contexts).long().clamp_(max=self.num_contexts - 1)
 
     def _start(self, envs: list[int], obs: torch.Tensor, act: torch.Tensor) -> None:
         """Load contexts (frames (M, L, C, H, W), actions (M, L)) into envs ``envs`` (M) and burn
@@ -435,7 +440,7 @@ class DreamSimulator:
         return {
             "obs": obs.cpu(), "act": self._act.cpu(), "h": self._state[0].cpu(),
             "c": self._state[1].cpu(), "elapsed": self._elapsed.cpu(),
-            "generators": torch.stack([g.get_state() for g in self._generators]),
+            "keys": self._keys.cpu(), "counters": self._counters.cpu(),
             "churn_generator": self._churn_generator.get_state(),
         }  # fmt: skip
 
@@ -446,12 +451,17 @@ class DreamSimulator:
                 f"state: frames of shape {tuple(state['obs'].shape)} do not fit {self.num_envs} "
                 f"envs of {self.num_context} x {self.frame_shape}"
             )
+        if "keys" not in state:
+            raise ValueError(
+                "state: dreams saved by an older diamond_env (one torch.Generator per env); "
+                "this version draws its randomness by key and counter and cannot carry them on"
+            )
         self._obs = state["obs"].to(self.device)
         self._act = state["act"].to(self.device)
         self._state = (state["h"].to(self.device), state["c"].to(self.device))
         self._elapsed = state["elapsed"].to(self.device)
-        for g, g_state in zip(self._generators, state["generators"], strict=True):
-            g.set_state(g_state.clone())
+        self._keys = state["keys"].to(self.device).clone()
+        self._counters = state["counters"].to(self.device).clone()
         self._churn_generator.set_state(state["churn_generator"])
 
     def _check_actions(self, actions: torch.Tensor) -> torch.Tensor:
@@ -473,12 +483,13 @@ class DreamSimulator:
         return act
 
     def _draw_step_randomness(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per env, from its own generator: noise (C, H, W) standard normal, then 2 uniforms."""
-        noise, uniforms = [], []
-        for g in self._generators:
-            noise.append(torch.randn(self.frame_shape, generator=g, device=self.device))
-            uniforms.append(torch.rand((2,), generator=g, device=self.device))
-        return torch.stack(noise), torch.stack(uniforms)
+        """Per env, its next two draws: noise (C, H, W) standard normal, then 2 uniforms; one
+        batched operation each for all envs."""
+        size = self.frame_shape[0] * self.frame_shape[1] * self.frame_shape[2]
+        noise = keyed_random.normal(self._keys, self._counters, size)
+        uniforms = keyed_random.uniform(self._keys, self._counters + 1, 2)
+        self._counters += 2
+        return noise.view(self.num_envs, *self.frame_shape), uniforms
 
 
 def make_simulator(
