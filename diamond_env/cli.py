@@ -6,6 +6,7 @@ Each subcommand is a small function over the library; argument parsing happens h
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -414,11 +415,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DATA_PARALLEL = ("train-wm", "train")
+"""Commands that run data-parallel under torchrun (:mod:`diamond_env.distributed`)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv  # which options were given (a resumed run takes the others from its files)
     func: Command = args.func
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command not in DATA_PARALLEL:
+        print(f"diamond-env {args.command}: error: launched as one of {os.environ['WORLD_SIZE']} "
+              f"processes (torchrun), but only {' and '.join(DATA_PARALLEL)} run data-parallel; "
+              "run it as one process", file=sys.stderr)  # fmt: skip
+        return 2
     try:
         return func(args)
     except (

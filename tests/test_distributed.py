@@ -22,6 +22,7 @@ TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
 
 from ddp_worker import fixed_step, gradients, weights  # noqa: E402
+from test_loop import FAST  # noqa: E402
 
 
 def free_port() -> int:
@@ -119,7 +120,7 @@ def test_a_data_parallel_step_is_the_single_process_step_on_the_whole_batch(
 def _train_wm(run_dir: Path, dataset: EpisodeDataset, *extra: str) -> list[str]:
     return ["-m", "diamond_env", "train-wm", "--preset", "tiny", "--dataset",
             str(dataset.root), "--run-dir", str(run_dir), "--no-progress", "--eval-every", "0",
-            *extra]  # fmt: skip
+            "--eval-rollouts", "4", *extra]  # fmt: skip
 
 
 def test_a_rank_that_dies_makes_the_other_exit_with_a_clear_error(
@@ -156,7 +157,7 @@ def test_torchrun_run_killed_with_kill_9_resumes(
     run_dir = tmp_path / "run"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                 "--master_port", str(free_port())]  # fmt: skip
-    args = _train_wm(run_dir, breakout_dataset, "--steps", "16", "--save-every", "4",
+    args = _train_wm(run_dir, breakout_dataset, "--steps", "8", "--save-every", "2",
                      "--log-every", "1")  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = subprocess.Popen([*torchrun, *args], env=env, start_new_session=True, text=True,
@@ -168,7 +169,7 @@ def test_torchrun_run_killed_with_kill_9_resumes(
             assert time.monotonic() < deadline, "no save within 150 s"
             if (run_dir / "resume.pt").exists():
                 saved = int(load_resume_state(run_dir / "resume.pt")["grad_steps"])
-                if saved >= 4:
+                if saved >= 2:
                     break
             time.sleep(0.1)
     finally:  # the launcher and its workers (which torchrun starts in sessions of their own)
@@ -177,7 +178,7 @@ def test_torchrun_run_killed_with_kill_9_resumes(
         run.wait()
         time.sleep(0.5)
     saved = int(load_resume_state(run_dir / "resume.pt")["grad_steps"])
-    assert 4 <= saved < 16
+    assert 2 <= saved < 8
     logged_before = len((run_dir / "metrics.jsonl").read_text().splitlines())
 
     one = subprocess.run([sys.executable, *args, "--resume"], env=env, text=True,
@@ -189,10 +190,10 @@ def test_torchrun_run_killed_with_kill_9_resumes(
                            text=True, capture_output=True, timeout=240)  # fmt: skip
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     results = json.loads((run_dir / "eval_wm.json").read_text())
-    assert results["grad_steps"] == 16 and results["processes"] == 2
+    assert results["grad_steps"] == 8 and results["processes"] == 2
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
     resumed = [r["step"] for r in records[logged_before:] if r["kind"] == "train"]
-    assert resumed == list(range(saved + 1, 17))  # on from the save, logged by rank 0 alone
+    assert resumed == list(range(saved + 1, 9))  # on from the save, logged by rank 0 alone
     assert again.stdout.count("world model:") == 1
 
 
@@ -203,7 +204,7 @@ def test_full_loop_under_two_processes_stops_and_resumes(tmp_path: Path) -> None
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "diamond_env", "train", "--preset", "tiny", "--run-dir",
             str(run_dir), "--real-steps", "300", "--num-contexts", "16", "--no-progress",
-            "--overrides", "sampler.num_steps=1"]  # fmt: skip
+            "--overrides", FAST]  # fmt: skip
     results = finish(launch([*args, "--max-minutes", "1e-6"]))
     assert all(code == 0 for code, _ in results), results[0][1][-3000:] + results[1][1][-3000:]
     state = load_resume_state(run_dir / "resume.pt")
@@ -223,3 +224,16 @@ def test_full_loop_under_two_processes_stops_and_resumes(tmp_path: Path) -> None
     epochs = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").open()
               if json.loads(line)["kind"] == "train"]  # fmt: skip
     assert epochs == list(range(1, final["epochs"] + 1))  # rank 0 logs, no epoch twice
+
+
+def test_commands_that_are_not_data_parallel_refuse_to_run_under_torchrun(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from diamond_env.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    out = tmp_path / "data"
+    assert main(["collect", "--game", "Breakout", "--steps", "10", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "only train-wm and train run data-parallel" in err and "one process" in err
+    assert not out.exists()

@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _opts(tmp: Path, dataset: EpisodeDataset, **kw: object) -> TrainWMOptions:
     base = TrainWMOptions(game="Breakout", preset="tiny", run_dir=str(tmp / "run"),
                           dataset=str(dataset.root), steps=6, save_every=3, eval_every=0,
-                          log_every=1, num_contexts=16, progress=False)  # fmt: skip
+                          log_every=1, num_contexts=16, progress=False,
+                          eval_rollouts=4)  # fmt: skip
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
@@ -41,7 +42,7 @@ def test_script_collects_trains_and_writes_outputs(tmp_path: Path) -> None:
     run = tmp_path / "D"
     cmd = [sys.executable, str(ROOT / "train_wm.py"), "--game", "Breakout", "--preset", "tiny",
            "--real-steps", "400", "--steps", "4", "--run-dir", str(run), "--no-progress",
-           "--num-contexts", "8"]  # fmt: skip
+           "--num-contexts", "8", "--eval-rollouts", "4"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
     assert "PSNR" in out and "copy" in out  # every figure beside its baseline
     for name in ("world_model/config.json", "world_model/model.safetensors", "metrics.jsonl",
@@ -62,7 +63,7 @@ def test_installed_command_takes_the_same_options(
 
     argv = ["train-wm", "--game", "Breakout", "--preset", "tiny", "--dataset",
             str(breakout_dataset.root), "--steps", "2", "--run-dir", str(tmp_path / "run"),
-            "--no-progress", "--num-contexts", "8", "--eval-every", "0",
+            "--no-progress", "--num-contexts", "8", "--eval-every", "0", "--eval-rollouts", "4",
             "--overrides", "denoiser.predict_change=true loop.rew_end_event_fraction=0.5"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -109,7 +110,8 @@ def test_resume_after_sigkill(tmp_path: Path, breakout_dataset: EpisodeDataset) 
     run = tmp_path / "run"
     cmd = [sys.executable, str(ROOT / "train_wm.py"), "--preset", "tiny", "--run-dir", str(run),
            "--dataset", str(breakout_dataset.root), "--steps", "100000", "--save-every", "2",
-           "--no-progress", "--num-contexts", "8", "--eval-every", "0"]  # fmt: skip
+           "--no-progress", "--num-contexts", "8", "--eval-every", "0",
+           "--eval-rollouts", "4"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "resume.pt").exists():

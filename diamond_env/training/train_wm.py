@@ -87,6 +87,9 @@ class TrainWMOptions:
     max_minutes: float = opt(
         0.0, "stop (save, evaluate) after this much training time; 0: no limit"
     )
+    eval_rollouts: int = opt(
+        16, "open-loop dreams of the final held-out evaluation (periodic ones: half as many)"
+    )
     batch_per_rank: int = opt(
         0, "under torchrun: segments per process and step (0: the preset's batch / processes)"
     )
@@ -101,7 +104,8 @@ class TrainWMOptions:
     def validate(self) -> None:
         apply_overrides(get_preset(self.preset), self.overrides)
         resolve_device(self.device)
-        for name in ("steps", "real_steps", "save_every", "log_every", "num_contexts", "num_envs"):
+        for name in ("steps", "real_steps", "save_every", "log_every", "num_contexts", "num_envs",
+                     "eval_rollouts"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)}")
         for name in ("eval_every", "batch_per_rank"):
@@ -215,7 +219,7 @@ def _train(opts: TrainWMOptions, run_dir: Path, dist: Distributed) -> dict[str, 
         if dist.is_main:
             results = evaluate_world_model(
                 wm, test_data, seq_len=config.loop.rew_end_seq_len, seed=opts.seed,
-                grid_path=run_dir / "real_vs_imagined.png",
+                num_rollouts=opts.eval_rollouts, grid_path=run_dir / "real_vs_imagined.png",
             )  # fmt: skip
             log.log(trainer.grad_steps, _scalars(results), kind="eval")
         dist.wait_for_main()
@@ -254,8 +258,10 @@ def _loop(
         bar.update()
         if opts.eval_every and step % opts.eval_every == 0 and step < opts.steps:
             if dist.is_main:
-                results = evaluate_world_model(wm, test_data, seq_len=seq_len, seed=opts.seed,
-                                               batches=2, num_rollouts=8)  # fmt: skip
+                results = evaluate_world_model(
+                    wm, test_data, seq_len=seq_len, seed=opts.seed, batches=2,
+                    num_rollouts=max(1, opts.eval_rollouts // 2),
+                )  # fmt: skip
                 log.log(step, _scalars(results), kind="eval")
                 if opts.snapshots:
                     wm.save(run_dir / "snapshots" / f"step-{step:07d}")
