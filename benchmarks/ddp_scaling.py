@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.rounds):
         rates = []
         for processes, threads in configs:
-            fig = run_once(args.dataset, args.preset, args.overrides, args.steps, processes, threads)
+            fig = run_once(
+                args.dataset, args.preset, args.overrides, args.steps, processes, threads
+            )
             fig.update(round=r + 1, processes=processes, threads=threads,
                        segments_per_s=fig["steps_per_s"] * batch)  # fmt: skip
             rows.append(fig)

@@ -179,6 +179,14 @@ class Distributed:
             dist.destroy_process_group()
 
 
+def own_state(state: dict[str, Any], dist: Distributed) -> dict[str, Any]:
+    """This rank's part of a ``resume.pt`` (the state itself for a plain run's file, which holds
+    no per-rank parts); a run saved by another number of processes is refused."""
+    if dist.enabled or "ranks" in state:
+        return rank_state(state.get("ranks", [state]), dist.rank, dist.world_size)
+    return state
+
+
 def rank_state(stored: list[torch.Tensor], rank: int, world_size: int) -> dict[str, Any]:
     """This rank's part of a resume state written by :meth:`Distributed.gather_states`
     (``weights_only`` load: plain data only)."""

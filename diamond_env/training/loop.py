@@ -46,7 +46,7 @@ from diamond_env.config import Config, apply_overrides, get_preset
 from diamond_env.data.collect import Collector, RandomPolicy, open_game_dataset
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.data.segments import SegmentSampler
-from diamond_env.distributed import Distributed, rank_state
+from diamond_env.distributed import Distributed, own_state
 from diamond_env.metrics import MetricsLogger
 from diamond_env.models.actor_critic import ActorCritic
 from diamond_env.options import opt
@@ -374,17 +374,13 @@ def _save(run: _Run) -> None:
 
 
 def _load(run: _Run, state: dict[str, Any]) -> None:
-    dist = run.dist
-    own = state
-    if dist.enabled or "ranks" in state:
-        own = rank_state(state.get("ranks", [state]), dist.rank, dist.world_size)
+    own = own_state(state, run.dist)
     run.epoch, run.total_epochs = int(state["epoch"]), int(state["total_epochs"])
     run.wm_trainer.load_state_dict(state["world_model"])
     run.world_model.contexts = WorldModel.load(run.run_dir / "world_model").contexts
     _refresh_samplers(run)
-    ac_state = {**state["actor_critic"], **own["actor_critic"]} if dist.enabled else state[
-        "actor_critic"]  # fmt: skip
-    run.ac_trainer.load_state_dict(ac_state)  # the dreams carry on where they were
+    # shared weights and optimiser, this rank's dreams (they carry on where they were)
+    run.ac_trainer.load_state_dict({**state["actor_critic"], **own["actor_critic"]})
     for sampler, s in zip(run.samplers, own["samplers"], strict=True):
         sampler.rng.bit_generator.state = s
     set_rng_state(own["rng"])

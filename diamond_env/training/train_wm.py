@@ -33,7 +33,7 @@ from diamond_env.data.collect import collect_random_until
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.data.episode import FlatData
 from diamond_env.data.segments import SegmentSampler
-from diamond_env.distributed import Distributed, rank_state
+from diamond_env.distributed import Distributed, own_state
 from diamond_env.metrics import MetricsLogger
 from diamond_env.options import opt
 from diamond_env.paths import default_run_dir
@@ -160,10 +160,7 @@ def _load(
     """Continue from ``resume.pt``: shared weights and optimisers, and this rank's draw states."""
     state = load_resume_state(run_dir / "resume.pt")
     trainer.load_state_dict(state)
-    if dist.enabled or "ranks" in state:
-        own = rank_state(state.get("ranks", [state]), dist.rank, dist.world_size)
-    else:
-        own = state
+    own = own_state(state, dist)
     for sampler, s in zip(samplers, own["samplers"], strict=True):
         sampler.rng.bit_generator.state = s
     set_rng_state(own["rng"])
