@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -216,6 +218,16 @@ def _checked(fn: Any, *args: Any, **kwargs: Any) -> Any:
             f"{fn.__name__} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
             "the run can be continued with --resume"
         ) from err
+
+
+@contextmanager
+def joined(device: torch.device) -> Iterator[Distributed]:
+    """:func:`setup`, and leave the process group when the block ends (however it ends)."""
+    dist = setup(device)
+    try:
+        yield dist
+    finally:
+        dist.close()
 
 
 def setup(device: torch.device) -> Distributed:

@@ -110,3 +110,14 @@ def start_session(
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, record)
     return RunSession(path, record)
+
+
+def start_run(
+    run_dir: Path, command: str, options: dict[str, Any], processes: int = 1
+) -> RunSession:
+    """What a training command writes before it starts: the run directory, ``options.json`` (the
+    options a ``--resume`` takes back) and a new session in ``run.json`` (with the number of
+    data-parallel processes)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "options.json", options)
+    return start_session(run_dir, command, {**options, "processes": processes})

@@ -51,7 +51,7 @@ from diamond_env.metrics import MetricsLogger
 from diamond_env.models.actor_critic import ActorCritic
 from diamond_env.options import opt
 from diamond_env.paths import default_run_dir
-from diamond_env.runinfo import start_session
+from diamond_env.runinfo import start_run
 from diamond_env.training.evaluate import ActorCriticPolicy, EvalResult, evaluate
 from diamond_env.training.imagination import ImaginationTrainer, ReplayContexts
 from diamond_env.training.wm_trainer import WorldModelTrainer, build_context_bank, make_samplers
@@ -136,11 +136,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     run_dir = opts.resolved_run_dir()
     check_run_dir(run_dir, resume=opts.resume, options=dataclasses.asdict(opts),
                   fixed=_FIXED_ON_RESUME, markers=("resume.pt", "eval.json"))  # fmt: skip
-    dist = distributed.setup(resolve_device(opts.device))
-    try:
+    with distributed.joined(resolve_device(opts.device)) as dist:
         return _train(opts, run_dir, dist)
-    finally:
-        dist.close()
 
 
 def _train(opts: TrainOptions, run_dir: Path, dist: Distributed) -> dict[str, Any]:
@@ -149,10 +146,7 @@ def _train(opts: TrainOptions, run_dir: Path, dist: Distributed) -> dict[str, An
     seed_everything(opts.seed)
     config = opts.config()
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "options.json", dataclasses.asdict(opts))
-        session = start_session(run_dir, "train",
-                                {**dataclasses.asdict(opts), "processes": dist.world_size})  # fmt: skip
+        session = start_run(run_dir, "train", dataclasses.asdict(opts), dist.world_size)
         dataset = open_game_dataset(run_dir / "dataset", opts.game)
         initial_collection(dataset, config, opts.seed, opts.progress)
     dist.wait_for_main()  # rank 0 has collected; the others read what it wrote

@@ -38,7 +38,7 @@ from diamond_env.metrics import MetricsLogger
 from diamond_env.options import opt
 from diamond_env.paths import default_run_dir
 from diamond_env.progress import BudgetBar
-from diamond_env.runinfo import start_session
+from diamond_env.runinfo import start_run
 from diamond_env.training.wm_eval import evaluate_world_model
 from diamond_env.training.wm_trainer import (
     WorldModelTrainer,
@@ -173,21 +173,15 @@ def train_world_model(opts: TrainWMOptions) -> dict[str, Any]:
     run_dir = opts.resolved_run_dir()
     check_run_dir(run_dir, resume=opts.resume, options=dataclasses.asdict(opts),
                   fixed=_FIXED_ON_RESUME)  # fmt: skip
-    dist = distributed.setup(resolve_device(opts.device))
-    try:
+    with distributed.joined(resolve_device(opts.device)) as dist:
         return _train(opts, run_dir, dist)
-    finally:
-        dist.close()
 
 
 def _train(opts: TrainWMOptions, run_dir: Path, dist: Distributed) -> dict[str, Any]:
     dist.wait_for_main()  # every rank has checked the run directory before rank 0 writes to it
     session = None
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "options.json", dataclasses.asdict(opts))
-        session = start_session(run_dir, "train-wm",
-                                {**dataclasses.asdict(opts), "processes": dist.world_size})  # fmt: skip
+        session = start_run(run_dir, "train-wm", dataclasses.asdict(opts), dist.world_size)
     config = apply_overrides(get_preset(opts.preset), opts.overrides)
     seed_everything(opts.seed)
     dataset = _load_data(opts, run_dir) if dist.is_main else None
