@@ -4,10 +4,10 @@ Stages, each skipped when its output is already there (so an interrupted demo re
 the stage it was in):
 
 1. ``dataset/``: ``real_steps`` steps of random real play;
-2. ``wm/``: a world model (``train_wm``) trained for ``wm_minutes`` on all but the last 10 % of
+2. ``wm/``: a world model (``train_wm``) trained ``wm_steps`` steps on all but the last 10 % of
    the episodes, its held-out fidelity in ``wm/eval_wm.json`` and ``wm/real_vs_imagined.png``;
-3. ``actor_critic/``: our actor-critic trained in the dream for ``agent_minutes``;
-4. ``ppo_dream/``: SB3 PPO trained in the dream for ``ppo_minutes``;
+3. ``actor_critic/``: our actor-critic trained in the dream for ``agent_steps``;
+4. ``ppo_dream/``: SB3 PPO trained in the dream for ``ppo_dream_steps`` env steps;
 5. ``ppo_real/``: SB3 PPO trained model-free on the same ``real_steps`` real steps;
 6. each agent and a random policy play ``eval_episodes`` full real games (``scores.json``);
 7. ``report.md`` with the scores, the fidelity figures, ``learning_curves.png``,
@@ -60,10 +60,13 @@ class DemoOptions:
     run_dir: str = opt("runs/demo", "output directory")
     preset: str = opt("cpu", "model sizes: tiny | cpu | small | paper")
     real_steps: int = opt(10_000, "real steps: random play for the world model, PPO's budget")
-    wm_minutes: float = opt(7.0, "world-model training time")
-    agent_minutes: float = opt(4.0, "actor-critic training time in the dream")
-    ppo_minutes: float = opt(2.5, "SB3 PPO training time in the dream")
-    ppo_dream_steps: int = opt(200_000, "SB3 PPO dream steps at most")
+    wm_steps: int = opt(200, "world-model gradient steps (about 7 minutes on 2 idle cores)")
+    agent_steps: int = opt(20, "actor-critic gradient steps in the dream (about 4 minutes)")
+    ppo_dream_steps: int = opt(3_000, "SB3 PPO env steps in the dream (about 2.5 minutes)")
+    wm_minutes: float = opt(21.0, "cap on the world model's time (a loaded machine does the same "
+                            "steps more slowly, up to this)")  # fmt: skip
+    agent_minutes: float = opt(12.0, "cap on the actor-critic's time")
+    ppo_minutes: float = opt(7.5, "cap on SB3 PPO's time in the dream")
     eval_episodes: int = opt(5, "real games per agent")
     device: str = opt("cpu", "torch device: cpu | cuda")
     seed: int = opt(0, "seed of everything")
@@ -92,7 +95,7 @@ def run_demo(opts: DemoOptions) -> Path:
         root / "dataset", game, opts.real_steps, seed=opts.seed, progress=opts.progress))  # fmt: skip
     wm_opts = TrainWMOptions(
         game=game, preset=opts.preset, run_dir=str(root / "wm"), dataset=str(root / "dataset"),
-        steps=10**7, device=opts.device, seed=opts.seed, save_every=500, eval_every=0,
+        steps=opts.wm_steps, device=opts.device, seed=opts.seed, save_every=500, eval_every=0,
         log_every=20, progress=opts.progress, max_minutes=opts.wm_minutes,
     )  # fmt: skip
     stage(
@@ -100,7 +103,8 @@ def run_demo(opts: DemoOptions) -> Path:
     )
     checkpoint = str(root / "wm" / "world_model")
     ac_opts = TrainAgentOptions(
-        checkpoint=checkpoint, out=str(root / "actor_critic"), algo="actor-critic", steps=10**7,
+        checkpoint=checkpoint, out=str(root / "actor_critic"), algo="actor-critic",
+        steps=opts.agent_steps,
         device=opts.device, seed=opts.seed, save_every=50, max_minutes=opts.agent_minutes,
         progress=opts.progress,
     )  # fmt: skip
@@ -195,6 +199,11 @@ def _real_vs_dream_gif(root: Path, seed: int, horizon: int = 40, rollouts: int =
                    duration=100, loop=0)  # fmt: skip
 
 
+def _minutes(timings: dict[str, float], stage: str) -> str:
+    """How long a stage took, as the report says it ("7.1 min"; "?" when not recorded)."""
+    return f"{timings[stage] / 60:.1f} min" if stage in timings else "? min"
+
+
 def _report(
     root: Path, game: str, opts: DemoOptions, scores: dict[str, Any], timings: dict[str, float]
 ) -> str:
@@ -209,9 +218,9 @@ def _report(
         f"# diamond_env demo: {game}",
         "",
         f"Preset `{opts.preset}`, {opts.real_steps:,} real steps of random play, world model "
-        f"trained {wm_steps} gradient steps ({opts.wm_minutes:g} min), actor-critic "
-        f"{ac_rows[-1]['step'] if ac_rows else 0} steps ({opts.agent_minutes:g} min) on "
-        f"{platform.machine()} with torch {torch.__version__} ({opts.device}).",
+        f"trained {wm_steps} gradient steps ({_minutes(timings, 'world_model')}), actor-critic "
+        f"{ac_rows[-1]['step'] if ac_rows else 0} steps ({_minutes(timings, 'actor_critic')}) "
+        f"on {platform.machine()} with torch {torch.__version__} ({opts.device}).",
         "",
         f"## Real-game scores ({opts.eval_episodes} full games each, sampled actions)",
         "",
