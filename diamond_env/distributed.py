@@ -105,6 +105,18 @@ class Distributed:
                 tensor.copy_(moved)
         return tensor
 
+    def reduce_scalars(
+        self, values: dict[str, torch.Tensor], *, mean: bool = False
+    ) -> dict[str, float]:
+        """0-d tensors summed (or averaged) over the ranks in one all-reduce, as floats (in a
+        plain run, the values themselves)."""
+        packed = torch.stack([v.detach().float().reshape(()).cpu() for v in values.values()])
+        if self.enabled:
+            self.sum_(packed)
+            if mean:
+                packed /= self.world_size
+        return dict(zip(values, packed.tolist(), strict=True))
+
     def sum_gradients_(self, module: nn.Module, scale: float = 1.0) -> int:
         """Replace the gradients of ``module`` by ``scale`` × their sum over the ranks, in one
         flat all-reduce. Parameters without a gradient count as zero. Returns the bytes reduced

@@ -268,18 +268,14 @@ class ImaginationTrainer:
             self.config.actor_critic_optim.max_grad_norm, reduce,
         )  # fmt: skip
         self.grad_steps += 1
-        scalars = {f"actor_critic/{k}": torch.as_tensor(v).detach().float().cpu()
-                  for k, v in parts.items()}  # fmt: skip
-        scalars["actor_critic/imagined_reward"] = ro.rewards.sum(dim=1).mean().detach().cpu()
-        scalars["actor_critic/imagined_terminations"] = ro.terminations.float().mean().cpu()
-        packed = torch.stack([v.reshape(()) for v in scalars.values()])
-        if self.dist.enabled:
-            self.dist.sum_(packed).div_(self.dist.world_size)
-        metrics = dict(zip(scalars, packed.tolist(), strict=True))
+        scalars = {f"actor_critic/{k}": v for k, v in parts.items()}
+        scalars["actor_critic/imagined_reward"] = ro.rewards.sum(dim=1).mean()
+        scalars["actor_critic/imagined_terminations"] = ro.terminations.float().mean()
+        metrics = self.dist.reduce_scalars(scalars, mean=True)
         metrics["actor_critic/grad_norm"] = grad_norm
         return metrics
 
-    _PER_RANK = ("seeds", "action_generator", "loop", "contexts")
+    PER_RANK_KEYS = ("seeds", "action_generator", "loop", "contexts")
     """Keys of :meth:`state_dict` that differ between the ranks of a data-parallel run."""
 
     def state_dict(self) -> dict[str, Any]:

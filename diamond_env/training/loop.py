@@ -343,7 +343,7 @@ def _save(run: _Run) -> None:
     own = {
         "samplers": [s.rng.bit_generator.state for s in run.samplers],
         "rng": rng_state(),
-        "actor_critic": {k: ac_state[k] for k in ImaginationTrainer._PER_RANK},
+        "actor_critic": {k: ac_state[k] for k in ImaginationTrainer.PER_RANK_KEYS},
     }
     ranks = run.dist.gather_states(own)
     if not run.dist.is_main:

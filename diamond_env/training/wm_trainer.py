@@ -134,12 +134,6 @@ class WorldModelTrainer:
 
         return reduce
 
-    def _global_metrics(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Each rank's share of the global metrics, summed over the ranks (one all-reduce)."""
-        packed = torch.stack([v.detach().float().reshape(()) for v in values.values()])
-        self.dist.sum_(packed)
-        return {k: float(v) for k, v in zip(values, packed.tolist(), strict=True)}
-
     def denoiser_step(self, sampler: SegmentSampler) -> dict[str, float]:
         """One step on a batch of segments of 4 context frames + 1 target + the autoregressive
         targets (DIAMOND: one), see :meth:`Denoiser.compute_sequence_loss`."""
@@ -153,7 +147,7 @@ class WorldModelTrainer:
         loss = den.compute_sequence_loss(seg.obs, seg.act, seg.mask, counts=counts)
         grad = optimizer_step(loss, den, self.den_opt, self.den_sched, cfg.max_grad_norm,
                               self._reduce("denoiser"))  # fmt: skip
-        metrics = self._global_metrics({"denoiser/loss": loss})
+        metrics = self.dist.reduce_scalars({"denoiser/loss": loss})  # the global batch's
         metrics["denoiser/grad_norm"] = grad
         return metrics
 
@@ -171,7 +165,7 @@ class WorldModelTrainer:
                               self._reduce("rew_end"))  # fmt: skip
         values = {f"rew_end/{k}": torch.tensor(v) for k, v in parts.items()}
         values["rew_end/loss"] = loss
-        out = self._global_metrics(values)
+        out = self.dist.reduce_scalars(values)  # each rank's share of the global figures
         out["rew_end/grad_norm"] = grad
         return out
 
