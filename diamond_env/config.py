@@ -2,9 +2,9 @@
 
 The ``paper`` preset holds the numbers of DIAMOND (Alonso et al., 2024) for Atari 100k; ``tiny``
 changes sizes and step counts only; ``cpu`` and ``small`` also turn on low-budget aids that the
-paper preset leaves off (``predict_change``, ``rew_end_event_fraction``; measured in
-BENCHMARKS.md; ``rew_end.frame_difference`` and ``rew_end.event_weight`` are there for
-``--overrides``, off in every preset until they are shown to pay). Game-dependent values (the
+paper preset leaves off (``predict_change``, ``rew_end_event_fraction``, and for the reward/end
+model ``frame_difference``, ``change_grid`` and ``event_weight``; measured in BENCHMARKS.md).
+Game-dependent values (the
 number of actions) are not part of a preset: models receive them as constructor arguments and
 checkpoints store them beside the config.
 """
@@ -92,6 +92,13 @@ class RewEndConfig:
     """Low-budget aid, off in ``paper``: the encoder also sees ``next_obs - obs``, where a reward
     (a brick gone, the score) or a life loss (the lives counter) shows alone. DIAMOND's encoder sees
     the two frames only."""
+    change_grid: int = 0
+    """Low-budget aid, 0 (off) in ``paper``: the LSTM also reads where the frame changed, the
+    absolute difference ``|next_obs - obs|`` averaged over colours and max-pooled to a
+    ``change_grid`` x ``change_grid`` map (a divisor of the image size). A reward or a life loss
+    is a small change at a telling place (a brick, the score, the lives counter) beside the
+    ball's and paddle's changes everywhere; the encoder takes thousands of steps to find that
+    cue, a linear read-out of the map finds it in hundreds (BENCHMARKS.md, recipe study)."""
     event_weight: float = 1.0
     """Low-budget aid, 1.0 (off) in ``paper``: the weight of the rare classes (reward -1 and +1,
     end) in the cross-entropy, the common ones keeping weight 1. With a few events per thousand
@@ -264,13 +271,20 @@ def _tiny() -> Config:
 
 
 def _small() -> Config:
-    """Half the paper's widths, with the ``cpu`` preset's low-budget aids on the data side
-    (diffusing the change from the last frame; reward/end windows around events); the paper's
-    learning rates (the ``cpu`` preset's 1e-3 was measured on its smaller networks only)."""
+    """Half the paper's widths, with the ``cpu`` preset's low-budget aids (diffusing the change
+    from the last frame; reward/end windows around events, the change map, frame differences and
+    weighted events); the paper's learning rates (the ``cpu`` preset's 1e-3 was measured on its
+    smaller networks only)."""
     return Config(
         preset="small",
         denoiser=DenoiserConfig(channels=(32, 32, 32, 32), predict_change=True),
-        rew_end=RewEndConfig(channels=(16, 16, 16, 16), lstm_dim=256),
+        rew_end=RewEndConfig(
+            channels=(16, 16, 16, 16),
+            lstm_dim=256,
+            frame_difference=True,
+            change_grid=16,
+            event_weight=10.0,
+        ),
         actor_critic=ActorCriticConfig(channels=(16, 16, 32, 32), lstm_dim=256),
         loop=LoopConfig(
             real_steps=20_000,
@@ -293,8 +307,10 @@ def _cpu() -> Config:
     cheap, with the paper's imagination horizon, and the recipe measured best per CPU-minute
     (BENCHMARKS.md, "A world model on a CPU budget"): the denoiser diffuses the change from the
     last frame, learning rates 1e-3 after a 20-step warm-up, half of the reward/end windows
-    around a reward or an end. DIAMOND's 4 + 1 + 1 denoiser loss is kept (without it the change
-    model drifts over long dreams)."""
+    around a reward or an end, and a reward/end model that reads where the frame changed
+    (``change_grid``), the frame difference, and weighs rewards and ends 10 (without these it
+    predicts no event after an hour). DIAMOND's 4 + 1 + 1 denoiser loss is kept (without it the
+    change model drifts over long dreams)."""
     return Config(
         preset="cpu",
         denoiser=DenoiserConfig(
@@ -311,6 +327,9 @@ def _cpu() -> Config:
             attn_depths=(False, False, False, False),
             cond_channels=16,
             lstm_dim=128,
+            frame_difference=True,
+            change_grid=16,
+            event_weight=10.0,
         ),
         actor_critic=ActorCriticConfig(channels=(16, 16, 32, 32), lstm_dim=128),
         denoiser_optim=OptimConfig(batch_size=16, lr=1e-3, warmup_steps=20),

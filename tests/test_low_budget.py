@@ -160,6 +160,41 @@ def test_frame_difference_adds_next_minus_current_to_the_encoder_input() -> None
     assert not torch.allclose(same, moved)
 
 
+def test_change_grid_gives_the_lstm_where_the_frame_changed() -> None:
+    """The map is the colour-mean |next - current| max-pooled per cell; with zero LSTM weights on
+    it the model is the plain one, and with weights it is read."""
+    from diamond_env.models.rew_end import RewEndModel
+
+    cfg = get_preset("tiny").rew_end
+    torch.manual_seed(0)
+    plain = RewEndModel(cfg, num_actions=4)
+    grid = RewEndModel(dataclasses.replace(cfg, change_grid=16), num_actions=4)
+    assert grid.lstm.input_size == plain.lstm.input_size + 256
+    obs = torch.zeros(1, 2, 3, 64, 64)
+    nxt = obs.clone()
+    nxt[0, 1, 0, 5, 9] = 0.6  # one pixel of one colour: cell (1, 2) of the 16 x 16 map
+    nxt[0, 1, 1, 6, 10] = -0.3  # same cell, smaller: the max keeps 0.2
+    nxt[0, 1, :, 63, 0] = 1.0  # the last row's first cell: 1.0
+    cells = grid.change_map(obs, nxt).reshape(1, 2, 16, 16)
+    want = torch.zeros(1, 2, 16, 16)
+    want[0, 1, 1, 2] = 0.2
+    want[0, 1, 15, 0] = 1.0
+    torch.testing.assert_close(cells, want)
+
+    state = plain.state_dict()
+    w = state["lstm.weight_ih_l0"]
+    state["lstm.weight_ih_l0"] = torch.cat([w, torch.zeros(w.shape[0], 256)], dim=1)
+    grid.load_state_dict(state)
+    act = torch.zeros(1, 2, dtype=torch.int64)
+    with torch.no_grad():
+        torch.testing.assert_close(grid(obs, act, nxt)[:2], plain(obs, act, nxt)[:2])
+        grid.lstm.weight_ih_l0[:, -256:] = 1.0
+        assert not torch.allclose(grid(obs, act, nxt)[0], plain(obs, act, nxt)[0])
+    for bad in (-1, 5):
+        with pytest.raises(ValueError, match="change_grid"):
+            RewEndModel(dataclasses.replace(cfg, change_grid=bad), num_actions=4)
+
+
 def test_event_weight_weighs_rewards_and_ends_in_the_loss() -> None:
     """With weight w the cross-entropy of a reward or end step counts w times (DIAMOND: 1), so a
     batch whose only mistakes are on events has w times the loss; the mean is still over steps."""
@@ -191,8 +226,10 @@ def test_the_paper_preset_leaves_every_low_budget_aid_off() -> None:
     paper = get_preset("paper")
     assert not paper.denoiser.predict_change and paper.denoiser.sigma_offset_noise == 0.3
     assert not paper.rew_end.frame_difference and paper.loop.rew_end_event_fraction == 0.0
-    assert paper.rew_end.event_weight == 1.0
+    assert paper.rew_end.event_weight == 1.0 and paper.rew_end.change_grid == 0
     assert paper.loop.denoiser_seq_len == 6 and paper.sampler.start == "unit"
     cpu = get_preset("cpu")  # the measured CPU recipe (BENCHMARKS.md)
     assert cpu.denoiser.predict_change and cpu.loop.rew_end_event_fraction == 0.5
     assert cpu.denoiser_optim.lr == 1e-3 and cpu.loop.denoiser_seq_len == 6
+    assert cpu.rew_end.change_grid == 16 and cpu.rew_end.frame_difference
+    assert cpu.rew_end.event_weight == 10.0

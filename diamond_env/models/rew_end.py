@@ -79,7 +79,12 @@ class RewEndModel(nn.Module):
         self.img_size = img_size
         self.act_emb = nn.Embedding(num_actions, config.cond_channels)
         self.encoder = RewEndEncoder(config)
-        feat = config.channels[-1] * (img_size // factor) ** 2
+        if config.change_grid < 0 or (config.change_grid and img_size % config.change_grid):
+            raise ValueError(
+                f"change_grid: expected 0 (off) or a divisor of {img_size}, "
+                f"got {config.change_grid!r}"
+            )
+        feat = config.channels[-1] * (img_size // factor) ** 2 + config.change_grid**2
         self.lstm = nn.LSTM(feat, config.lstm_dim, batch_first=True)
         self.head = nn.Sequential(
             nn.Linear(config.lstm_dim, config.lstm_dim),
@@ -132,10 +137,20 @@ class RewEndModel(nn.Module):
         )
         pairs = torch.cat(frames, dim=2).flatten(0, 1)
         feats = self.encoder(pairs, self.act_emb(act.flatten())).reshape(b, t, -1)
+        if self.config.change_grid:
+            feats = torch.cat([feats, self.change_map(obs, next_obs)], dim=-1)
         hx = None if state is None else (state[0][None].contiguous(), state[1][None].contiguous())
         out, (h, c) = self.lstm(feats, hx)
         logits = self.head(out)
         return logits[..., :NUM_REW_CLASSES], logits[..., NUM_REW_CLASSES:], (h[0], c[0])
+
+    def change_map(self, obs: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) twice -> (B, T, change_grid ** 2): where the frame changed, and how
+        much (mean absolute difference over colours, max over each cell)."""
+        b, t = obs.shape[:2]
+        change = (next_obs - obs).abs().mean(dim=2).flatten(0, 1)[:, None]
+        cells = F.adaptive_max_pool2d(change, self.config.change_grid)
+        return cells.reshape(b, t, -1)
 
     def compute_loss(
         self,
