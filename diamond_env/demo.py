@@ -3,16 +3,24 @@
 Stages, each skipped when its output is already there (so an interrupted demo re-run picks up at
 the stage it was in):
 
-1. ``dataset/``: ``real_steps`` steps of random real play;
-2. ``wm/``: a world model (``train_wm``) trained ``wm_steps`` steps on all but the last 10 % of
-   the episodes, its held-out fidelity in ``wm/eval_wm.json`` and ``wm/real_vs_imagined.png``;
-3. ``actor_critic/``: our actor-critic trained in the dream for ``agent_steps``;
-4. ``ppo_dream/``: SB3 PPO trained in the dream for ``ppo_dream_steps`` env steps;
-5. ``ppo_real/``: SB3 PPO trained model-free on the same ``real_steps`` real steps;
-6. each agent and a random policy play ``eval_episodes`` full real games (``scores.json``);
-7. ``report.md`` with the scores, the fidelity figures, ``learning_curves.png``,
-   ``real_vs_dream.gif`` (real frames above frames the world model dreamt from the same start and
-   actions) and ``actor_critic_real.gif`` (our agent's first real game).
+1. ``dataset/``: ``real_steps`` steps of random real play; ``heldout/``: ``heldout_steps`` more
+   from other games (seed + 777), which no world model here has trained on;
+2. ``wm/``: a fresh world model (``train_wm``) trained ``wm_steps`` steps on all but the last
+   10 % of the episodes, so the whole pipeline is seen (``wm/eval_wm.json``,
+   ``wm/real_vs_imagined.png``);
+3. ``fidelity.json``: the fresh world model and the dream's world model (the one shipped inside
+   the package, when the game has one: :func:`diamond_env.pretrained`) measured on ``heldout/``;
+4. ``actor_critic/``: our actor-critic trained in the dream for ``agent_steps``;
+5. ``ppo_dream/``: SB3 PPO trained in the dream for ``ppo_dream_steps`` env steps;
+6. ``ppo_real/``: SB3 PPO trained model-free on the same ``real_steps`` real steps;
+7. each agent, the shipped agent (when one ships) and a random policy play ``eval_episodes``
+   full real games (``scores.json``);
+8. ``report.md`` with the scores, the fidelity figures, ``learning_curves.png``,
+   ``real_vs_dream.gif`` (real frames above frames the dream's world model imagined from the
+   same start and actions) and ``actor_critic_real.gif`` (our agent's first real game).
+
+The agents train in the shipped model's dream by default (``--dream fresh``: in the one the demo
+trains, as when the game ships none).
 """
 
 from __future__ import annotations
@@ -32,24 +40,28 @@ from diamond_env.atari import canonical_game
 from diamond_env.checkpoint import atomic_write_json
 from diamond_env.data.collect import RandomPolicy, collect_random_until
 from diamond_env.data.dataset import EpisodeDataset
+from diamond_env.data.segments import life_index
 from diamond_env.metrics import read_metrics
 from diamond_env.options import opt
+from diamond_env.paths import pretrained
 from diamond_env.report import fidelity_lines, plot_psnr
 from diamond_env.runinfo import start_session
 from diamond_env.training.agents import TrainAgentOptions, train_agent, train_sb3_real
 from diamond_env.training.evaluate import EvalResult, evaluate, load_agent, reference_scores
 from diamond_env.training.train_wm import TrainWMOptions, train_world_model
-from diamond_env.training.wm_eval import open_loop_rollouts
-from diamond_env.training.wm_trainer import split_episodes
+from diamond_env.training.wm_eval import evaluate_world_model, open_loop_rollouts
 from diamond_env.world_model import WorldModel
 
-AGENTS = ("random", "actor_critic", "ppo_dream", "ppo_real")
+AGENTS = ("random", "actor_critic", "ppo_dream", "ppo_real", "shipped_agent")
 LABELS = {
     "random": "random policy",
     "actor_critic": "our actor-critic, trained only in the dream",
     "ppo_dream": "SB3 PPO, trained only in the dream",
     "ppo_real": "SB3 PPO, model-free on the same real steps",
+    "shipped_agent": "the shipped actor-critic (trained in the shipped dream)",
 }
+DREAMS = ("shipped", "fresh")
+HELDOUT_SEED_OFFSET = 777
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,10 @@ class DemoOptions:
     run_dir: str = opt("runs/demo", "output directory")
     preset: str = opt("cpu", "model sizes: tiny | cpu | small | paper")
     real_steps: int = opt(10_000, "real steps: random play for the world model, PPO's budget")
+    heldout_steps: int = opt(2_000, "random real steps of other games, never trained on, on "
+                             "which the fresh and the shipped world models are compared")  # fmt: skip
+    dream: str = opt("shipped", "world model the agents train in: shipped (the package's model "
+                     "of the game; the fresh one when none ships) | fresh (the one trained here)")  # fmt: skip
     wm_steps: int = opt(200, "world-model gradient steps (about 7 minutes on 2 idle cores)")
     agent_steps: int = opt(20, "actor-critic gradient steps in the dream (about 4 minutes)")
     ppo_dream_steps: int = opt(3_000, "SB3 PPO env steps in the dream (about 2.5 minutes)")
@@ -93,6 +109,9 @@ def run_demo(opts: DemoOptions) -> Path:
 
     stage("collect", False, lambda: collect_random_until(
         root / "dataset", game, opts.real_steps, seed=opts.seed, progress=opts.progress))  # fmt: skip
+    stage("collect_heldout", False, lambda: collect_random_until(
+        root / "heldout", game, opts.heldout_steps, seed=opts.seed + HELDOUT_SEED_OFFSET,
+        progress=opts.progress))  # fmt: skip
     wm_opts = TrainWMOptions(
         game=game, preset=opts.preset, run_dir=str(root / "wm"), dataset=str(root / "dataset"),
         steps=opts.wm_steps, device=opts.device, seed=opts.seed, save_every=500, eval_every=0,
@@ -101,9 +120,14 @@ def run_demo(opts: DemoOptions) -> Path:
     stage(
         "world_model", (root / "wm" / "eval_wm.json").exists(), lambda: train_world_model(wm_opts)
     )
-    checkpoint = str(root / "wm" / "world_model")
+    checkpoint = dream_checkpoint(root, game, opts.dream)
+    models = {"fresh": root / "wm" / "world_model"}
+    if checkpoint != models["fresh"]:
+        models["shipped"] = checkpoint
+    stage("fidelity", (root / "fidelity.json").exists(), lambda: atomic_write_json(
+        root / "fidelity.json", _fidelity(models, root / "heldout", game, opts)))  # fmt: skip
     ac_opts = TrainAgentOptions(
-        checkpoint=checkpoint, out=str(root / "actor_critic"), algo="actor-critic",
+        checkpoint=str(checkpoint), out=str(root / "actor_critic"), algo="actor-critic",
         steps=opts.agent_steps,
         device=opts.device, seed=opts.seed, save_every=50, max_minutes=opts.agent_minutes,
         progress=opts.progress,
@@ -117,11 +141,15 @@ def run_demo(opts: DemoOptions) -> Path:
         game, root / "ppo_real", steps=opts.real_steps, seed=opts.seed, device=opts.device,
         progress=opts.progress))  # fmt: skip
     scores = _read_json(root / "scores.json")
-    for name in AGENTS:
-        stage(f"evaluate_{name}", name in scores,
-              lambda name=name: scores.update({name: _evaluate(root, name, game, opts)}))  # fmt: skip
+    shipped = pretrained().get(game)
+    agents = {name: root / name for name in AGENTS[1:4]}
+    if "shipped" in models and shipped is not None and shipped.agent is not None:
+        agents["shipped_agent"] = shipped.agent
+    for name in ("random", *agents):
+        stage(f"evaluate_{name}", name in scores, lambda name=name: scores.update(
+            {name: _evaluate(root, name, agents.get(name), game, opts)}))  # fmt: skip
         atomic_write_json(root / "scores.json", scores)
-    stage("figures", False, lambda: _figures(root, game, opts.seed))
+    stage("figures", False, lambda: _figures(root, checkpoint, opts.seed))
     report = root / "report.md"
     report.write_text(_report(root, game, opts, scores, timings), encoding="utf-8")
     print(f"wrote {report}")
@@ -129,25 +157,61 @@ def run_demo(opts: DemoOptions) -> Path:
     return report
 
 
+def dream_checkpoint(root: Path, game: str, dream: str) -> Path:
+    """The world model the demo's agents train in, fixed for a run directory at its first run
+    (``dream.json``): finished agents are kept on a re-run, so they must not change worlds."""
+    if dream not in DREAMS:
+        raise ValueError(f"dream: expected one of {list(DREAMS)}, got {dream!r}")
+    shipped = pretrained().get(game)
+    fresh = root / "wm" / "world_model"
+    chosen = shipped.world_model if dream == "shipped" and shipped is not None else fresh
+    record = root / "dream.json"
+    before = _read_json(record).get("checkpoint")
+    if before is not None and Path(before) != chosen:
+        raise ValueError(
+            f"{root}: its agents trained in the dream of {before}, not {chosen}; use another "
+            "--run-dir for the other dream"
+        )
+    atomic_write_json(record, {"dream": dream, "checkpoint": str(chosen)})
+    return chosen
+
+
+def _fidelity(
+    models: dict[str, Path], heldout: Path, game: str, opts: DemoOptions
+) -> dict[str, Any]:
+    """Each world model's figures on the same held-out games (none of them trained on)."""
+    data = EpisodeDataset.open(heldout).load_all()
+    out = {}
+    for name, path in models.items():
+        wm = WorldModel.load(path, expected_game=game, device=opts.device)
+        with torch.no_grad():
+            out[name] = evaluate_world_model(wm, data, seq_len=wm.config.loop.rew_end_seq_len,
+                                             seed=opts.seed, batches=4, num_rollouts=32)  # fmt: skip
+        out[name]["checkpoint"] = str(path)
+    return out
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
-def _evaluate(root: Path, name: str, game: str, opts: DemoOptions) -> dict[str, Any]:
+def _evaluate(
+    root: Path, name: str, agent: Path | None, game: str, opts: DemoOptions
+) -> dict[str, Any]:
     video = root / "actor_critic_real.gif" if name == "actor_critic" else None
-    if name == "random":
+    if agent is None:
         policy: Any = RandomPolicy(
             EpisodeDataset.open(root / "dataset").num_actions, seed=opts.seed
         )
     else:  # every agent samples its actions, as DIAMOND's agent does at test time
-        policy, _ = load_agent(root / name, device=opts.device, seed=opts.seed, deterministic=False)
+        policy, _ = load_agent(agent, device=opts.device, seed=opts.seed, deterministic=False)
     result: EvalResult = evaluate(policy, game, opts.eval_episodes, seed=opts.seed,
                                   video_path=video, progress=opts.progress)  # fmt: skip
     print(f"{LABELS[name]}: {result.summary()}")
     return result.to_dict()
 
 
-def _figures(root: Path, game: str, seed: int) -> None:
+def _figures(root: Path, dream: Path, seed: int) -> None:
     """``learning_curves.png`` and ``real_vs_dream.gif``."""
     import matplotlib
 
@@ -173,30 +237,56 @@ def _figures(root: Path, game: str, seed: int) -> None:
     fig.tight_layout()
     fig.savefig(root / "learning_curves.png", dpi=80)
     plt.close(fig)
-    _real_vs_dream_gif(root, seed)
+    _real_vs_dream_gif(root, dream, seed)
 
 
-def _real_vs_dream_gif(root: Path, seed: int, horizon: int = 40, rollouts: int = 4) -> None:
+def _real_vs_dream_gif(
+    root: Path, dream: Path, seed: int, horizon: int = 40, rollouts: int = 4
+) -> None:
     from PIL import Image
 
-    wm = WorldModel.load(root / "wm" / "world_model")
-    dataset = EpisodeDataset.open(root / "dataset")
-    held_out = split_episodes(dataset.num_episodes, 0.1).test
-    data = dataset.load_all(held_out or None)
-    if int(data.lengths.max()) < wm.num_context + horizon:  # short held-out games: use them all
-        data = dataset.load_all()
-    horizon = min(horizon, int(data.lengths.max()) - wm.num_context)
+    wm = WorldModel.load(dream)
+    data = EpisodeDataset.open(root / "heldout").load_all()
+    longest_life = int(life_index(data).lengths.max())  # a rollout stays inside one life
+    horizon = min(horizon, longest_life - wm.num_context + 1)
     with torch.no_grad():
         ro = open_loop_rollouts(wm, data, num_rollouts=rollouts, horizon=horizon, seed=seed)
     frames = []
     for t in range(horizon):
         real = np.concatenate(list(ro.real[:, t]), axis=1)
-        dream = np.concatenate(list(ro.imagined[:, t]), axis=1)
+        imagined = np.concatenate(list(ro.imagined[:, t]), axis=1)
         gap = np.full((2, real.shape[1], 3), 255, np.uint8)
-        grid = np.concatenate([real, gap, dream], axis=0)
+        grid = np.concatenate([real, gap, imagined], axis=0)
         frames.append(Image.fromarray(np.repeat(np.repeat(grid, 3, axis=0), 3, axis=1)))
     frames[0].save(root / "real_vs_dream.gif", save_all=True, append_images=frames[1:],
                    duration=100, loop=0)  # fmt: skip
+
+
+def _comparison(fidelity: dict[str, Any]) -> list[str]:
+    """One row per world model: the headline figures beside copy and majority."""
+    if not fidelity:
+        return []
+    first = next(iter(fidelity.values()))
+    horizons = list(first.get("psnr_copy", {}))
+    rows = [
+        "| world model | PSNR " + " / ".join(f"h{h}" for h in horizons) + " (dB) | "
+        "MAE on changing pixels | reward F1 | life-loss F1 |",
+        "|---|---|---|---|---|",
+    ]
+
+    def f1(fid: dict[str, Any], key: str) -> str:
+        return f"{fid[key]['rare_f1']:.2f}" if key in fid else "n/a"
+
+    for name, fid in fidelity.items():
+        psnr = " / ".join(f"{fid['psnr'][h]:.1f}" for h in horizons if h in fid.get("psnr", {}))
+        mae = fid.get("changed_pixels", {}).get("model_mae")
+        rows.append(f"| {name} | {psnr} | {'n/a' if mae is None else f'{mae:.1f}'} | "
+                    f"{f1(fid, 'reward_events')} | {f1(fid, 'end_events')} |")  # fmt: skip
+    copy = " / ".join(f"{first['psnr_copy'][h]:.1f}" for h in horizons)
+    copy_mae = first.get("changed_pixels", {}).get("copy_mae")
+    rows.append(f"| copy the last frame / majority class | {copy} | "
+                f"{'n/a' if copy_mae is None else f'{copy_mae:.1f}'} | 0.00 | 0.00 |")  # fmt: skip
+    return [*rows, ""]
 
 
 def _minutes(timings: dict[str, float], stage: str) -> str:
@@ -208,18 +298,35 @@ def _report(
     root: Path, game: str, opts: DemoOptions, scores: dict[str, Any], timings: dict[str, float]
 ) -> str:
     ref = reference_scores(game)
-    fidelity = _read_json(root / "wm" / "eval_wm.json")
+    fresh_eval = _read_json(root / "wm" / "eval_wm.json")
+    fidelity = _read_json(root / "fidelity.json")
     evals = [r for r in read_metrics(root / "wm") if r.get("kind") == "eval"]
-    psnr_path = plot_psnr(fidelity, evals, root / "wm" / "report_psnr.png")
+    psnr_path = plot_psnr(fresh_eval, evals, root / "wm" / "report_psnr.png")
     psnr_png = Path(psnr_path) if psnr_path else None
-    wm_steps = fidelity.get("grad_steps", "?")
+    wm_steps = fresh_eval.get("grad_steps", "?")
     ac_rows = read_metrics(root / "actor_critic", kind="train")
+    dream = _read_json(root / "dream.json")
+    shipped = "shipped" in fidelity
+    card = pretrained()[game].card if shipped and game in pretrained() else {}
+    made = card.get("training", {})
+    assert isinstance(made, dict)
+    where = (
+        f"the world model shipped inside the package (`{dream.get('checkpoint')}`: "
+        f"{made.get('grad_steps', '?')} gradient steps, {made.get('minutes', '?')} minutes on "
+        f"{made.get('machine', '?')}; its model card beside it)"
+        if shipped
+        else "the world model trained in this demo"
+    )
+    sections = []
+    for name, fid in fidelity.items():
+        sections += [f"### {name.capitalize()} world model", "", *fidelity_lines(fid)]
     lines = [
         f"# diamond_env demo: {game}",
         "",
-        f"Preset `{opts.preset}`, {opts.real_steps:,} real steps of random play, world model "
-        f"trained {wm_steps} gradient steps ({_minutes(timings, 'world_model')}), actor-critic "
-        f"{ac_rows[-1]['step'] if ac_rows else 0} steps ({_minutes(timings, 'actor_critic')}) "
+        f"Preset `{opts.preset}`, {opts.real_steps:,} real steps of random play; a fresh world "
+        f"model trained {wm_steps} gradient steps ({_minutes(timings, 'world_model')}); agents "
+        f"trained only in the dream of {where}: actor-critic {ac_rows[-1]['step'] if ac_rows else 0} "
+        f"steps ({_minutes(timings, 'actor_critic')}), SB3 PPO ({_minutes(timings, 'ppo_dream')}); "
         f"on {platform.machine()} with torch {torch.__version__} ({opts.device}).",
         "",
         f"## Real-game scores ({opts.eval_episodes} full games each, sampled actions)",
@@ -238,19 +345,25 @@ def _report(
         f"References (SPEC §6): random {ref['random']:g}, human {ref['human']:g}, DIAMOND "
         f"{ref['diamond']:g} (100k real steps, ≈2.9 GPU-days per game).",
         "",
-        "## World-model fidelity (held-out episodes)",
+        f"## World-model fidelity ({opts.heldout_steps:,} held-out steps of other games)",
         "",
         "Every figure beside its trivial baseline: repeating the last real frame (copy) for "
-        "frames, always predicting the most frequent class (majority) for rewards and ends.",
+        "frames, always predicting the most frequent class (majority) for rewards and ends. "
+        "No model here has trained on these games.",
         "",
-        *fidelity_lines(fidelity),
+        *_comparison(fidelity),
+        *sections,
+        "The fresh model over its training (its own held-out episodes):",
+        "",
         *([f"![PSNR by horizon](wm/{psnr_png.name})", ""] if psnr_png else []),
         "![real vs dream](real_vs_dream.gif)",
         "",
-        "Top: real held-out frames; bottom: the world model's dream from the same four real "
-        "frames, fed the same actions (open loop).",
+        "Top: real held-out frames; bottom: the dream the agents trained in, from the same four "
+        "real frames, fed the same actions (open loop).",
         "",
         "![real vs imagined](wm/real_vs_imagined.png)",
+        "",
+        "The fresh model's dream beside real frames (open loop).",
         "",
         "## Learning curves",
         "",
