@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         "game": game,
         "training": json.loads(args.training.read_text(encoding="utf-8")),
         "weights": "float16" if use_fp16 else "float32",
-        "fp16_psnr_gap_db": {str(h): round(g, 4) for h, g in gaps.items()},
+        "fp16_psnr_gap_db": {str(h): round(float(g), 4) for h, g in gaps.items()},
         "heldout": {"dataset": str(args.heldout.name), "steps": heldout.num_steps,
                     "games": heldout.num_episodes, "rollouts": args.rollouts, "seed": args.seed},
         "fidelity": fidelity,
@@ -87,14 +87,31 @@ def main(argv: list[str] | None = None) -> int:
         for name in AGENT_FILES:
             if (args.agent / name).exists():
                 shutil.copy2(args.agent / name, root / "agent" / name)
+        meta = json.loads((root / "agent" / "agent.json").read_text(encoding="utf-8"))
+        if "world_model" in meta:  # the shipped agent's world is the model beside it
+            meta["world_model"] = "../world_model"
+        (root / "agent" / "agent.json").write_text(json.dumps(meta, indent=2) + "\n",
+                                                   encoding="utf-8")  # fmt: skip
         if args.scores is not None:
-            card["agent_scores"] = json.loads(args.scores.read_text(encoding="utf-8"))
+            card["agent_scores"] = portable(json.loads(args.scores.read_text(encoding="utf-8")))
     (root / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (root / "MODEL_CARD.md").write_text(model_card(card), encoding="utf-8")
     size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
     print(f"wrote {root} ({size / 2**20:.1f} MiB, {card['weights']} weights, "
           f"fp16 PSNR gap {max(gaps.values()):.3f} dB)")  # fmt: skip
     return 0
+
+
+def portable(value: Any) -> Any:
+    """``value`` with every absolute path cut to its last part: no path of the maintainer's
+    machine goes into the package."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, str) and Path(value).is_absolute():
+        return Path(value).name
+    return value
 
 
 def model_card(card: dict[str, Any]) -> str:
