@@ -43,7 +43,7 @@ from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.data.segments import life_index
 from diamond_env.metrics import read_metrics
 from diamond_env.options import opt
-from diamond_env.paths import pretrained
+from diamond_env.paths import Pretrained, pretrained
 from diamond_env.report import fidelity_lines, plot_psnr
 from diamond_env.runinfo import start_session
 from diamond_env.training.agents import TrainAgentOptions, train_agent, train_sb3_real
@@ -120,7 +120,8 @@ def run_demo(opts: DemoOptions) -> Path:
     stage(
         "world_model", (root / "wm" / "eval_wm.json").exists(), lambda: train_world_model(wm_opts)
     )
-    checkpoint = dream_checkpoint(root, game, opts.dream)
+    shipped = pretrained().get(game)
+    checkpoint = dream_checkpoint(root, shipped, opts.dream)
     models = {"fresh": root / "wm" / "world_model"}
     if checkpoint != models["fresh"]:
         models["shipped"] = checkpoint
@@ -141,7 +142,6 @@ def run_demo(opts: DemoOptions) -> Path:
         game, root / "ppo_real", steps=opts.real_steps, seed=opts.seed, device=opts.device,
         progress=opts.progress))  # fmt: skip
     scores = _read_json(root / "scores.json")
-    shipped = pretrained().get(game)
     agents = {name: root / name for name in AGENTS[1:4]}
     if "shipped" in models and shipped is not None and shipped.agent is not None:
         agents["shipped_agent"] = shipped.agent
@@ -157,12 +157,11 @@ def run_demo(opts: DemoOptions) -> Path:
     return report
 
 
-def dream_checkpoint(root: Path, game: str, dream: str) -> Path:
+def dream_checkpoint(root: Path, shipped: Pretrained | None, dream: str) -> Path:
     """The world model the demo's agents train in, fixed for a run directory at its first run
     (``dream.json``): finished agents are kept on a re-run, so they must not change worlds."""
     if dream not in DREAMS:
         raise ValueError(f"dream: expected one of {list(DREAMS)}, got {dream!r}")
-    shipped = pretrained().get(game)
     fresh = root / "wm" / "world_model"
     chosen = shipped.world_model if dream == "shipped" and shipped is not None else fresh
     record = root / "dream.json"
@@ -307,7 +306,8 @@ def _report(
     ac_rows = read_metrics(root / "actor_critic", kind="train")
     dream = _read_json(root / "dream.json")
     shipped = "shipped" in fidelity
-    card = pretrained()[game].card if shipped and game in pretrained() else {}
+    package = pretrained().get(game) if shipped else None
+    card = package.card if package is not None else {}
     made = card.get("training", {})
     assert isinstance(made, dict)
     where = (
