@@ -2,8 +2,10 @@
 
 The ``paper`` preset holds the numbers of DIAMOND (Alonso et al., 2024) for Atari 100k; ``tiny``
 changes sizes and step counts only; ``cpu`` and ``small`` also turn on low-budget aids that the
-paper preset leaves off (``predict_change``, ``rew_end_event_fraction``, and for the reward/end
-model ``frame_difference``, ``change_grid`` and ``event_weight``; measured in BENCHMARKS.md).
+paper preset leaves off (``predict_change``, ``quantize="round"``, ``change_weight``, the
+sampler's ``min_change``,
+``rew_end_event_fraction``, and for the reward/end model ``frame_difference``, ``change_grid``
+and ``event_weight``; measured in BENCHMARKS.md).
 Game-dependent values (the
 number of actions) are not part of a preset: models receive them as constructor arguments and
 checkpoints store them beside the config.
@@ -54,6 +56,17 @@ class DenoiserConfig:
     """Low-budget aid, off in ``paper``: diffuse the change from the last context frame instead of
     the frame itself (``D = last + EDM(x - last)``), so the untrained network already repeats the
     last frame and training only has to learn what moves. DIAMOND diffuses the frame."""
+    quantize: Literal["floor", "round"] = "floor"
+    """How a denoised frame is put on the 256 levels of a uint8 frame, in the dream and in the
+    autoregressive loss terms: ``"floor"`` is DIAMOND's code (``wrap_model_output``); it lowers
+    every pixel by half a level on average, which a model that repeats most of the frame turns
+    into a drift of up to one level per dreamt step on static pixels. ``"round"`` (low-budget
+    aid, off in ``paper``) takes the nearest level."""
+    change_weight: float = 0.0
+    """Low-budget aid, 0 in ``paper``: pixels of the target that differ from the last context
+    frame weigh ``1 + change_weight`` in the denoising loss (each sample's loss stays a weighted
+    mean over its pixels). The ball and the paddle are a few of the 4,096 pixels of a Breakout
+    frame; unweighted, a model that leaves them where they were loses almost nothing."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,11 @@ class SamplerConfig:
     s_tmin: float = 0.0
     s_tmax: float = float("inf")
     s_noise: float = 1.0
+    min_change: int = 0
+    """Low-budget aid, 0 in ``paper``: a dreamt pixel whose colour differs from the last frame's by
+    fewer than ``min_change`` of the 255 levels in every channel keeps the last frame's colour.
+    Atari frames change by whole palette steps, so this only removes the small errors a model
+    adds to pixels that did not move, which otherwise pile up over a dream (colour drift)."""
 
 
 @dataclass(frozen=True)
@@ -272,12 +290,13 @@ def _tiny() -> Config:
 
 def _small() -> Config:
     """Half the paper's widths, with the ``cpu`` preset's low-budget aids (diffusing the change
-    from the last frame; reward/end windows around events, the change map, frame differences and
-    weighted events); the paper's learning rates (the ``cpu`` preset's 1e-3 was measured on its
+    from the last frame, rounding, ``min_change``; reward/end windows around events, the change
+    map, frame differences and weighted events); the paper's learning rates (the ``cpu`` preset's 1e-3 was measured on its
     smaller networks only)."""
     return Config(
         preset="small",
-        denoiser=DenoiserConfig(channels=(32, 32, 32, 32), predict_change=True),
+        denoiser=DenoiserConfig(channels=(32, 32, 32, 32), predict_change=True, quantize="round"),
+        sampler=SamplerConfig(min_change=6),
         rew_end=RewEndConfig(
             channels=(16, 16, 16, 16),
             lstm_dim=256,
@@ -310,7 +329,10 @@ def _cpu() -> Config:
     around a reward or an end, and a reward/end model that reads where the frame changed
     (``change_grid``), the frame difference, and weighs rewards and ends 10 (without these it
     predicts no event after an hour). DIAMOND's 4 + 1 + 1 denoiser loss is kept (without it the
-    change model drifts over long dreams)."""
+    change model drifts over long dreams). In the dream, denoised frames are rounded to the
+    nearest level (DIAMOND floors) and pixels that moved by fewer than 6 levels keep the last
+    frame's colour (``sampler.min_change``): without it the small errors on static pixels pile
+    up into a colour drift that costs 4-5 dB at horizon 15."""
     return Config(
         preset="cpu",
         denoiser=DenoiserConfig(
@@ -320,7 +342,9 @@ def _cpu() -> Config:
             cond_channels=64,
             action_emb_dim=16,
             predict_change=True,
+            quantize="round",
         ),
+        sampler=SamplerConfig(min_change=6),
         rew_end=RewEndConfig(
             channels=(8, 8, 8, 8),
             depths=(1, 1, 1, 1),

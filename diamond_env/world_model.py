@@ -27,7 +27,7 @@ from torch import nn
 from diamond_env import __version__
 from diamond_env.checkpoint import file_sha256, read_tensors, resolve_device
 from diamond_env.config import IMG_SIZE, Config, SamplerConfig
-from diamond_env.models.denoiser import Denoiser, quantize_floor
+from diamond_env.models.denoiser import Denoiser
 from diamond_env.models.rew_end import LstmState, RewEndModel
 from diamond_env.models.sampler import draw_normal, sample
 
@@ -182,7 +182,8 @@ class WorldModel(nn.Module):
         ``noise`` (N, 3, H, W) standard normal starts the sampler; ``uniforms`` (N, 2) in [0, 1)
         draw the reward class and termination. Missing ones are drawn from ``generator`` (noise
         first, then uniforms). ``reward_mode="mean"`` gives p(+1) - p(-1) and ends when
-        p(end) > 0.5. The context buffers are not rolled here.
+        p(end) > 0.5. With ``sampler.min_change`` > 0, pixels that moved by fewer levels than
+        that keep the last frame's colour. The context buffers are not rolled here.
         """
         self._check_obs_act(obs, act)
         if reward_mode not in ("sample", "mean"):
@@ -200,11 +201,15 @@ class WorldModel(nn.Module):
             raise ValueError(f"uniforms: expected shape ({n}, 2), got {tuple(uniforms.shape)}")
 
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            return quantize_floor(self.denoiser.denoise(x, sigma, obs, act))
+            return self.denoiser.quantize(self.denoiser.denoise(x, sigma, obs, act))
 
         cfg = sampler if sampler is not None else self.sampler_config
         next_obs = sample(denoise, noise.to(device, obs.dtype), cfg, generator,
                           origin=self.denoiser.origin(obs))  # fmt: skip
+        if cfg.min_change > 0:
+            last = obs[:, -1]
+            levels = (next_obs - last).abs().mul(127.5).round().amax(dim=1, keepdim=True)
+            next_obs = torch.where(levels < cfg.min_change, last, next_obs)
         logits_rew, logits_end, new_state = self.rew_end(
             obs[:, -1:], act[:, -1:], next_obs[:, None], state
         )

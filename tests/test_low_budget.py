@@ -98,6 +98,111 @@ def test_a_change_model_that_predicts_no_change_repeats_the_last_frame() -> None
         127.5).round().div(127.5).sub(1), atol=1e-6, rtol=0)  # fmt: skip
 
 
+def test_round_quantisation_keeps_a_frame_that_floor_lowers() -> None:
+    from diamond_env.models.denoiser import quantize_floor, quantize_round
+
+    levels = torch.tensor([0.0, 17.0, 128.0, 254.0, 255.0])
+    frame = levels / 127.5 - 1
+    below = frame - 0.1 / 127.5  # a tenth of a level under each level
+    # DIAMOND floors: a hair below a level drops the whole level; rounding keeps it
+    lowered = torch.cat([frame[:1], frame[1:] - 2 / 255])  # level 0 is clamped, stays
+    torch.testing.assert_close(quantize_floor(below), lowered, atol=1e-6, rtol=0)
+    torch.testing.assert_close(quantize_round(below), frame, atol=1e-6, rtol=0)
+    torch.testing.assert_close(quantize_round(frame + 0.6 / 127.5)[:-1], frame[:-1] + 2 / 255)
+    cfg = get_preset("tiny").denoiser
+    assert Denoiser(cfg, 4).quantize(below)[1] < frame[1]  # the default is DIAMOND's floor
+    rounding = Denoiser(dataclasses.replace(cfg, quantize="round"), 4)
+    torch.testing.assert_close(rounding.quantize(below), frame, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="quantize"):
+        Denoiser(dataclasses.replace(cfg, quantize="nearest"), 4)  # type: ignore[arg-type]
+
+
+def test_round_quantisation_reaches_the_dream(monkeypatch: pytest.MonkeyPatch) -> None:
+    from diamond_env.world_model import WorldModel
+
+    cfg = get_preset("tiny")
+    obs = torch.randint(1, 256, (2, 4, 3, 64, 64)).float() / 127.5 - 1  # on the levels, not 0
+    act = torch.zeros((2, 4), dtype=torch.int64)
+    out = {}
+    for mode in ("floor", "round"):
+        den = dataclasses.replace(cfg.denoiser, quantize=mode)
+        wm = WorldModel(dataclasses.replace(cfg, denoiser=den), "Breakout", ["NOOP", "FIRE"])
+        # a denoiser that says "the last frame, a tenth of a level lower" at every noise level
+        monkeypatch.setattr(wm.denoiser, "denoise", lambda x, s, o, a: o[:, -1] - 0.1 / 127.5)
+        out[mode] = wm.step(obs, act, None, generator=torch.Generator().manual_seed(3)).next_obs
+    torch.testing.assert_close(out["round"], obs[:, -1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out["floor"], obs[:, -1] - 2 / 255, atol=1e-6, rtol=0)
+
+
+def test_min_change_keeps_the_colour_of_pixels_that_barely_moved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from diamond_env.world_model import WorldModel
+
+    cfg = get_preset("tiny")
+    obs = torch.full((1, 4, 3, 64, 64), 100 / 127.5 - 1)
+    act = torch.zeros((1, 4), dtype=torch.int64)
+    moved = obs[:, -1].clone()
+    moved[0, 1, 0, :4] += torch.tensor([1.0, 5.0, 6.0, 60.0]) / 127.5  # green up 1, 5, 6, 60 levels
+    moved[0, 0, 1, 0] -= 5 / 127.5  # red down 5 at another pixel
+    outs = []
+    for min_change in (0, 6):
+        sampler = dataclasses.replace(cfg.sampler, min_change=min_change)
+        den = dataclasses.replace(cfg.denoiser, quantize="round")  # exact levels, no float slips
+        wm = WorldModel(
+            dataclasses.replace(cfg, sampler=sampler, denoiser=den), "Breakout", ["NOOP", "FIRE"]
+        )
+        monkeypatch.setattr(wm.denoiser, "denoise", lambda x, s, o, a: moved)
+        outs.append(wm.step(obs, act, None, generator=torch.Generator().manual_seed(0)).next_obs)
+    torch.testing.assert_close(outs[0], moved, atol=1e-6, rtol=0)  # off: the dream as dreamt
+    kept = obs[:, -1].clone()
+    kept[0, 1, 0, 2:4] = moved[0, 1, 0, 2:4]  # 6 and 60 levels stay; 1 and 5 are undone
+    torch.testing.assert_close(outs[1], kept, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="min_change"):
+        wm.step(obs, act, None, sampler=dataclasses.replace(cfg.sampler, min_change=-1))
+
+
+def test_change_weight_weighs_the_pixels_that_moved() -> None:
+    cfg = get_preset("tiny").denoiser
+    torch.manual_seed(0)
+    plain = Denoiser(cfg, num_actions=4)
+    for p in plain.conv_out.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    weighted = Denoiser(dataclasses.replace(cfg, change_weight=9.0), num_actions=4)
+    weighted.load_state_dict(plain.state_dict())
+    obs, act, _ = _context(batch=2)
+    obs = torch.round((obs + 1) * 127.5) / 127.5 - 1
+    target = obs[:, -1].clone()
+    target[:, :, 3, 5] = 1.0  # one pixel moved in each sample (a "ball")
+    target[0, 1, 8, 8] = -1.0  # and one more in the first, in one channel only
+    # the same draw of noise: the squared errors per pixel are the same in both models
+    g = torch.Generator().manual_seed(7)
+    sigma = plain.sample_training_sigma(2, torch.device("cpu"), g)
+    offset = cfg.sigma_offset_noise * torch.randn((2, 3, 1, 1), generator=g)
+    eps = torch.randn(target.shape, generator=g)
+    x = target + offset + eps * sigma[:, None, None, None]
+    sc = plain.scalings(sigma)
+    with torch.no_grad():
+        out = plain.network(sc.c_in[:, None, None, None] * x, sc.c_noise, obs, act)
+    goal = (target - sc.c_skip[:, None, None, None] * x) / sc.c_out[:, None, None, None]
+    sq = (out - goal).pow(2)
+    w = torch.ones(2, 1, 16, 16)
+    w[:, :, 3, 5] = 10.0
+    w[0, :, 8, 8] = 10.0  # a pixel counts as changed when any channel changed
+    w = w.expand_as(sq)
+    want = ((sq * w).flatten(1).sum(1) / w.flatten(1).sum(1)).mean()
+    with torch.no_grad():
+        got = weighted.compute_loss(obs, act, target, generator=torch.Generator().manual_seed(7))
+        unweighted = plain.compute_loss(
+            obs, act, target, generator=torch.Generator().manual_seed(7)
+        )
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(unweighted, sq.mean())
+    assert not torch.allclose(got, unweighted)
+    with pytest.raises(ValueError, match="change_weight"):
+        Denoiser(dataclasses.replace(cfg, change_weight=-1.0), num_actions=4)
+
+
 def _sparse_events(num_episodes: int = 3, steps: int = 40) -> FlatData:
     """Games with one +1 reward, one life loss and the game's end each; nothing else."""
     episodes = []
@@ -228,8 +333,11 @@ def test_the_paper_preset_leaves_every_low_budget_aid_off() -> None:
     assert not paper.rew_end.frame_difference and paper.loop.rew_end_event_fraction == 0.0
     assert paper.rew_end.event_weight == 1.0 and paper.rew_end.change_grid == 0
     assert paper.loop.denoiser_seq_len == 6 and paper.sampler.start == "unit"
+    assert paper.denoiser.quantize == "floor" and paper.denoiser.change_weight == 0.0
+    assert paper.sampler.min_change == 0
     cpu = get_preset("cpu")  # the measured CPU recipe (BENCHMARKS.md)
     assert cpu.denoiser.predict_change and cpu.loop.rew_end_event_fraction == 0.5
     assert cpu.denoiser_optim.lr == 1e-3 and cpu.loop.denoiser_seq_len == 6
     assert cpu.rew_end.change_grid == 16 and cpu.rew_end.frame_difference
     assert cpu.rew_end.event_weight == 10.0
+    assert cpu.denoiser.quantize == "round" and cpu.sampler.min_change == 6

@@ -60,6 +60,15 @@ def quantize_floor(frames: torch.Tensor) -> torch.Tensor:
     return levels.div(255).mul(2).sub(1)
 
 
+def quantize_round(frames: torch.Tensor) -> torch.Tensor:
+    """As :func:`quantize_floor` but to the *nearest* level (no half-level bias downwards)."""
+    levels = frames.clamp(-1, 1).add(1).div(2).mul(255).round()
+    return levels.div(255).mul(2).sub(1)
+
+
+QUANTIZERS = {"floor": quantize_floor, "round": quantize_round}
+
+
 def _image(t: torch.Tensor) -> torch.Tensor:
     """(B,) -> (B, 1, 1, 1) for broadcasting against frames."""
     return t[:, None, None, None]
@@ -78,6 +87,15 @@ class Denoiser(nn.Module):
                 "DenoiserConfig: num_context * action_emb_dim must equal cond_channels (the action "
                 f"embeddings are added to the noise features), got {config.num_context} * "
                 f"{config.action_emb_dim} != {config.cond_channels}"
+            )
+        if config.quantize not in QUANTIZERS:
+            raise ValueError(
+                f"DenoiserConfig.quantize: expected one of {sorted(QUANTIZERS)}, got "
+                f"{config.quantize!r}"
+            )
+        if not config.change_weight >= 0.0:
+            raise ValueError(
+                f"DenoiserConfig.change_weight: expected >= 0, got {config.change_weight!r}"
             )
         self.config = config
         self.num_actions = num_actions
@@ -143,6 +161,10 @@ class Denoiser(nn.Module):
         denoised = _image(sc.c_skip) * x + _image(sc.c_out) * out
         return denoised if origin is None else denoised + origin
 
+    def quantize(self, frames: torch.Tensor) -> torch.Tensor:
+        """Put a denoised frame on the 256 levels (``config.quantize``: DIAMOND floors)."""
+        return QUANTIZERS[self.config.quantize](frames)
+
     def origin(self, obs_ctx: torch.Tensor) -> torch.Tensor | None:
         """What the diffusion is centred on: the last context frame (B, 3, H, W) with
         ``config.predict_change``, else None (the frame itself is diffused, as in DIAMOND).
@@ -192,10 +214,17 @@ class Denoiser(nn.Module):
         sc = self.scalings(sigma)
         out = self.network(_image(sc.c_in) * x, sc.c_noise, obs_ctx, act_ctx)
         goal = (clean - _image(sc.c_skip) * x) / _image(sc.c_out)
-        per_sample = (out - goal).pow(2).flatten(1).mean(dim=1)
+        squared = (out - goal).pow(2)
+        if self.config.change_weight > 0.0:
+            changed = (target - obs_ctx[:, -1]).abs().amax(dim=1, keepdim=True) > 1e-3
+            weight = 1.0 + self.config.change_weight * changed.to(squared.dtype)
+            weight = weight.expand_as(squared).flatten(1)
+            per_sample = (squared.flatten(1) * weight).sum(dim=1) / weight.sum(dim=1)
+        else:
+            per_sample = squared.flatten(1).mean(dim=1)
         with torch.no_grad():
             denoised = _image(sc.c_skip) * x + _image(sc.c_out) * out
-            denoised = quantize_floor(denoised if origin is None else denoised + origin)
+            denoised = self.quantize(denoised if origin is None else denoised + origin)
         if mask is None:
             return per_sample.mean(), denoised
         if tuple(mask.shape) != (b,) or mask.dtype != torch.bool:

@@ -66,6 +66,8 @@ def _check_config(cfg: SamplerConfig) -> None:
         raise ValueError(
             f"sampler.start: expected one of {list(SAMPLER_STARTS)}, got {cfg.start!r}"
         )
+    if not isinstance(cfg.min_change, int) or not 0 <= cfg.min_change <= 255:
+        raise ValueError(f"sampler.min_change: expected an int in [0, 255], got {cfg.min_change!r}")
     if cfg.s_churn < 0:
         raise ValueError(f"sampler.s_churn: expected >= 0, got {cfg.s_churn}")
 
