@@ -121,7 +121,9 @@ class RewEndConfig:
     """Low-budget aid, 1.0 (off) in ``paper``: the weight of the rare classes (reward -1 and +1,
     end) in the cross-entropy, the common ones keeping weight 1. With a few events per thousand
     steps the unweighted loss is nearly minimal at the majority class, and a small model trained
-    for minutes stays there; DIAMOND weighs every class alike."""
+    for minutes stays there; DIAMOND weighs every class alike. Predictions (the dream, the
+    evaluations) take ``log event_weight`` off the rare classes' logits, which undoes the
+    weighting (``RewEndModel.predict``)."""
 
 
 @dataclass(frozen=True)

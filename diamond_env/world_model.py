@@ -210,7 +210,7 @@ class WorldModel(nn.Module):
             last = obs[:, -1]
             levels = (next_obs - last).abs().mul(127.5).round().amax(dim=1, keepdim=True)
             next_obs = torch.where(levels < cfg.min_change, last, next_obs)
-        logits_rew, logits_end, new_state = self.rew_end(
+        logits_rew, logits_end, new_state = self.rew_end.predict(
             obs[:, -1:], act[:, -1:], next_obs[:, None], state
         )
         p_rew = logits_rew[:, 0].float().softmax(dim=-1)  # (N, 3) for rewards -1, 0, +1

@@ -300,6 +300,31 @@ def test_change_grid_gives_the_lstm_where_the_frame_changed() -> None:
             RewEndModel(dataclasses.replace(cfg, change_grid=bad), num_actions=4)
 
 
+def test_predictions_undo_the_event_weight() -> None:
+    """A loss that weighs events w learns w times their odds; predict() divides them back."""
+    from diamond_env.models.rew_end import RewEndModel
+
+    cfg = get_preset("tiny").rew_end
+    obs = torch.rand((2, 3, 3, 64, 64)) * 2 - 1
+    act = torch.zeros((2, 3), dtype=torch.int64)
+    nxt = torch.rand((2, 3, 3, 64, 64)) * 2 - 1
+    torch.manual_seed(0)
+    plain = RewEndModel(cfg, num_actions=4)
+    weighted = RewEndModel(dataclasses.replace(cfg, event_weight=10.0), num_actions=4)
+    weighted.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        raw_r, raw_e, _ = weighted(obs, act, nxt)
+        got_r, got_e, _ = weighted.predict(obs, act, nxt)
+        same_r, same_e, _ = plain.predict(obs, act, nxt)
+    torch.testing.assert_close(same_r, raw_r)  # weight 1 (DIAMOND): the logits as they are
+    torch.testing.assert_close(same_e, raw_e)
+    odds = (got_e[..., 1] - got_e[..., 0]).exp()
+    torch.testing.assert_close(odds * 10, (raw_e[..., 1] - raw_e[..., 0]).exp())
+    for rare in (0, 2):  # rewards -1 and +1 against 0
+        ratio = (got_r[..., rare] - got_r[..., 1]).exp() * 10
+        torch.testing.assert_close(ratio, (raw_r[..., rare] - raw_r[..., 1]).exp())
+
+
 def test_event_weight_weighs_rewards_and_ends_in_the_loss() -> None:
     """With weight w the cross-entropy of a reward or end step counts w times (DIAMOND: 1), so a
     batch whose only mistakes are on events has w times the loss; the mean is still over steps."""

@@ -8,6 +8,7 @@ at ``obs[:, t]`` and leads to ``next_obs[:, t]``. Reward classes are 0, 1, 2 for
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import cast
 
@@ -143,6 +144,25 @@ class RewEndModel(nn.Module):
         out, (h, c) = self.lstm(feats, hx)
         logits = self.head(out)
         return logits[..., :NUM_REW_CLASSES], logits[..., NUM_REW_CLASSES:], (h[0], c[0])
+
+    def predict(
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        next_obs: torch.Tensor,
+        state: LstmState | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, LstmState]:
+        """As :meth:`forward`, with the weighting of training undone: a cross-entropy that
+        weighs rewards and ends ``w = config.event_weight`` learns odds ``w`` times the data's,
+        so ``log w`` is taken off their logits (nothing changes with DIAMOND's ``w = 1``).
+        What the dream and the evaluations use."""
+        logits_rew, logits_end, new_state = self(obs, act, next_obs, state)
+        w = self.config.event_weight
+        if w != 1.0:
+            shift = math.log(w)
+            logits_rew = logits_rew - logits_rew.new_tensor([shift, 0.0, shift])
+            logits_end = logits_end - logits_end.new_tensor([0.0, shift])
+        return logits_rew, logits_end, new_state
 
     def change_map(self, obs: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) twice -> (B, T, change_grid ** 2): where the frame changed, and how

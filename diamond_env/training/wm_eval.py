@@ -77,7 +77,7 @@ def rew_end_metrics(
     preds_r, tgts_r, preds_e, tgts_e = [], [], [], []
     for _ in range(batches):
         seg = to_torch(sampler.sample(batch_size), wm.device)
-        logits_r, logits_e, _ = wm.rew_end(seg.obs[:, :-1], seg.act, seg.obs[:, 1:])
+        logits_r, logits_e, _ = wm.rew_end.predict(seg.obs[:, :-1], seg.act, seg.obs[:, 1:])
         m = seg.step_mask
         preds_r.append((logits_r.argmax(-1) - 1)[m].cpu().numpy())
         tgts_r.append(seg.rew.sign().long()[m].cpu().numpy())
