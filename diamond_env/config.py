@@ -2,11 +2,10 @@
 
 The ``paper`` preset holds the numbers of DIAMOND (Alonso et al., 2024) for Atari 100k; ``tiny``
 changes sizes and step counts only; ``cpu`` and ``small`` also turn on low-budget aids that the
-paper preset leaves off (``predict_change``, ``quantize="round"``, ``change_weight``, the
-sampler's ``min_change``,
+paper preset leaves off (``predict_change``, ``quantize="round"``, the sampler's ``min_change``,
 ``rew_end_event_fraction``, and for the reward/end model ``frame_difference``, ``change_grid``
-and ``event_weight``; measured in BENCHMARKS.md).
-Game-dependent values (the
+and ``event_weight``; measured in BENCHMARKS.md). ``denoiser.change_weight`` is such an aid too,
+off in every preset (measured: it makes the ball leave a trail). Game-dependent values (the
 number of actions) are not part of a preset: models receive them as constructor arguments and
 checkpoints store them beside the config.
 """
@@ -66,7 +65,8 @@ class DenoiserConfig:
     """Low-budget aid, 0 in ``paper``: pixels of the target that differ from the last context
     frame weigh ``1 + change_weight`` in the denoising loss (each sample's loss stays a weighted
     mean over its pixels). The ball and the paddle are a few of the 4,096 pixels of a Breakout
-    frame; unweighted, a model that leaves them where they were loses almost nothing."""
+    frame; unweighted, a model that leaves them where they were loses almost nothing. Off in
+    every preset: at 50 the ball moved but left a growing trail (BENCHMARKS.md, run G)."""
 
 
 @dataclass(frozen=True)
@@ -293,8 +293,8 @@ def _tiny() -> Config:
 def _small() -> Config:
     """Half the paper's widths, with the ``cpu`` preset's low-budget aids (diffusing the change
     from the last frame, rounding, ``min_change``; reward/end windows around events, the change
-    map, frame differences and weighted events); the paper's learning rates (the ``cpu`` preset's 1e-3 was measured on its
-    smaller networks only)."""
+    map, frame differences and weighted events); the paper's learning rates (the ``cpu``
+    preset's 1e-3 was measured on its smaller networks only)."""
     return Config(
         preset="small",
         denoiser=DenoiserConfig(channels=(32, 32, 32, 32), predict_change=True, quantize="round"),
