@@ -99,7 +99,8 @@ def test_a_change_model_that_predicts_no_change_repeats_the_last_frame() -> None
 
 
 def test_round_quantisation_keeps_a_frame_that_floor_lowers() -> None:
-    from diamond_env.models.denoiser import quantize_floor, quantize_round
+    from diamond_env.frames import quantize as quantize_round
+    from diamond_env.models.denoiser import quantize_floor
 
     levels = torch.tensor([0.0, 17.0, 128.0, 254.0, 255.0])
     frame = levels / 127.5 - 1

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diamond_env.config import DenoiserConfig
+from diamond_env.frames import quantize
 from diamond_env.models.blocks import (
     FourierFeatures,
     UNet,
@@ -60,13 +61,9 @@ def quantize_floor(frames: torch.Tensor) -> torch.Tensor:
     return levels.div(255).mul(2).sub(1)
 
 
-def quantize_round(frames: torch.Tensor) -> torch.Tensor:
-    """As :func:`quantize_floor` but to the *nearest* level (no half-level bias downwards)."""
-    levels = frames.clamp(-1, 1).add(1).div(2).mul(255).round()
-    return levels.div(255).mul(2).sub(1)
-
-
-QUANTIZERS = {"floor": quantize_floor, "round": quantize_round}
+QUANTIZERS = {"floor": quantize_floor, "round": quantize}
+"""``config.quantize`` -> how a denoised frame goes to the 256 levels (``"round"``: the nearest
+level, as the sampler's own output; no half-level bias downwards)."""
 
 
 def _image(t: torch.Tensor) -> torch.Tensor:
