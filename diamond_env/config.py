@@ -5,7 +5,7 @@ changes sizes and step counts only; ``cpu`` and ``small`` also turn on low-budge
 paper preset leaves off (``predict_change``, ``quantize="round"``, the sampler's ``min_change``,
 ``rew_end_event_fraction``, and for the reward/end model ``frame_difference``, ``change_grid``
 and ``event_weight``; measured in BENCHMARKS.md). ``denoiser.change_weight`` is such an aid too,
-off in every preset (measured: it makes the ball leave a trail). Game-dependent values (the
+off in every preset so far (measured in runs G and G2 of the study). Game-dependent values (the
 number of actions) are not part of a preset: models receive them as constructor arguments and
 checkpoints store them beside the config.
 """
@@ -66,7 +66,8 @@ class DenoiserConfig:
     frame weigh ``1 + change_weight`` in the denoising loss (each sample's loss stays a weighted
     mean over its pixels). The ball and the paddle are a few of the 4,096 pixels of a Breakout
     frame; unweighted, a model that leaves them where they were loses almost nothing. Off in
-    every preset: at 50 the ball moved but left a growing trail (BENCHMARKS.md, run G)."""
+    every preset so far: at 50 the ball moved but left a growing trail (BENCHMARKS.md, run G);
+    at 5 the best moving-pixel error of the study with a tie at horizon 15 (run G2)."""
 
 
 @dataclass(frozen=True)
