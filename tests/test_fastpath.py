@@ -253,6 +253,7 @@ def test_cuda_graphs_repeat_the_plain_rollout() -> None:
 def test_resolve_fastpath_auto_plain_and_names() -> None:
     assert resolve_fastpath("auto", "cpu") == list(DEVICE_DEFAULTS["cpu"]) == ["channels_last"]
     assert resolve_fastpath("auto", torch.device("meta")) == []  # not measured: the plain path
+    assert resolve_fastpath("auto", "cuda:0") == ["cuda_graphs"]  # resolving needs no GPU
     for plain in (None, "", "plain", []):
         assert resolve_fastpath(plain, "cpu") == []
     assert resolve_fastpath("channels_last, bf16", "cpu") == ["channels_last", "bf16"]
