@@ -2,12 +2,11 @@
 
 The ``paper`` preset holds the numbers of DIAMOND (Alonso et al., 2024) for Atari 100k; ``tiny``
 changes sizes and step counts only; ``cpu`` and ``small`` also turn on low-budget aids that the
-paper preset leaves off (``predict_change``, ``quantize="round"``, the sampler's ``min_change``,
-``rew_end_event_fraction``, and for the reward/end model ``frame_difference``, ``change_grid``
-and ``event_weight``; measured in BENCHMARKS.md). ``denoiser.change_weight`` is such an aid too,
-off in every preset so far (measured in runs G and G2 of the study). Game-dependent values (the
-number of actions) are not part of a preset: models receive them as constructor arguments and
-checkpoints store them beside the config.
+paper preset leaves off (``predict_change``, ``quantize="round"``, ``change_weight``, the
+sampler's ``min_change``, ``rew_end_event_fraction``, and for the reward/end model
+``frame_difference``, ``change_grid`` and ``event_weight``; measured in BENCHMARKS.md).
+Game-dependent values (the number of actions) are not part of a preset: models receive them as
+constructor arguments and checkpoints store them beside the config.
 """
 
 from __future__ import annotations
@@ -66,8 +65,9 @@ class DenoiserConfig:
     frame weigh ``1 + change_weight`` in the denoising loss (each sample's loss stays a weighted
     mean over its pixels). The ball and the paddle are a few of the 4,096 pixels of a Breakout
     frame; unweighted, a model that leaves them where they were loses almost nothing. Off in
-    every preset so far: at 50 the ball moved but left a growing trail (BENCHMARKS.md, run G);
-    at 5 the best moving-pixel error of the study with a tie at horizon 15 (run G2)."""
+    ``paper``; 5 in ``cpu`` and ``small``: at 5 the best held-out fidelity of the study at every
+    horizon and on the pixels that move (BENCHMARKS.md, run G2); at 50 the ball moved but left a
+    growing trail (run G)."""
 
 
 @dataclass(frozen=True)
@@ -293,12 +293,14 @@ def _tiny() -> Config:
 
 def _small() -> Config:
     """Half the paper's widths, with the ``cpu`` preset's low-budget aids (diffusing the change
-    from the last frame, rounding, ``min_change``; reward/end windows around events, the change
-    map, frame differences and weighted events); the paper's learning rates (the ``cpu``
-    preset's 1e-3 was measured on its smaller networks only)."""
+    from the last frame, pixels that move weighted 6, rounding, ``min_change``; reward/end
+    windows around events, the change map, frame differences and weighted events); the paper's
+    learning rates (the ``cpu`` preset's 1e-3 was measured on its smaller networks only)."""
     return Config(
         preset="small",
-        denoiser=DenoiserConfig(channels=(32, 32, 32, 32), predict_change=True, quantize="round"),
+        denoiser=DenoiserConfig(
+            channels=(32, 32, 32, 32), predict_change=True, quantize="round", change_weight=5.0
+        ),
         sampler=SamplerConfig(min_change=6),
         rew_end=RewEndConfig(
             channels=(16, 16, 16, 16),
@@ -332,10 +334,11 @@ def _cpu() -> Config:
     around a reward or an end, and a reward/end model that reads where the frame changed
     (``change_grid``), the frame difference, and weighs rewards and ends 10 (without these it
     predicts no event after an hour). DIAMOND's 4 + 1 + 1 denoiser loss is kept (without it the
-    change model drifts over long dreams). In the dream, denoised frames are rounded to the
-    nearest level (DIAMOND floors) and pixels that moved by fewer than 6 levels keep the last
-    frame's colour (``sampler.min_change``): without it the small errors on static pixels pile
-    up into a colour drift that costs 4-5 dB at horizon 15."""
+    change model drifts over long dreams); pixels that move weigh 6 in the denoising loss
+    (``change_weight=5``: without it the ball barely moves in the dream). In the dream, denoised
+    frames are rounded to the nearest level (DIAMOND floors) and pixels that moved by fewer than
+    6 levels keep the last frame's colour (``sampler.min_change``): without it the small errors
+    on static pixels pile up into a colour drift that costs 4-5 dB at horizon 15."""
     return Config(
         preset="cpu",
         denoiser=DenoiserConfig(
@@ -346,6 +349,7 @@ def _cpu() -> Config:
             action_emb_dim=16,
             predict_change=True,
             quantize="round",
+            change_weight=5.0,
         ),
         sampler=SamplerConfig(min_change=6),
         rew_end=RewEndConfig(

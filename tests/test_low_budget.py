@@ -367,3 +367,4 @@ def test_the_paper_preset_leaves_every_low_budget_aid_off() -> None:
     assert cpu.rew_end.change_grid == 16 and cpu.rew_end.frame_difference
     assert cpu.rew_end.event_weight == 10.0
     assert cpu.denoiser.quantize == "round" and cpu.sampler.min_change == 6
+    assert cpu.denoiser.change_weight == get_preset("small").denoiser.change_weight == 5.0
