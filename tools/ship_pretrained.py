@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         (root / "agent" / "agent.json").write_text(json.dumps(meta, indent=2) + "\n",
                                                    encoding="utf-8")  # fmt: skip
         if args.scores is not None:
-            card["agent_scores"] = portable(json.loads(args.scores.read_text(encoding="utf-8")))
+            scores = json.loads(args.scores.read_text(encoding="utf-8"))
+            if "mean" in scores:  # one `evaluate --out` result: the shipped agent's
+                scores = {"shipped agent": scores}
+            card["agent_scores"] = portable(scores)
     (root / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (root / "MODEL_CARD.md").write_text(model_card(card), encoding="utf-8")
     size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
