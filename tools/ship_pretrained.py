@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
+    # read everything that can be wrong before the package's copy is replaced
+    scores = None if args.scores is None else read_scores(args.scores)
     heldout = EpisodeDataset.open(args.heldout)
     full = measure(args.world_model, heldout, args.rollouts, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,10 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             meta["world_model"] = "../world_model"
         (root / "agent" / "agent.json").write_text(json.dumps(meta, indent=2) + "\n",
                                                    encoding="utf-8")  # fmt: skip
-        if args.scores is not None:
-            scores = json.loads(args.scores.read_text(encoding="utf-8"))
-            if "mean" in scores:  # one `evaluate --out` result: the shipped agent's
-                scores = {"shipped agent": scores}
+        if scores is not None:
             card["agent_scores"] = portable(scores)
     (root / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (root / "MODEL_CARD.md").write_text(model_card(card), encoding="utf-8")
@@ -103,6 +102,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {root} ({size / 2**20:.1f} MiB, {card['weights']} weights, "
           f"fp16 PSNR gap {max(gaps.values()):.3f} dB)")  # fmt: skip
     return 0
+
+
+def read_scores(path: Path) -> dict[str, dict[str, Any]]:
+    """``{name: evaluate result}`` from ``path``: such a map, or one ``diamond-env evaluate --out``
+    result (named "shipped agent"). Raises ``ValueError`` for anything else."""
+    scores = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(scores, dict) and "mean" in scores:
+        scores = {"shipped agent": scores}
+    keys = ("mean", "std", "episodes")
+    if not isinstance(scores, dict) or not all(
+        isinstance(r, dict) and all(k in r for k in keys) for r in scores.values()
+    ):
+        raise ValueError(f"{path}: expected an evaluate result or a map of them (with {keys})")
+    return scores
 
 
 def portable(value: Any) -> Any:
