@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA checks and figures a CPU box cannot give, in one call of a lent GPU machine:
-#   1. the world-model recipe of BENCHMARKS.md's CPU study trained for TRAIN_MINUTES on the device
+#   1. the `cpu` preset (the best recipe of BENCHMARKS.md's CPU study) trained for TRAIN_MINUTES on the device
 #      from 20,000 freshly collected random Breakout steps (the same command as the CPU runs,
 #      --device added), its world model kept for held-out evaluation on a CPU box;
 #   2. the GPU-marked tests (CUDA graphs replay the plain rollout);
@@ -30,9 +30,9 @@ part "collect $steps random Breakout steps (seed 0)"
 timeout 90 python3 -m diamond_env collect --game Breakout --steps "$steps" --seed 0 \
     --out "$work/dataset" --quiet 2>&1 | tail -3
 
-part "train-wm: cpu preset, change_weight=5, $minutes min on $device"
+part "train-wm: cpu preset, $minutes min on $device"
 timeout $(python3 -c "print(int(float('$minutes') * 60 + 90))") python3 -m diamond_env train-wm \
-    --game Breakout --preset cpu --overrides denoiser.change_weight=5 --dataset "$work/dataset" \
+    --game Breakout --preset cpu --dataset "$work/dataset" \
     --run-dir "$work/run" --steps 1000000 --max-minutes "$minutes" --eval-every 100000 \
     --save-every 1000 --device "$device" --no-progress 2>&1 | tail -15
 mkdir -p "$out/world_model"
