@@ -193,6 +193,13 @@ class LoopConfig:
     rew_end_event_fraction: float = 0.0
     """Low-budget aid, off in ``paper``: the share of reward/end windows drawn around a step with a
     reward or an end (a uniform such step instead of a uniform step); DIAMOND draws none this way."""
+    denoiser_reward_fraction: float = 0.0
+    """Low-budget aid, off in ``paper``: the share of denoiser windows drawn in the lead-up to a
+    reward, their last frame among the ``denoiser_reward_lead`` frames up to the one that shows it
+    (in random Breakout play the ball rarely goes up, so a small model dreams it falling)."""
+    denoiser_reward_lead: int = 16
+    """Frames before a reward that :attr:`denoiser_reward_fraction` draws from (16 = the
+    imagination horizon + 1)."""
 
 
 @dataclass(frozen=True)

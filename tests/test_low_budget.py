@@ -11,7 +11,7 @@ from test_segments import check_against_reference, coded_episode
 
 from diamond_env.config import SamplerConfig, apply_overrides, get_preset
 from diamond_env.data.episode import FlatData
-from diamond_env.data.segments import SegmentSampler
+from diamond_env.data.segments import SegmentSampler, life_index
 from diamond_env.models.denoiser import Denoiser
 from diamond_env.models.sampler import sample
 
@@ -237,6 +237,37 @@ def test_event_fraction_centres_windows_on_rewards_and_ends() -> None:
     np.testing.assert_array_equal(off.episode, ref.episode)
     with pytest.raises(ValueError, match="event_fraction"):
         SegmentSampler(data, 6, pad_after_end=True, event_fraction=1.5)
+
+
+def test_reward_lead_draws_denoiser_windows_before_a_reward() -> None:
+    data = _sparse_events()
+    lives = life_index(data)
+    reward_steps = np.flatnonzero(data.rew != 0)
+    life_of = np.searchsorted(lives.step_starts, reward_steps, side="right") - 1
+    pairs = zip(life_of, reward_steps, strict=True)
+    rewards = {int(e): int(s - lives.step_starts[e]) for e, s in pairs}
+    lead, seq = 4, 6
+    sampler = SegmentSampler(data, seq, pad_after_end=False, event_fraction=1.0,
+                             reward_lead=lead, seed=0)  # fmt: skip
+    batch = sampler.sample(600)
+    check_against_reference(batch, data, pad_after_end=False)
+    # every window ends in one of the `lead` frames up to the first one showing a reward (life
+    # frame s + 1); ends are not targets of this draw; every offset is drawn
+    assert set(batch.episode.tolist()) == set(rewards)
+    last = batch.start + seq - 1
+    s = np.array([rewards[int(e)] for e in batch.episode])
+    assert set((s + 1 - last).tolist()) == set(range(lead))
+    # a share of them only; the rest as before
+    half = SegmentSampler(data, seq, pad_after_end=False, event_fraction=0.5, reward_lead=lead,
+                          seed=1).sample(2000)  # fmt: skip
+    ends_near = np.array([rewards.get(int(e), -99) for e in half.episode]) + 1 - (half.start + 5)
+    assert 0.4 < np.isin(ends_near, range(lead)).mean() < 0.7
+    for kwargs, words in [
+        ({"reward_lead": -1, "pad_after_end": False}, "reward_lead"),
+        ({"reward_lead": 4, "pad_after_end": True}, "denoiser windows"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            SegmentSampler(data, seq, event_fraction=0.5, **kwargs)
 
 
 def test_frame_difference_adds_next_minus_current_to_the_encoder_input() -> None:

@@ -33,6 +33,12 @@ DIAMOND's sampler); group ``g`` gets weight ``recency_weights[g]``, spread equal
 ``event_fraction`` (a low-budget aid, 0 in DIAMOND) replaces, for that share of the windows, the
 life and ``t`` by a uniform step with a reward or an end (recency ignored), placed at a uniform
 transition of the window (``pad_after_end=True``: ``start = t - U[0, seq_len - 1)``).
+
+``reward_lead`` > 0 (denoiser windows only, ``pad_after_end=False``) draws those windows before a
+reward instead: a uniform step ``s`` with a reward (ends do not count), and the window's last
+frame uniform among the ``reward_lead`` frames up to ``s + 1``, the first frame that shows it
+(``stop = min(T, max(1, s + 2 - U[0, reward_lead)))``). What leads to a reward (in Breakout, the
+ball on its way up to the bricks) is rare in random play and is what an agent's dream needs.
 """
 
 from __future__ import annotations
@@ -183,6 +189,7 @@ class SegmentSampler:
         life_loss_is_end: bool = True,
         split_lives: bool = True,
         event_fraction: float = 0.0,
+        reward_lead: int = 0,
         seed: int | tuple[int, ...] | None = None,
     ) -> None:
         if not isinstance(seq_len, int) or seq_len < 2:
@@ -196,8 +203,13 @@ class SegmentSampler:
             )
         if not 0.0 <= event_fraction <= 1.0:
             raise ValueError(f"event_fraction: expected a share in [0, 1], got {event_fraction!r}")
+        if not isinstance(reward_lead, int) or reward_lead < 0:
+            raise ValueError(f"reward_lead: expected an int >= 0 (frames), got {reward_lead!r}")
+        if reward_lead > 0 and pad_after_end:
+            raise ValueError("reward_lead: only for denoiser windows (pad_after_end=False)")
         self.seq_len = seq_len
         self.event_fraction = float(event_fraction)
+        self.reward_lead = reward_lead
         self.pad_after_end = pad_after_end
         self.recency_weights = tuple(float(w) for w in recency_weights)
         self.life_loss_is_end = life_loss_is_end
@@ -215,9 +227,10 @@ class SegmentSampler:
         self.lives = life_index(data, self.split_lives)
         self.episode_weights = recency_episode_weights(self.lives.lengths, self.recency_weights)
         is_event = data.rew != 0
-        if self.life_loss_is_end or self.split_lives:
-            is_event = is_event | data.life_loss
-        is_event = is_event | data.term
+        if not self.reward_lead:
+            if self.life_loss_is_end or self.split_lives:
+                is_event = is_event | data.life_loss
+            is_event = is_event | data.term
         steps = np.flatnonzero(is_event)
         life = np.searchsorted(self.lives.step_starts, steps, side="right") - 1
         self.event_lives = life.astype(np.int64)
@@ -240,7 +253,13 @@ class SegmentSampler:
             episode = np.where(chosen, self.event_lives[pick], episode)
             length = lives.lengths[episode]
             t = np.where(chosen, self.event_steps[pick], t)
-            offset = np.where(chosen, self.rng.integers(0, seq - 1, size=batch_size), offset)
+            if self.reward_lead:
+                # stop = t + 1 + offset below: the last frame s + 1 - U[0, reward_lead), >= 0
+                back = self.rng.integers(0, self.reward_lead, size=batch_size)
+                t = np.where(chosen, np.maximum(t + 1 - back, 0), t)
+                offset = np.where(chosen, 0, offset)
+            else:
+                offset = np.where(chosen, self.rng.integers(0, seq - 1, size=batch_size), offset)
         if self.pad_after_end:
             start = t - offset
         else:
