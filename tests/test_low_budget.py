@@ -399,3 +399,6 @@ def test_the_paper_preset_leaves_every_low_budget_aid_off() -> None:
     assert cpu.rew_end.event_weight == 10.0
     assert cpu.denoiser.quantize == "round" and cpu.sampler.min_change == 6
     assert cpu.denoiser.change_weight == get_preset("small").denoiser.change_weight == 5.0
+    assert paper.loop.denoiser_reward_fraction == 0.0
+    assert cpu.loop.denoiser_reward_fraction == get_preset("small").loop.denoiser_reward_fraction
+    assert cpu.loop.denoiser_reward_fraction == 0.3 and cpu.loop.denoiser_reward_lead == 16
