@@ -4,8 +4,8 @@ The ``paper`` preset holds the numbers of DIAMOND (Alonso et al., 2024) for Atar
 changes sizes and step counts only; ``cpu`` and ``small`` also turn on low-budget aids that the
 paper preset leaves off (``predict_change``, ``quantize="round"``, ``change_weight``, the
 sampler's ``min_change``, ``rew_end_event_fraction``, ``denoiser_reward_fraction``, and for the
-reward/end model
-``frame_difference``, ``change_grid`` and ``event_weight``; measured in BENCHMARKS.md).
+reward/end model ``frame_difference``, ``change_grid`` and ``event_weight``; measured in
+BENCHMARKS.md).
 Game-dependent values (the number of actions) are not part of a preset: models receive them as
 constructor arguments and checkpoints store them beside the config.
 """
@@ -196,10 +196,11 @@ class LoopConfig:
     reward or an end (a uniform such step instead of a uniform step); DIAMOND draws none this way."""
     denoiser_reward_fraction: float = 0.0
     """Low-budget aid, off in ``paper``, 0.3 in ``cpu`` and ``small``: the share of denoiser
-    windows drawn in the lead-up to a reward, their last frame among the ``denoiser_reward_lead`` frames up to the one that shows
-    it. In random Breakout play the ball goes up in 5 % of the windows (down in 53 %), and a small
-    model dreams every upward ball falling, so no brick ever breaks in its dream; 0.3 balances the
-    two directions (BENCHMARKS.md, "Where the dreamt ball goes")."""
+    windows drawn in the lead-up to a reward, their last frame among the ``denoiser_reward_lead``
+    frames up to the one that shows it. In random Breakout play the ball goes up in 5 % of the
+    windows (down in 53 %), and a small model dreams every upward ball falling, so no brick ever
+    breaks in its dream; 0.3 balances the two directions (BENCHMARKS.md, "Where the dreamt ball
+    goes")."""
     denoiser_reward_lead: int = 16
     """Frames before a reward that :attr:`denoiser_reward_fraction` draws from (16 = the
     imagination horizon + 1)."""
@@ -305,8 +306,8 @@ def _small() -> Config:
     """Half the paper's widths, with the ``cpu`` preset's low-budget aids (diffusing the change
     from the last frame, pixels that move weighted 6, rounding, ``min_change``; reward/end
     windows around events, the change map, frame differences and weighted events; denoiser
-    windows before rewards); the paper's
-    learning rates (the ``cpu`` preset's 1e-3 was measured on its smaller networks only)."""
+    windows before rewards); the paper's learning rates (the ``cpu`` preset's 1e-3 was measured
+    on its smaller networks only)."""
     return Config(
         preset="small",
         denoiser=DenoiserConfig(
@@ -350,10 +351,10 @@ def _cpu() -> Config:
     (``change_weight=5``: without it the ball barely moves in the dream), and 30 % of the
     denoiser's windows lead up to a reward (``denoiser_reward_fraction``: in random play the ball
     rarely rises, and without them the dream sends every rising ball down, so no brick breaks in
-    it). In the dream, denoised
-    frames are rounded to the nearest level (DIAMOND floors) and pixels that moved by fewer than
-    6 levels keep the last frame's colour (``sampler.min_change``): without it the small errors
-    on static pixels pile up into a colour drift that costs 4-5 dB at horizon 15."""
+    it). In the dream, denoised frames are rounded to the nearest level (DIAMOND floors) and
+    pixels that moved by fewer than 6 levels keep the last frame's colour
+    (``sampler.min_change``): without it the small errors on static pixels pile up into a colour
+    drift that costs 4-5 dB at horizon 15."""
     return Config(
         preset="cpu",
         denoiser=DenoiserConfig(
