@@ -61,6 +61,19 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).abs().max())
 
 
+def outside_floor_bin(denoised: torch.Tensor, levels: torch.Tensor) -> float:
+    """How far (in [-1, 1] units) our denoised frame lies outside the bins ``[L, L + 1)`` that
+    DIAMOND's floored uint8 ``levels`` stand for: 0 when flooring ours gives DIAMOND's levels. A
+    value that float error puts a hair across a level boundary floors one level away on some
+    CPUs; this measure counts that hair, not the level."""
+    assert denoised.shape == levels.shape, (denoised.shape, levels.shape)
+    ours = denoised.double().clamp(-1, 1).add(1).div(2).mul(255)
+    theirs = levels.double()
+    below, above = (theirs - ours).clamp(min=0), (ours - theirs - 1).clamp(min=0)
+    above = torch.where(theirs == 255, ours - 255, above)  # the top bin is the single value 255
+    return float(torch.maximum(below, above).max()) / 127.5
+
+
 @torch.no_grad()
 def _network_diffs(
     nets: tuple[Denoiser, RewEndModel, ActorCritic], io: dict[str, torch.Tensor]
@@ -73,8 +86,7 @@ def _network_diffs(
         sc = den.scalings(sigma)
         f = den.network(sc.c_in[:, None, None, None] * x, sc.c_noise, obs, act)
         diffs[f"den_F_{k}"] = _max_diff(f, io[f"den_F_{k}"])
-        diffs[f"den_D_{k}"] = _max_diff(quantize_floor(den.denoise(x, sigma, obs, act)),
-                                        to_float(io[f"den_D_{k}"]))  # fmt: skip
+        diffs[f"den_D_{k}"] = outside_floor_bin(den.denoise(x, sigma, obs, act), io[f"den_D_{k}"])
 
     def denoise(xx: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return quantize_floor(den.denoise(xx, sigma, obs, act))

@@ -63,16 +63,14 @@ def test_imported_agent_plays_the_real_game(imported: Path) -> None:
 
 def test_imported_world_model_computes_what_diamond_computes(imported: Path) -> None:
     """The converted denoiser gives DIAMOND's D(x, σ) (fixture from DIAMOND's code)."""
-    from test_diamond_parity import to_float
+    from test_diamond_parity import outside_floor_bin, to_float
 
     wm = diamond_env.WorldModel.load(imported / "world_model")
     io = load_file(str(DATA / "diamond_io.safetensors"))
     sigma = torch.full((1,), float(io["den_sigmas"][1]))
     with torch.no_grad():
         d = wm.denoiser.denoise(io["den_x"], sigma, to_float(io["den_obs"]), io["den_act"])
-    from diamond_env.models.denoiser import quantize_floor
-
-    torch.testing.assert_close(quantize_floor(d), to_float(io["den_D_1"]), rtol=0, atol=1e-6)
+    assert outside_floor_bin(d, io["den_D_1"]) <= 1e-5
 
 
 def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
