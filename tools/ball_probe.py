@@ -18,7 +18,6 @@ import argparse
 from collections import defaultdict
 
 import numpy as np
-import torch
 
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.training.wm_eval import Rollouts, open_loop_rollouts
@@ -69,10 +68,9 @@ def main() -> None:
     dataset = EpisodeDataset.open(args.dataset)
     wm = WorldModel.load(args.checkpoint, expected_game="Breakout")
     wm.eval()
-    with torch.no_grad():
-        rollouts = open_loop_rollouts(
-            wm, dataset.load_all(), num_rollouts=args.rollouts, horizon=15, seed=args.seed
-        )
+    rollouts = open_loop_rollouts(  # WorldModel.step runs without gradients
+        wm, dataset.load_all(), num_rollouts=args.rollouts, horizon=15, seed=args.seed
+    )
     table = probe(rollouts)
     columns = ["rollouts", "same way at 1", "same way at 3", "vanished at 1", "vanished at 3",
                "real rewards", "dreamt rewards"]  # fmt: skip

@@ -82,10 +82,10 @@ def make_samplers(
     def seed_of(base: int) -> int | tuple[int, int]:
         return base if rank == 0 else (base, rank)
 
-    lead = loop.denoiser_reward_lead if loop.denoiser_reward_fraction > 0 else 0
     den = SegmentSampler(data, loop.denoiser_seq_len, pad_after_end=False,
                          recency_weights=loop.recency_weights, seed=seed_of(seed + 1),
-                         event_fraction=loop.denoiser_reward_fraction, reward_lead=lead)  # fmt: skip
+                         event_fraction=loop.denoiser_reward_fraction,
+                         reward_lead=loop.denoiser_reward_lead)  # fmt: skip
     re = SegmentSampler(data, loop.rew_end_seq_len, pad_after_end=True,
                         recency_weights=loop.recency_weights, seed=seed_of(seed + 2),
                         event_fraction=loop.rew_end_event_fraction)  # fmt: skip
