@@ -43,3 +43,24 @@ def test_the_probe_tells_a_dream_that_sends_the_ball_the_wrong_way() -> None:
     assert table["up"]["real rewards"] == 1 and table["up"]["dreamt rewards"] == 0
     assert table["down"]["same way at 1"] == 1 and table["down"]["same way at 3"] == 1
     assert table["down"]["vanished at 3"] == 0
+
+
+def test_the_probe_counts_dreamt_balls_that_fade_and_the_ends_they_bring() -> None:
+    nan = float("nan")
+    context = np.stack([_frames([30, 32, 34, 36])] * 2)
+    real = np.stack([_frames([38, 40, 42]), _frames([38, 40, nan])])
+    dream = np.stack([_frames([38, nan, nan]), _frames([38, 40, nan])])
+    faint = dream.copy()
+    faint[0, 0] //= 4  # a ball too faint to be seen counts as lost
+    real_end = np.array([[0, 0, 0], [0, 0, 1]])
+    dream_end = np.array([[0, 1, 1], [0, 0, 1]])
+    rollouts = Rollouts(real=real, imagined=faint, context=context, real_rew=np.zeros_like(real_end),
+                        real_end=real_end, dream_rew=np.zeros_like(real_end),
+                        dream_end=dream_end)  # fmt: skip
+    table = ball_probe.fading(rollouts)
+    assert table["real ball seen"].tolist() == [2, 2, 1]
+    assert table["dreamt ball lost"].tolist() == [1, 1, 1]
+    assert table["dreamt ends"].tolist() == [0, 1, 2]
+    assert table["real ends"].tolist() == [0, 0, 1]
+    # the last step's end in rollout 1 is a real one: not counted as a false end
+    assert table["dreamt ends, ball lost"].tolist() == [0, 1, 1]

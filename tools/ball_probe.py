@@ -10,6 +10,11 @@ ball seen), and for each class it prints, after 1 and 3 dreamt steps, how often 
 moves the way the real one does, how often it has vanished while the real one is there, and the
 rewards of the real continuations against the dreamt ones. In random play the ball rarely
 travels up (only after the paddle hits it), and that is the way to the bricks and the rewards.
+
+A second table follows the ball over the dreamt steps: in how many rollouts the real ball is
+seen, how many of those lost their ball in the dream, and the dream's terminations (all, and
+those taken with the ball lost while the real game went on). A small model's ball fades over a
+dream, and its reward/end model reads a vanished ball as a lost life.
 """
 
 from __future__ import annotations
@@ -58,6 +63,23 @@ def probe(rollouts: Rollouts, steps: tuple[int, ...] = (1, 3)) -> dict[str, dict
     return {kind: dict(row) for kind, row in table.items()}
 
 
+def fading(rollouts: Rollouts) -> dict[str, np.ndarray]:
+    """Per dreamt step (``(H,)`` int arrays): rollouts whose real ball is seen, those whose dreamt
+    ball is lost while the real one is seen, dreamt and real terminations, and dreamt
+    terminations taken with no dreamt ball while the real game did not end."""
+    real = np.array([[ball_row(f) for f in frames] for frames in rollouts.real])
+    dream = np.array([[ball_row(f) for f in frames] for frames in rollouts.imagined])
+    real_seen, dream_lost = ~np.isnan(real), np.isnan(dream)
+    dream_end, real_end = rollouts.dream_end.astype(bool), rollouts.real_end.astype(bool)
+    return {
+        "real ball seen": real_seen.sum(0),
+        "dreamt ball lost": (real_seen & dream_lost).sum(0),
+        "dreamt ends": dream_end.sum(0),
+        "real ends": real_end.sum(0),
+        "dreamt ends, ball lost": (dream_end & dream_lost & ~real_end).sum(0),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True)
@@ -80,6 +102,12 @@ def main() -> None:
         if kind in table:
             cells = [f"{table[kind].get(c, 0):g}" for c in columns]
             print(f"| {kind} | " + " | ".join(cells) + " |")
+    lost = fading(rollouts)
+    print("\n| dreamt step | " + " | ".join(lost) + " |")
+    print("|---:|" + "---:|" * len(lost))
+    for t in range(len(lost["real ball seen"])):
+        print(f"| {t + 1} | " + " | ".join(str(v[t]) for v in lost.values()) + " |")
+    print("| all | " + " | ".join(str(v.sum()) for v in lost.values()) + " |")
 
 
 if __name__ == "__main__":
