@@ -216,7 +216,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     cmd_evaluate(
         args.agent, args.game, args.episodes, args.out, seed=args.seed, video=args.video,
         num_envs=args.num_envs, device=args.device, progress=not args.quiet,
-        deterministic=args.deterministic, trust_pickle=args.trust_pickle,
+        deterministic=args.deterministic, trust_pickle=args.trust_pickle, baselines=args.baselines,
     )  # fmt: skip
     return 0
 
@@ -337,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                    help="argmax actions (--no-deterministic: sample); default: agent.json's "
                    "choice, else sample for our actor-critic and argmax for SB3")  # fmt: skip
+    p.add_argument("--baselines", action="store_true",
+                   help="also play, on the same games, the random policy and a policy blind to "
+                   "the screen that takes the agent's own action shares, and print the agent's "
+                   "margin over each in standard errors")  # fmt: skip
     _add_trust_pickle(p)
     p.set_defaults(func=_cmd_evaluate)
 

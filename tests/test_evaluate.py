@@ -23,6 +23,7 @@ from diamond_env.cli import main
 from diamond_env.config import ActorCriticConfig
 from diamond_env.models.actor_critic import ActorCritic
 from diamond_env.training.evaluate import (
+    ActionFrequencyPolicy,
     ActorCriticPolicy,
     FrameStacker,
     RandomPolicy,
@@ -90,6 +91,29 @@ def test_random_policy_matches_hand_loop() -> None:
     assert json.loads(json.dumps(result.to_dict()))["lengths"] == lengths
 
 
+def test_action_counts_cover_the_steps_that_count() -> None:
+    result = evaluate(RandomPolicy(4, seed=3), "Breakout", 3, seed=5, num_envs=2, progress=False)
+    assert len(result.action_counts) == 4 and sum(result.action_counts) == sum(result.lengths)
+    assert min(result.action_counts) > 0 and sum(result.action_shares) == pytest.approx(1.0)
+    fire = evaluate(ActionFrequencyPolicy([0, 1, 0, 0], seed=0), "Breakout", 1, progress=False)
+    assert fire.action_counts == [0, fire.lengths[0], 0, 0] and fire.action_shares[1] == 1.0
+    assert json.loads(json.dumps(result.to_dict()))["action_counts"] == result.action_counts
+    assert "action shares" in result.summary() and "standard error" in result.summary()
+
+
+def test_action_frequency_policy_is_blind_and_follows_its_shares() -> None:
+    policy = ActionFrequencyPolicy([3, 1, 0, 0], seed=4)
+    obs = np.zeros((20_000, 64, 64, 3), np.uint8)
+    draws = policy(obs)
+    assert draws.dtype == np.int64 and set(np.unique(draws)) == {0, 1}
+    assert np.mean(draws == 0) == pytest.approx(0.75, abs=0.01)
+    # the screen does not matter: the same seed gives the same actions on other frames
+    assert (ActionFrequencyPolicy([3, 1, 0, 0], seed=4)(obs + 200) == draws).all()
+    for bad in ([], [0, 0], [1, -1], [1, float("nan")], [[1, 2]]):
+        with pytest.raises(ValueError, match="shares"):
+            ActionFrequencyPolicy(bad)
+
+
 def test_several_envs_count_the_first_games_started() -> None:
     """2 envs, 3 games: games 0 and 1 are the first games of envs 0 and 1; game 2 is the second
     game of whichever env finished first. Nothing else counts, however short."""
@@ -134,6 +158,29 @@ def test_cmd_evaluate_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert saved["returns"] == result.returns and saved["seed"] == 2
     assert saved["reference"]["human"] == 30.5 and saved["agent_meta"]["kind"] == "actor_critic"
     assert "Breakout: 1 games, return" in capsys.readouterr().out
+
+
+def test_cmd_evaluate_baselines_play_the_same_games(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ActorCritic(TINY_AC, num_actions=4).save(tmp_path / "agent")
+    (tmp_path / "agent" / "agent.json").write_text('{"game": "Breakout"}')
+    result = cmd_evaluate(tmp_path / "agent", None, 2, tmp_path / "eval.json", seed=3,
+                          num_envs=2, progress=False, baselines=True)  # fmt: skip
+    saved = json.loads((tmp_path / "eval.json").read_text())["baselines"]
+    assert set(saved) == {"random", "action_frequency"}
+    random = evaluate(RandomPolicy(4, seed=3), "Breakout", 2, seed=3, num_envs=2, progress=False)
+    blind = evaluate(ActionFrequencyPolicy(result.action_shares, seed=3), "Breakout", 2, seed=3,
+                     num_envs=2, progress=False)  # fmt: skip
+    for name, other in (("random", random), ("action_frequency", blind)):
+        m = saved[name]
+        assert m["result"]["returns"] == other.returns
+        assert m["difference"] == pytest.approx(result.mean - other.mean)
+        se = np.hypot(result.std, other.std) / np.sqrt(2)
+        assert m["standard_error"] == pytest.approx(se)
+        assert m["z"] == (None if se == 0 else pytest.approx(m["difference"] / se))
+    out = capsys.readouterr().out
+    assert "baseline, random policy:" in out and "blind to the screen" in out
 
 
 def test_agent_directory_errors(tmp_path: Path) -> None:

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,13 +43,19 @@ from diamond_env.data.collect import Policy, RandomPolicy
 from diamond_env.models.actor_critic import CONFIG_FILE, ActorCritic, State
 from diamond_env.training.sb3_files import load_sb3_policy, sb3_algorithms
 
-__all__ = ["ActorCriticPolicy", "EvalResult", "FrameStacker", "RandomPolicy", "SB3Policy"]
-__all__ += ["cmd_evaluate", "evaluate", "human_normalized_score", "load_agent", "reference_scores"]
+__all__ = ["ActionFrequencyPolicy", "ActorCriticPolicy", "EvalResult", "FrameStacker"]
+__all__ += ["RandomPolicy", "SB3Policy", "baseline_margins", "cmd_evaluate", "evaluate"]
+__all__ += ["human_normalized_score", "load_agent", "reference_scores"]
 
 SCORES_FILE = "atari100k_scores.json"
 AGENT_FILE = "agent.json"
 SB3_MODEL_FILE = "model.zip"
 VIDEO_SUFFIXES = (".mp4", ".gif")
+BASELINE_LABELS = {
+    "random": "random policy",
+    "action_frequency": "the agent's action shares, blind to the screen",
+}
+"""What :func:`baseline_margins` plays, as ``diamond-env evaluate --baselines`` names them."""
 GIF_MAX_FRAMES = 9000
 """A GIF is built in memory: longer first games are cut after 10 minutes (15 fps)."""
 
@@ -70,6 +78,31 @@ def human_normalized_score(game: str, score: float) -> float:
     """``(score - random) / (human - random)``: 0 plays like a random agent, 1 like a human."""
     ref = reference_scores(game)
     return (float(score) - ref["random"]) / (ref["human"] - ref["random"])
+
+
+class ActionFrequencyPolicy:
+    """A baseline blind to the screen: every action is drawn independently, with fixed shares
+    (an agent's own, from :attr:`EvalResult.action_shares`), from a seeded generator.
+
+    In Breakout, pressing FIRE more and moving less than the uniform random policy already scores
+    more than it; an agent that does no better than this policy with its own shares has learnt how
+    often to press each button, not when."""
+
+    def __init__(self, shares: Sequence[float], seed: int | None = None) -> None:
+        p = np.asarray(shares, dtype=np.float64)
+        if p.ndim != 1 or len(p) < 1 or not np.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
+            raise ValueError(
+                f"shares: expected non-negative numbers with a positive sum, got {shares!r}"
+            )
+        self.shares = p / p.sum()
+        self.num_actions = len(p)
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return self.rng.choice(self.num_actions, size=len(obs), p=self.shares).astype(np.int64)
+
+    def reset(self, mask: np.ndarray) -> None:
+        return None
 
 
 class ActorCriticPolicy:
@@ -240,7 +273,8 @@ class EvalResult:
 
     ``returns`` are raw game scores, ``lengths`` agent steps (4 frames each); ``std`` is the
     population standard deviation; ``hns`` the human-normalised mean (None for a game outside
-    Atari 100k); ``truncated`` marks games cut by the 108k-frame cap.
+    Atari 100k); ``truncated`` marks games cut by the 108k-frame cap; ``action_counts`` how often
+    each action was taken over these games (they sum to the lengths).
     """
 
     game: str
@@ -256,13 +290,14 @@ class EvalResult:
     mean_length: float
     hns: float | None
     seconds: float
+    action_counts: list[int] = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_games(
         cls, game: str, seed: int, returns: np.ndarray, lengths: np.ndarray,
-        truncated: np.ndarray, seconds: float,
+        truncated: np.ndarray, seconds: float, action_counts: np.ndarray | None = None,
     ) -> EvalResult:  # fmt: skip
-        """Summarise per-game returns, lengths and truncation flags."""
+        """Summarise per-game returns, lengths, truncation flags and action counts."""
         try:
             hns: float | None = human_normalized_score(game, float(returns.mean()))
         except ValueError:
@@ -272,7 +307,19 @@ class EvalResult:
             lengths=lengths.tolist(), truncated=truncated.tolist(), mean=float(returns.mean()),
             std=float(returns.std()), min=float(returns.min()), max=float(returns.max()),
             mean_length=float(lengths.mean()), hns=hns, seconds=seconds,
+            action_counts=[] if action_counts is None else [int(c) for c in action_counts],
         )  # fmt: skip
+
+    @property
+    def standard_error(self) -> float:
+        """Standard error of the mean return (``std`` over the square root of the games)."""
+        return self.std / math.sqrt(self.episodes)
+
+    @property
+    def action_shares(self) -> list[float]:
+        """The share of each action among the steps played (empty when not counted)."""
+        total = sum(self.action_counts)
+        return [c / total for c in self.action_counts] if total else []
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field."""
@@ -282,10 +329,12 @@ class EvalResult:
         """One human-readable line."""
         hns = "n/a" if self.hns is None else f"{self.hns:.3f}"
         cut = f" ({sum(self.truncated)} cut at 108k frames)" if any(self.truncated) else ""
+        shares = "/".join(f"{100 * s:.0f}" for s in self.action_shares)
         return (
-            f"{self.game}: {self.episodes} games, return {self.mean:.1f} ± {self.std:.1f} "
-            f"(min {self.min:g}, max {self.max:g}), length {self.mean_length:.0f} steps{cut}, "
-            f"HNS {hns}"
+            f"{self.game}: {self.episodes} games, return {self.mean:.2f} ± {self.std:.2f} "
+            f"(standard error {self.standard_error:.2f}; min {self.min:g}, max {self.max:g}), "
+            f"length {self.mean_length:.0f} steps{cut}, HNS {hns}"
+            + (f", action shares {shares} %" if shares else "")
         )
 
 
@@ -373,7 +422,9 @@ def evaluate(
         env.close()
         if writer is not None:
             writer.close(commit=ok)
-    return EvalResult.from_games(game, seed, *games, seconds=time.perf_counter() - start)
+    returns, lengths, truncated, counts = games
+    return EvalResult.from_games(game, seed, returns, lengths, truncated,
+                                 seconds=time.perf_counter() - start, action_counts=counts)  # fmt: skip
 
 
 def _play(
@@ -384,13 +435,15 @@ def _play(
     epsilon: float,
     writer: _VideoWriter | None,
     progress: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The game loop of :func:`evaluate`: returns (float64), lengths (int64) and truncation
-    flags (bool), each ``(episodes,)`` in the order the games started."""
+    flags (bool), each ``(episodes,)`` in the order the games started, and how often each action
+    was taken in the games that count (int64 ``(num_actions,)``)."""
     n, n_act = env.num_envs, int(env.single_action_space.n)  # type: ignore[attr-defined]
     rng = np.random.default_rng(seed)
     returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=np.int64)
     truncated = np.zeros(episodes, dtype=bool)
+    action_counts = np.zeros(n_act, dtype=np.int64)
     game_of_env = np.arange(n)  # the game each env plays; -1 once its games no longer count
     started, finished = n, 0
     obs, _ = env.reset(seed=seed)
@@ -410,6 +463,7 @@ def _play(
                 actions = np.where(explore, rng.integers(0, n_act, size=n), actions)
             obs, rew, _, trunc, info = env.step(actions.astype(np.int64))
             live = game_of_env >= 0
+            np.add.at(action_counts, actions[live], 1)
             returns[game_of_env[live]] += rew[live]
             lengths[game_of_env[live]] += 1
             over = info["game_over"]
@@ -421,7 +475,33 @@ def _play(
             if writer is not None and game_of_env[0] == 0:
                 writer.add(env.envs[0].render())  # type: ignore[arg-type]
             policy.reset(over)
-    return returns, lengths, truncated
+    return returns, lengths, truncated, action_counts
+
+
+def baseline_margins(
+    result: EvalResult, *, num_envs: int = 1, progress: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Play two baselines on the same games as ``result`` (its game, seed and number of games):
+    the uniform random policy and :class:`ActionFrequencyPolicy` with the agent's own action
+    shares, each seeded ``result.seed``. For each: its :meth:`EvalResult.to_dict`, the agent's
+    mean minus the baseline's (``difference``), the standard error of that difference
+    (``standard_error``, the two games' standard errors combined as independent) and their ratio
+    (``z``; None when both standard errors are 0)."""
+    if not result.action_counts:
+        raise ValueError("result: has no action counts (an EvalResult from evaluate() has them)")
+    baselines: dict[str, Policy] = {
+        "random": RandomPolicy(len(result.action_counts), seed=result.seed),
+        "action_frequency": ActionFrequencyPolicy(result.action_shares, seed=result.seed),
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for name, policy in baselines.items():
+        other = evaluate(policy, result.game, result.episodes, seed=result.seed,
+                         num_envs=num_envs, progress=progress)  # fmt: skip
+        difference = result.mean - other.mean
+        se = math.hypot(result.standard_error, other.standard_error)
+        out[name] = {"result": other.to_dict(), "difference": difference, "standard_error": se,
+                     "z": difference / se if se > 0 else None}  # fmt: skip
+    return out
 
 
 def load_agent(
@@ -516,11 +596,14 @@ def cmd_evaluate(
     progress: bool = True,
     deterministic: bool | None = None,
     trust_pickle: bool = False,
+    baselines: bool = False,
 ) -> EvalResult:
     """What ``diamond-env evaluate`` does: load, play, print a summary, write ``out`` (JSON,
     atomically). ``game=None`` takes agent.json's game; when both are known they must agree.
     ``deterministic`` None keeps the agent's own choice, ``trust_pickle`` lets a bare SB3
-    ``model.zip`` be unpickled (see :func:`load_agent`)."""
+    ``model.zip`` be unpickled (see :func:`load_agent`). ``baselines`` also plays
+    :func:`baseline_margins` on the same games and prints the agent's margin over each (in the
+    JSON under ``"baselines"``)."""
     policy, meta = load_agent(agent_dir, device=device, seed=seed, deterministic=deterministic,
                               trust_pickle=trust_pickle)  # fmt: skip
     known: str | None = meta.get("game")
@@ -542,6 +625,13 @@ def cmd_evaluate(
         print(
             f"reference: random {ref['random']:g}, human {ref['human']:g}, DIAMOND {ref['diamond']:g}"
         )
+    margins = baseline_margins(result, num_envs=num_envs, progress=progress) if baselines else None
+    for key, m in (margins or {}).items():
+        z = "n/a" if m["z"] is None else f"{m['z']:+.1f}"
+        print(f"baseline, {BASELINE_LABELS[key]}: {m['result']['mean']:.2f} ± "
+              f"{m['result']['std']:.2f} on the same games; agent minus baseline "
+              f"{m['difference']:+.2f} (standard error {m['standard_error']:.2f}, {z} standard "
+              "errors)")  # fmt: skip
     if out is not None:
         payload = {
             "agent": str(agent_dir),
@@ -549,6 +639,8 @@ def cmd_evaluate(
             "reference": ref,
             **result.to_dict(),
         }
+        if margins is not None:
+            payload["baselines"] = margins
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
