@@ -28,9 +28,11 @@ def test_actor_critic_in_the_dream_then_real_evaluation(
     assert [m["step"] for m in read_metrics(out)] == [4, 6]
     eval_json = tmp_path / "eval.json"
     assert main(["evaluate", "--agent", str(out), "--episodes", "1", "--out", str(eval_json),
-                 "--quiet"]) == 0  # fmt: skip
+                 "--quiet", "--baselines"]) == 0  # fmt: skip
     report = json.loads(eval_json.read_text())
     assert report["game"] == "Breakout" and report["episodes"] == 1
+    assert set(report["baselines"]) == {"random", "action_frequency"}
+    assert sum(report["action_counts"]) == report["lengths"][0]
     assert report["reference"]["random"] == pytest.approx(1.7)
     assert "HNS" in capsys.readouterr().out
 
