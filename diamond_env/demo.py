@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diamond_env.atari import canonical_game
+from diamond_env.atari import action_meanings, canonical_game
 from diamond_env.checkpoint import atomic_write_json
 from diamond_env.data.collect import RandomPolicy, collect_random_until
 from diamond_env.data.dataset import EpisodeDataset
@@ -331,16 +331,25 @@ def _report(
         "",
         f"## Real-game scores ({opts.eval_episodes} full games each, sampled actions)",
         "",
-        "| agent | mean ± std | min | max | human-normalised |",
-        "|---|---|---|---|---|",
+        f"| agent | mean ± std | min | max | human-normalised | action shares, % "
+        f"({' / '.join(action_meanings(game))}) |",
+        "|---|---|---|---|---|---|",
     ]
     for name in AGENTS:
         s = scores.get(name)
         if s:
             hns = "n/a" if s["hns"] is None else f"{s['hns']:.3f}"
+            counts = s.get("action_counts") or []  # scores written before actions were counted
+            shares = (
+                " / ".join(f"{100 * c / sum(counts):.0f}" for c in counts) if any(counts) else "–"
+            )
             lines.append(f"| {LABELS[name]} | {s['mean']:.1f} ± {s['std']:.1f} | {s['min']:g} | "
-                         f"{s['max']:g} | {hns} |")  # fmt: skip
+                         f"{s['max']:g} | {hns} | {shares} |")  # fmt: skip
     lines += [
+        "",
+        "An agent that moves less than the random policy can outscore it without looking at the "
+        "screen: `diamond-env evaluate --agent AGENT --episodes 100 --baselines` compares it, on "
+        "the same games, with a policy blind to the screen that has its action shares.",
         "",
         f"References (SPEC §6): random {ref['random']:g}, human {ref['human']:g}, DIAMOND "
         f"{ref['diamond']:g} (100k real steps, ≈2.9 GPU-days per game).",

@@ -39,6 +39,8 @@ def test_demo_end_to_end_then_rerun_then_in_a_shipped_dream(
     report = (run / "report.md").read_text()
     assert "open-loop PSNR, 1 steps after the context" in report and "SB3 PPO" in report
     assert "World model does NOT beat the trivial baselines" in report  # 4 gradient steps
+    assert "| action shares, % (NOOP / FIRE / RIGHT / LEFT) |" in report
+    assert all(sum(s["action_counts"]) == s["lengths"][0] for s in scores.values())
     for image in ("learning_curves.png", "real_vs_dream.gif", "actor_critic_real.gif"):
         assert (run / image).stat().st_size > 0 and image in report
     timings = json.loads((run / "timings.json").read_text())
