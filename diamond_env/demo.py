@@ -339,10 +339,8 @@ def _report(
         s = scores.get(name)
         if s:
             hns = "n/a" if s["hns"] is None else f"{s['hns']:.3f}"
-            counts = s.get("action_counts") or []  # scores written before actions were counted
-            shares = (
-                " / ".join(f"{100 * c / sum(counts):.0f}" for c in counts) if any(counts) else "–"
-            )
+            # scores written before actions were counted have none: their shares are empty
+            shares = " / ".join(f"{100 * p:.0f}" for p in EvalResult(**s).action_shares) or "–"
             lines.append(f"| {LABELS[name]} | {s['mean']:.1f} ± {s['std']:.1f} | {s['min']:g} | "
                          f"{s['max']:g} | {hns} | {shares} |")  # fmt: skip
     lines += [
