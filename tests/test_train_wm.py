@@ -166,3 +166,42 @@ def test_eval_json_is_complete(tmp_path: Path, breakout_dataset: EpisodeDataset)
     assert set(results["psnr"]) == {"1", "5", "15"}
     assert set(results["reward_f1"]) == {"-1", "0", "1"} and set(results["end_f1"]) == {"0", "1"}
     assert len(results["reward_confusion"]) == 3
+
+
+def test_init_from_starts_from_the_checkpoint(
+    tmp_path: Path, breakout_dataset: EpisodeDataset
+) -> None:
+    train_world_model(_opts(tmp_path / "a", breakout_dataset, steps=4))
+    source = tmp_path / "a" / "run" / "world_model"
+    # with learning rates 0 the fine-tuned run's weights stay exactly the checkpoint's
+    frozen = "denoiser_optim.lr=0 rew_end_optim.lr=0 loop.denoiser_seq_len=5"
+    train_world_model(_opts(tmp_path / "b", breakout_dataset, steps=2, init_from=str(source),
+                            overrides=frozen))  # fmt: skip
+    a = WorldModel.load(source).state_dict()
+    b = WorldModel.load(tmp_path / "b" / "run" / "world_model")
+    assert b.config.loop.denoiser_seq_len == 5  # the recipe is this run's own
+    for key, value in b.state_dict().items():
+        torch.testing.assert_close(value, a[key], rtol=0, atol=0, msg=key)
+    assert [r["step"] for r in read_metrics(tmp_path / "b" / "run", kind="train")] == [1, 2]
+    # without the checkpoint the same run starts elsewhere
+    train_world_model(_opts(tmp_path / "c", breakout_dataset, steps=2, overrides=frozen))
+    c = WorldModel.load(tmp_path / "c" / "run" / "world_model").state_dict()
+    assert any(not torch.equal(c[k], a[k]) for k in a)
+    # a run started from a checkpoint is resumed from its own weights, with the same checkpoint
+    opts = _opts(tmp_path / "b", breakout_dataset, steps=3, init_from=str(source), overrides=frozen)
+    assert train_world_model(replace(opts, resume=True))["grad_steps"] == 3
+    with pytest.raises(ValueError, match="init_from"):
+        train_world_model(replace(opts, resume=True, init_from=None, steps=4))
+
+
+def test_init_from_refuses_other_networks(tmp_path: Path, breakout_dataset: EpisodeDataset) -> None:
+    train_world_model(_opts(tmp_path / "a", breakout_dataset, steps=1))
+    source = str(tmp_path / "a" / "run" / "world_model")
+    with pytest.raises(ValueError, match=r"denoiser\.channels.*this run"):
+        train_world_model(_opts(tmp_path / "b", breakout_dataset, init_from=source,
+                                overrides="denoiser.channels=[8,8,8,8]"))  # fmt: skip
+    with pytest.raises(ValueError, match="predict_change"):
+        train_world_model(_opts(tmp_path / "c", breakout_dataset, init_from=source,
+                                overrides="denoiser.predict_change=true"))  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train_world_model(_opts(tmp_path / "d", breakout_dataset, init_from=str(tmp_path / "no")))

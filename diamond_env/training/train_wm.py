@@ -50,7 +50,17 @@ from diamond_env.world_model import WorldModel
 
 # Options that must not change when a run is resumed.
 _FIXED_ON_RESUME = ("game", "preset", "overrides", "dataset", "real_steps", "seed", "test_fraction",
-                    "num_contexts")  # fmt: skip
+                    "num_contexts", "init_from")  # fmt: skip
+
+# Config fields that shape the networks or what their outputs mean: a run started from another
+# checkpoint's weights (--init-from) must have the same; the rest of the recipe (losses, learning
+# rates, windows, the dream's sampler) may differ.
+_NETWORK_FIELDS = {
+    "denoiser": ("channels", "depths", "attn_depths", "cond_channels", "action_emb_dim",
+                 "num_context", "img_channels", "sigma_data", "predict_change"),
+    "rew_end": ("channels", "depths", "attn_depths", "cond_channels", "lstm_dim", "img_channels",
+                "frame_difference", "change_grid"),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,11 @@ class TrainWMOptions:
     )
     batch_per_rank: int = opt(
         0, "under torchrun: segments per process and step (0: the preset's batch / processes)"
+    )
+    init_from: str | None = opt(
+        None,
+        "start the networks from this world-model checkpoint's weights (fresh optimisers, step 0): "
+        "fine-tune a trained or shipped model with another recipe or more data",
     )
 
     def resolved_run_dir(self) -> Path:
@@ -166,6 +181,33 @@ def _load(
     set_rng_state(own["rng"])
 
 
+def _init_weights(wm: WorldModel, path: str) -> None:
+    """Copy the denoiser and reward/end weights of the checkpoint at ``path`` into ``wm``;
+    ``ValueError`` when its game, actions or network shape differ (naming each field)."""
+    source = WorldModel.load(path, expected_game=wm.game)
+    if source.action_meanings != wm.action_meanings:
+        raise ValueError(
+            f"--init-from {path}: its actions {source.action_meanings} are not the dataset's "
+            f"{wm.action_meanings}"
+        )
+    diffs = [
+        f"{section}.{name}: checkpoint has {getattr(getattr(source.config, section), name)!r}, "
+        f"this run {getattr(getattr(wm.config, section), name)!r}"
+        for section, names in _NETWORK_FIELDS.items()
+        for name in names
+        if getattr(getattr(source.config, section), name)
+        != getattr(getattr(wm.config, section), name)
+    ]
+    if diffs:
+        raise ValueError(
+            f"--init-from {path}: its networks differ from this run's (choose the checkpoint's "
+            "preset, or overrides that keep these fields): " + "; ".join(diffs)
+        )
+    with torch.no_grad():  # float16 shipped weights become this run's float32 ones
+        wm.denoiser.load_state_dict(source.denoiser.state_dict())
+        wm.rew_end.load_state_dict(source.rew_end.state_dict())
+
+
 def train_world_model(opts: TrainWMOptions) -> dict[str, Any]:
     """Run (or resume) world-model training; returns the final held-out evaluation (on the other
     ranks of a data-parallel run, ``{"rank": r}``)."""
@@ -194,6 +236,8 @@ def _train(opts: TrainWMOptions, run_dir: Path, dist: Distributed) -> dict[str, 
     bank = build_context_bank(train_data, opts.num_contexts, config.denoiser.num_context,
                               np.random.default_rng(opts.seed))  # fmt: skip
     wm = WorldModel(config, dataset.game, dataset.action_meanings, bank)
+    if opts.init_from is not None and not opts.resume:  # a resumed run has its own weights
+        _init_weights(wm, opts.init_from)
     wm.to(dist.device)
     dist.broadcast_module_(wm.denoiser)
     dist.broadcast_module_(wm.rew_end)
