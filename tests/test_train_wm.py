@@ -203,5 +203,9 @@ def test_init_from_refuses_other_networks(tmp_path: Path, breakout_dataset: Epis
     with pytest.raises(ValueError, match="predict_change"):
         train_world_model(_opts(tmp_path / "c", breakout_dataset, init_from=source,
                                 overrides="denoiser.predict_change=true"))  # fmt: skip
+    with pytest.raises(ValueError, match="a model of Breakout, not Pong"):
+        train_world_model(_opts(tmp_path / "d", breakout_dataset, init_from=source, game="Pong"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        train_world_model(_opts(tmp_path / "d", breakout_dataset, init_from=str(tmp_path / "no")))
+        train_world_model(_opts(tmp_path / "e", breakout_dataset, init_from=str(tmp_path / "no")))
+    # refused before anything is written: the same command with a right checkpoint just runs
+    assert not any((tmp_path / name / "run").exists() for name in "bcde")

@@ -181,27 +181,37 @@ def _load(
     set_rng_state(own["rng"])
 
 
-def _init_weights(wm: WorldModel, path: str) -> None:
-    """Copy the denoiser and reward/end weights of the checkpoint at ``path`` into ``wm``;
-    ``ValueError`` when its game, actions or network shape differ (naming each field)."""
-    source = WorldModel.load(path, expected_game=wm.game)
-    if source.action_meanings != wm.action_meanings:
-        raise ValueError(
-            f"--init-from {path}: its actions {source.action_meanings} are not the dataset's "
-            f"{wm.action_meanings}"
-        )
+def _init_source(opts: TrainWMOptions) -> WorldModel | None:
+    """The checkpoint of ``--init-from`` (None without it, or when resuming), checked against
+    this run before anything is written: same game and the same network fields (``ValueError``
+    naming each one that differs)."""
+    if opts.init_from is None or opts.resume:  # a resumed run has its own weights
+        return None
+    source = WorldModel.load(opts.init_from)
+    if source.game.lower() != opts.game.replace("_", "").lower():
+        raise ValueError(f"--init-from {opts.init_from}: a model of {source.game}, not {opts.game}")
+    config = apply_overrides(get_preset(opts.preset), opts.overrides)
     diffs = [
         f"{section}.{name}: checkpoint has {getattr(getattr(source.config, section), name)!r}, "
-        f"this run {getattr(getattr(wm.config, section), name)!r}"
+        f"this run {getattr(getattr(config, section), name)!r}"
         for section, names in _NETWORK_FIELDS.items()
         for name in names
-        if getattr(getattr(source.config, section), name)
-        != getattr(getattr(wm.config, section), name)
+        if getattr(getattr(source.config, section), name) != getattr(getattr(config, section), name)
     ]
     if diffs:
         raise ValueError(
-            f"--init-from {path}: its networks differ from this run's (choose the checkpoint's "
-            "preset, or overrides that keep these fields): " + "; ".join(diffs)
+            f"--init-from {opts.init_from}: its networks differ from this run's (choose the "
+            "checkpoint's preset, or overrides that keep these fields): " + "; ".join(diffs)
+        )
+    return source
+
+
+def _init_weights(wm: WorldModel, source: WorldModel) -> None:
+    """Copy ``source``'s denoiser and reward/end weights into ``wm`` (the same networks)."""
+    if source.action_meanings != wm.action_meanings:
+        raise ValueError(
+            f"--init-from: the checkpoint's actions {source.action_meanings} are not the "
+            f"dataset's {wm.action_meanings}"
         )
     with torch.no_grad():  # float16 shipped weights become this run's float32 ones
         wm.denoiser.load_state_dict(source.denoiser.state_dict())
@@ -215,11 +225,14 @@ def train_world_model(opts: TrainWMOptions) -> dict[str, Any]:
     run_dir = opts.resolved_run_dir()
     check_run_dir(run_dir, resume=opts.resume, options=dataclasses.asdict(opts),
                   fixed=_FIXED_ON_RESUME)  # fmt: skip
+    source = _init_source(opts)
     with distributed.joined(resolve_device(opts.device)) as dist:
-        return _train(opts, run_dir, dist)
+        return _train(opts, run_dir, dist, source)
 
 
-def _train(opts: TrainWMOptions, run_dir: Path, dist: Distributed) -> dict[str, Any]:
+def _train(
+    opts: TrainWMOptions, run_dir: Path, dist: Distributed, source: WorldModel | None = None
+) -> dict[str, Any]:
     dist.wait_for_main()  # every rank has checked the run directory before rank 0 writes to it
     session = None
     if dist.is_main:
@@ -236,8 +249,8 @@ def _train(opts: TrainWMOptions, run_dir: Path, dist: Distributed) -> dict[str, 
     bank = build_context_bank(train_data, opts.num_contexts, config.denoiser.num_context,
                               np.random.default_rng(opts.seed))  # fmt: skip
     wm = WorldModel(config, dataset.game, dataset.action_meanings, bank)
-    if opts.init_from is not None and not opts.resume:  # a resumed run has its own weights
-        _init_weights(wm, opts.init_from)
+    if source is not None:
+        _init_weights(wm, source)
     wm.to(dist.device)
     dist.broadcast_module_(wm.denoiser)
     dist.broadcast_module_(wm.rew_end)
