@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from diamond_env import distributed
+from diamond_env.atari import canonical_game
 from diamond_env.checkpoint import (
     atomic_write_json,
     check_run_dir,
@@ -188,16 +189,15 @@ def _init_source(opts: TrainWMOptions) -> WorldModel | None:
     if opts.init_from is None or opts.resume:  # a resumed run has its own weights
         return None
     source = WorldModel.load(opts.init_from)
-    if source.game.lower() != opts.game.replace("_", "").lower():
+    if source.game != canonical_game(opts.game):
         raise ValueError(f"--init-from {opts.init_from}: a model of {source.game}, not {opts.game}")
     config = apply_overrides(get_preset(opts.preset), opts.overrides)
-    diffs = [
-        f"{section}.{name}: checkpoint has {getattr(getattr(source.config, section), name)!r}, "
-        f"this run {getattr(getattr(config, section), name)!r}"
-        for section, names in _NETWORK_FIELDS.items()
-        for name in names
-        if getattr(getattr(source.config, section), name) != getattr(getattr(config, section), name)
-    ]
+    diffs = []
+    for section, names in _NETWORK_FIELDS.items():
+        theirs, ours = getattr(source.config, section), getattr(config, section)
+        diffs += [f"{section}.{name}: checkpoint has {getattr(theirs, name)!r}, this run "
+                  f"{getattr(ours, name)!r}" for name in names
+                  if getattr(theirs, name) != getattr(ours, name)]  # fmt: skip
     if diffs:
         raise ValueError(
             f"--init-from {opts.init_from}: its networks differ from this run's (choose the "
