@@ -25,11 +25,28 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _cmd_collect(args: argparse.Namespace) -> int:
-    from diamond_env.data.collect import collect_random_until
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
 
-    dataset, stats = collect_random_until(
-        Path(args.out), args.game, args.steps,
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from diamond_env.data.collect import collect_until
+
+    policy, epsilon = None, 0.0
+    if args.agent is not None:
+        from diamond_env.training.evaluate import load_collecting_agent
+
+        policy = load_collecting_agent(args.agent, args.game, seed=args.seed,
+                                       trust_pickle=args.trust_pickle)  # fmt: skip
+        epsilon = args.epsilon
+    dataset, stats = collect_until(
+        Path(args.out), args.game, args.steps, policy=policy, epsilon=epsilon,
         num_envs=args.num_envs, seed=args.seed, progress=not args.quiet,
     )  # fmt: skip
     if stats is None:
@@ -248,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("collect", help="play the real game with a random policy into a dataset")
+    p = sub.add_parser(
+        "collect", help="play the real game (random policy or an agent) into a dataset"
+    )
     p.add_argument("--game", required=True, help="ALE game name, e.g. Breakout")
     p.add_argument(
         "--steps",
@@ -259,6 +278,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="dataset directory (created if missing)")
     p.add_argument("--num-envs", type=_positive_int, default=1, help="games played at once")
     p.add_argument("--seed", type=int, default=0, help="seed of the env and the policy")
+    p.add_argument(
+        "--agent",
+        default=None,
+        help="agent directory that plays instead of the random policy (our actor-critic or an "
+        "SB3 agent, as diamond-env evaluate loads it)",
+    )
+    p.add_argument(
+        "--epsilon",
+        type=_probability,
+        default=0.01,
+        help="with --agent: share of steps played by a uniformly random action instead, so every "
+        "action is seen in every kind of state (default: DIAMOND's 0.01)",
+    )
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="with --agent: allow a bare SB3 model.zip (unpickled: runs code from the file)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_collect)
 

@@ -69,6 +69,14 @@ class DenoiserConfig:
     ``paper``; 5 in ``cpu`` and ``small``: at 5 the best held-out fidelity of the study at every
     horizon and on the pixels that move (BENCHMARKS.md, run G2); at 50 the ball moved but left a
     growing trail (run G)."""
+    context_noise: bool = False
+    """Anti-drift aid, off in ``paper``: in training, the context frames are noised with their own
+    level ``σ_c`` (drawn like the training σ, with offset noise) and the network is told
+    ``ln(σ_c) / 4`` through a second Fourier embedding; in the dream they get the small fixed
+    level ``sampler.context_noise``. A model trained on clean contexts meets its own slightly
+    wrong frames only in the dream; trained this way it learns to correct them. DIAMOND's CS:GO
+    configuration (``noise_previous_obs``, branch ``csgo``), not its Atari one. Adds a network
+    input, so it is fixed for a model's life."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,10 @@ class SamplerConfig:
     fewer than ``min_change`` of the 255 levels in every channel keeps the last frame's colour.
     Atari frames change by whole palette steps, so this only removes the small errors a model
     adds to pixels that did not move, which otherwise pile up over a dream (colour drift)."""
+    context_noise: float = 0.0
+    """Noise level ``s_cond`` given to the context frames in the dream (0 = clean contexts, the
+    only value for a denoiser without ``denoiser.context_noise``). DIAMOND's CS:GO dreams use
+    0.005 (``config/world_model_env``, branch ``csgo``)."""
 
 
 @dataclass(frozen=True)

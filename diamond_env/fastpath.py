@@ -24,6 +24,7 @@ turns any ``fastpath`` argument into option names.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -119,17 +120,17 @@ class _DenoiseGraph:
     the static output (the next replay overwrites it).
     """
 
-    def __init__(self, fn: Any, x: torch.Tensor, sigma: torch.Tensor, obs: torch.Tensor,
-                 act: torch.Tensor) -> None:  # fmt: skip
+    def __init__(self, fn: Any, *inputs: torch.Tensor) -> None:
         self.fn = fn
+        device = inputs[0].device
         with torch.inference_mode(False):  # normal tensors: copied into from any grad mode
-            self.inputs = [t.clone() for t in (x, sigma, obs, act)]
-        side = torch.cuda.Stream(device=x.device)
-        side.wait_stream(torch.cuda.current_stream(x.device))
+            self.inputs = [t.clone() for t in inputs]
+        side = torch.cuda.Stream(device=device)
+        side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(3):  # warm-up: kernel selection and allocator pools settle
                 fn(*self.inputs)
-        torch.cuda.current_stream(x.device).wait_stream(side)
+        torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.output = fn(*self.inputs)
@@ -154,23 +155,49 @@ class FastDenoiser(Denoiser):
         self._graphs: dict[tuple[Any, ...], _DenoiseGraph] = {}
 
     def _plain_denoise(self, x: torch.Tensor, sigma: torch.Tensor, obs_ctx: torch.Tensor,
-                       act_ctx: torch.Tensor) -> torch.Tensor:  # fmt: skip
+                       act_ctx: torch.Tensor, context_sigma: float = 0.0,
+                       context_eps: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         with _autocast(x.device, self.autocast_dtype):
-            out = super().denoise(x, sigma, obs_ctx, act_ctx)
+            out = super().denoise(x, sigma, obs_ctx, act_ctx, context_sigma, context_eps)
         return out.to(x.dtype)
 
     def denoise(
-        self, x: torch.Tensor, sigma: torch.Tensor, obs_ctx: torch.Tensor, act_ctx: torch.Tensor
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        obs_ctx: torch.Tensor,
+        act_ctx: torch.Tensor,
+        context_sigma: float = 0.0,
+        context_eps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """As :meth:`Denoiser.denoise`; float ``(B, 3, H, W)`` of ``x``'s dtype."""
         if not (self.cuda_graphs and x.is_cuda and not torch.is_grad_enabled()):
-            return self._plain_denoise(x, sigma, obs_ctx, act_ctx)
+            return self._plain_denoise(x, sigma, obs_ctx, act_ctx, context_sigma, context_eps)
+        if context_sigma > 0.0 and context_eps is None:
+            return self._plain_denoise(x, sigma, obs_ctx, act_ctx, context_sigma)  # its error
+        if context_sigma <= 0.0:
+            context_eps = None
+        return self._graph_denoise(x, sigma, obs_ctx, act_ctx, context_sigma, context_eps)
+
+    def _noised_denoise(self, context_sigma: float, x: torch.Tensor, sigma: torch.Tensor,
+                        obs_ctx: torch.Tensor, act_ctx: torch.Tensor,
+                        context_eps: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        return self._plain_denoise(x, sigma, obs_ctx, act_ctx, context_sigma, context_eps)
+
+    def _graph_denoise(self, x: torch.Tensor, sigma: torch.Tensor, obs_ctx: torch.Tensor,
+                       act_ctx: torch.Tensor, context_sigma: float,
+                       context_eps: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
-        inputs = (x, sigma, obs_ctx, act_ctx)
-        key = tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
+        inputs: tuple[torch.Tensor, ...] = (x, sigma, obs_ctx, act_ctx)
+        if context_eps is not None:
+            inputs = (*inputs, context_eps)
+        key = (context_sigma, *((tuple(t.shape), t.dtype, t.device) for t in inputs))
         graph = self._graphs.get(key)
         if graph is None:
-            graph = self._graphs[key] = _DenoiseGraph(self._plain_denoise, *inputs)
+            fn: Any = self._plain_denoise
+            if context_eps is not None:
+                fn = functools.partial(self._noised_denoise, context_sigma)
+            graph = self._graphs[key] = _DenoiseGraph(fn, *inputs)
         return graph(*inputs)
 
 

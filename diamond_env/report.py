@@ -27,6 +27,7 @@ from typing import Any
 
 from diamond_env.data.dataset import INDEX_NAME
 from diamond_env.metrics import read_metrics
+from diamond_env.training.ball import ball_rows, ball_summary
 
 CURVE_KEYS = (
     "denoiser/loss",
@@ -259,6 +260,14 @@ def fidelity_lines(fid: dict[str, Any]) -> list[str]:
     if "denoising_loss" in fid:
         rows.append(("denoising loss", f"{fid['denoising_loss']:.4f}", ""))
     lines += _table(rows, ("measure", "world model", "baseline (copy / majority class)"))
+    ball = fid.get("ball")
+    if ball and "error" in ball:
+        lines += [f"Ball table not computed: {ball['error']}", ""]
+    elif ball:
+        lines += [f"**{ball_summary(ball)}**", ""]
+        lines += _table(
+            ball_rows(ball), ("ball table (Breakout)", "world model", "copy last frame")
+        )
     return lines
 
 

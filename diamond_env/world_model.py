@@ -117,6 +117,11 @@ class WorldModel(nn.Module):
         meanings = list(action_meanings)
         if not meanings or not all(isinstance(m, str) for m in meanings):
             raise ValueError(f"action_meanings: expected a non-empty list of str, got {meanings!r}")
+        if config.sampler.context_noise > 0.0 and not config.denoiser.context_noise:
+            raise ValueError(
+                "sampler.context_noise > 0 needs denoiser.context_noise (a denoiser trained "
+                "on noised contexts)"
+            )
         self.config = config
         self.game = game
         self.action_meanings = meanings
@@ -183,7 +188,9 @@ class WorldModel(nn.Module):
         draw the reward class and termination. Missing ones are drawn from ``generator`` (noise
         first, then uniforms). ``reward_mode="mean"`` gives p(+1) - p(-1) and ends when
         p(end) > 0.5. With ``sampler.min_change`` > 0, pixels that moved by fewer levels than
-        that keep the last frame's colour. The context buffers are not rolled here.
+        that keep the last frame's colour. With ``sampler.context_noise`` > 0 the denoiser sees
+        the context frames with that much noise, drawn from ``generator`` after the uniforms.
+        The context buffers are not rolled here.
         """
         self._check_obs_act(obs, act)
         if reward_mode not in ("sample", "mean"):
@@ -200,10 +207,16 @@ class WorldModel(nn.Module):
         elif tuple(uniforms.shape) != (n, 2):
             raise ValueError(f"uniforms: expected shape ({n}, 2), got {tuple(uniforms.shape)}")
 
-        def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            return self.denoiser.quantize(self.denoiser.denoise(x, sigma, obs, act))
-
         cfg = sampler if sampler is not None else self.sampler_config
+        context_eps = None
+        if cfg.context_noise > 0.0:  # one draw per frame, shared by the sampler's steps
+            context_eps = draw_normal(tuple(obs.shape), device, generator).to(obs.dtype)
+
+        def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            return self.denoiser.quantize(
+                self.denoiser.denoise(x, sigma, obs, act, cfg.context_noise, context_eps)
+            )
+
         next_obs = sample(denoise, noise.to(device, obs.dtype), cfg, generator,
                           origin=self.denoiser.origin(obs))  # fmt: skip
         if cfg.min_change > 0:

@@ -117,3 +117,63 @@ def test_sigkill_mid_collection_leaves_consistent_dataset(tmp_path: Path) -> Non
     assert main(["collect", "--game", "Breakout", "--steps", str(target), "--out", str(out),
                  "--quiet"]) == 0  # fmt: skip
     assert EpisodeDataset.open(out).num_steps >= target
+
+
+def _fire_agent(root: Path, game: str = "Breakout", num_actions: int = 4) -> Path:
+    """An actor-critic agent directory whose policy presses FIRE (action 1) whatever it sees."""
+    import json
+
+    import torch
+
+    from diamond_env.config import ActorCriticConfig
+    from diamond_env.models.actor_critic import ActorCritic
+
+    ac = ActorCritic(ActorCriticConfig(channels=(8, 8, 16, 16), lstm_dim=32), num_actions)
+    with torch.no_grad():
+        ac.policy_head.weight.zero_()
+        ac.policy_head.bias.fill_(-50.0)
+        ac.policy_head.bias[1] = 50.0
+    ac.save(root / "actor_critic")
+    (root / "agent.json").write_text(json.dumps({"kind": "actor_critic", "game": game}))
+    return root
+
+
+def test_collect_with_an_agent_appends_its_play_mixed_with_random_actions(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "d"
+    assert main(["collect", "--game", "Breakout", "--steps", "100", "--out", str(out),
+                 "--quiet"]) == 0  # fmt: skip
+    before = EpisodeDataset.open(out).load_all()
+    agent = _fire_agent(tmp_path / "agent")
+    assert main(["collect", "--game", "Breakout", "--steps", "600", "--out", str(out), "--agent",
+                 str(agent), "--epsilon", "0.25", "--quiet"]) == 0  # fmt: skip
+    after = EpisodeDataset.open(out).load_all()
+    assert after.num_steps == 600
+    np.testing.assert_array_equal(after.act[:100], before.act)  # the random play is kept
+    agent_acts = after.act[100:]
+    fire = float((agent_acts == 1).mean())
+    # FIRE from the agent on 75 % of the steps, plus a quarter of the random 25 %.
+    assert 0.75 < fire < 0.88, fire
+    assert set(np.unique(agent_acts)) == {0, 1, 2, 3}  # every action still appears
+    assert main(["collect", "--game", "Breakout", "--steps", "700", "--out", str(out), "--agent",
+                 str(agent), "--epsilon", "0", "--quiet"]) == 0  # fmt: skip
+    assert (EpisodeDataset.open(out).load_all().act[600:] == 1).all()
+
+
+def test_collect_refuses_an_agent_of_another_game_or_action_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "d"
+    for agent, words in (
+        (_fire_agent(tmp_path / "pong", game="Pong"), "trained on 'Pong'"),
+        (_fire_agent(tmp_path / "six", num_actions=6), "6 actions, but Breakout has 4"),
+    ):
+        code = main(["collect", "--game", "Breakout", "--steps", "50", "--out", str(out),
+                     "--agent", str(agent), "--quiet"])  # fmt: skip
+        assert code == 2
+        assert words in capsys.readouterr().err
+    assert not out.exists()  # refused before the dataset was created
+    with pytest.raises(SystemExit):
+        main(["collect", "--game", "Breakout", "--steps", "50", "--out", str(out), "--epsilon",
+              "1.5"])  # fmt: skip

@@ -229,6 +229,43 @@ def open_game_dataset(root: Path, game: str) -> EpisodeDataset:
     )
 
 
+def collect_until(
+    root: Path,
+    game: str,
+    steps: int,
+    *,
+    policy: Policy | None = None,
+    epsilon: float = 0.0,
+    num_envs: int = 1,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[EpisodeDataset, CollectStats | None]:
+    """Top the dataset in ``root`` up to ``steps`` steps of real play (None: already there).
+
+    ``policy`` plays (random play without one), taking a uniformly random action instead with
+    probability ``epsilon`` in each env and step. A rerun after an interruption collects only
+    what is missing, from fresh games seeded with ``seed + steps already held`` so it does not
+    replay the games it holds; what is collected is appended to what the dataset holds.
+    """
+    if steps <= 0:
+        raise ValueError(f"steps: expected a positive int, got {steps}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon: expected a value in [0, 1], got {epsilon}")
+    dataset = open_game_dataset(root, game)
+    missing = steps - dataset.num_steps
+    if missing <= 0:
+        return dataset, None
+    seed = seed + dataset.num_steps
+    env = make_atari_env(dataset.game, num_envs, train=True)
+    try:
+        collector = Collector(env, dataset, seed=seed)
+        player = policy if policy is not None else RandomPolicy(dataset.num_actions, seed=seed)
+        stats = collector.collect(player, steps=missing, epsilon=epsilon, progress=progress)
+    finally:
+        env.close()
+    return dataset, stats
+
+
 def collect_random_until(
     root: Path,
     game: str,
@@ -238,24 +275,5 @@ def collect_random_until(
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[EpisodeDataset, CollectStats | None]:
-    """Top the dataset in ``root`` up to ``steps`` steps of random play (None: already there).
-
-    A rerun after an interruption collects only what is missing, from fresh games seeded with
-    ``seed + steps already held`` so it does not replay the games it holds.
-    """
-    if steps <= 0:
-        raise ValueError(f"steps: expected a positive int, got {steps}")
-    dataset = open_game_dataset(root, game)
-    missing = steps - dataset.num_steps
-    if missing <= 0:
-        return dataset, None
-    seed = seed + dataset.num_steps
-    env = make_atari_env(dataset.game, num_envs, train=True)
-    try:
-        collector = Collector(env, dataset, seed=seed)
-        stats = collector.collect(
-            RandomPolicy(dataset.num_actions, seed=seed), steps=missing, progress=progress
-        )
-    finally:
-        env.close()
-    return dataset, stats
+    """:func:`collect_until` with the random policy."""
+    return collect_until(root, game, steps, num_envs=num_envs, seed=seed, progress=progress)

@@ -6,6 +6,7 @@ action set. Noise levels ``sigma`` are float ``(B,)``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -98,6 +99,8 @@ class Denoiser(nn.Module):
         self.num_actions = num_actions
         c0, cond = config.channels[0], config.cond_channels
         self.noise_emb = FourierFeatures(cond)
+        # Only with context noise, so that other models keep DIAMOND's parameters and RNG order.
+        self.noise_cond_emb = FourierFeatures(cond) if config.context_noise else None
         self.act_emb = nn.Embedding(num_actions, config.action_emb_dim)
         self.cond_proj = nn.Sequential(nn.Linear(cond, cond), nn.SiLU(), nn.Linear(cond, cond))
         self.conv_in = conv3x3((config.num_context + 1) * config.img_channels, c0)
@@ -125,10 +128,17 @@ class Denoiser(nn.Module):
         c_noise: torch.Tensor,
         obs_ctx: torch.Tensor,
         act_ctx: torch.Tensor,
+        c_noise_cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Raw network ``F``: scaled noisy frame ``x_in`` (B, 3, H, W), ``c_noise`` (B,),
-        context frames (B, L, 3, H, W) in [-1, 1], actions (B, L) int64 -> (B, 3, H, W)."""
+        context frames (B, L, 3, H, W) in [-1, 1], actions (B, L) int64 -> (B, 3, H, W).
+        ``c_noise_cond`` (B,): ``ln(σ_c) / 4`` of the context frames' noise, read only with
+        ``config.context_noise`` (None = clean contexts, embedded as 0 like DIAMOND's CS:GO code)."""
         cond = self.noise_emb(c_noise) + self.act_emb(act_ctx).flatten(1)
+        if self.noise_cond_emb is not None:
+            if c_noise_cond is None:
+                c_noise_cond = torch.zeros_like(c_noise)
+            cond = cond + self.noise_cond_emb(c_noise_cond)
         cond = self.cond_proj(cond)
         ctx = obs_ctx.flatten(1, 2) / self.config.sigma_data
         h = self.conv_in(torch.cat([ctx, x_in], dim=1))
@@ -141,12 +151,17 @@ class Denoiser(nn.Module):
         sigma: torch.Tensor,
         obs_ctx: torch.Tensor,
         act_ctx: torch.Tensor,
+        context_sigma: float = 0.0,
+        context_eps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Denoised estimate ``D = c_skip x + c_out F`` of the next frame (B, 3, H, W).
 
         ``x`` (B, 3, H, W) noisy frame, ``sigma`` (B,) or scalar noise level, ``obs_ctx``
         (B, L, 3, H, W) float in [-1, 1], ``act_ctx`` (B, L) int64 (``act_ctx[:, -1]`` is the
-        action taken at the last context frame). No clamping or quantisation here.
+        action taken at the last context frame). No clamping or quantisation here. With
+        ``config.context_noise`` and ``context_sigma`` > 0, the network sees the context frames
+        plus ``context_sigma * context_eps`` (``context_eps`` standard normal, shaped like
+        ``obs_ctx``) and is told that level; the change is still taken from the clean last frame.
         """
         self._check_context(obs_ctx, act_ctx, x)
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
@@ -154,7 +169,17 @@ class Denoiser(nn.Module):
         origin = self.origin(obs_ctx)
         if origin is not None:
             x = x - origin
-        out = self.network(_image(sc.c_in) * x, sc.c_noise, obs_ctx, act_ctx)
+        c_noise_cond = None
+        if context_sigma > 0.0:
+            if self.noise_cond_emb is None:
+                raise ValueError(
+                    "context_sigma > 0 needs a denoiser trained with denoiser.context_noise"
+                )
+            if context_eps is None or context_eps.shape != obs_ctx.shape:
+                raise ValueError(f"context_eps: expected a tensor of shape {tuple(obs_ctx.shape)}")
+            obs_ctx = obs_ctx + context_sigma * context_eps
+            c_noise_cond = x.new_full((x.shape[0],), math.log(context_sigma) / 4)
+        out = self.network(_image(sc.c_in) * x, sc.c_noise, obs_ctx, act_ctx, c_noise_cond)
         denoised = _image(sc.c_skip) * x + _image(sc.c_out) * out
         return denoised if origin is None else denoised + origin
 
@@ -209,7 +234,16 @@ class Denoiser(nn.Module):
         clean = target if origin is None else target - origin
         x = clean + offset + eps * _image(sigma)
         sc = self.scalings(sigma)
-        out = self.network(_image(sc.c_in) * x, sc.c_noise, obs_ctx, act_ctx)
+        net_ctx, c_noise_cond = obs_ctx, None
+        if self.noise_cond_emb is not None:  # drawn after σ, offset and ε: their streams stay
+            sigma_c = self.sample_training_sigma(b, target.device, generator)
+            offset_c = self.config.sigma_offset_noise * draw_normal(
+                (b, obs_ctx.shape[1], c, 1, 1), target.device, generator
+            )
+            eps_c = draw_normal(tuple(obs_ctx.shape), target.device, generator)
+            net_ctx = obs_ctx + offset_c + eps_c * sigma_c[:, None, None, None, None]
+            c_noise_cond = sigma_c.log() / 4
+        out = self.network(_image(sc.c_in) * x, sc.c_noise, net_ctx, act_ctx, c_noise_cond)
         goal = (clean - _image(sc.c_skip) * x) / _image(sc.c_out)
         squared = (out - goal).pow(2)
         if self.config.change_weight > 0.0:

@@ -70,6 +70,8 @@ def _check_config(cfg: SamplerConfig) -> None:
         raise ValueError(f"sampler.min_change: expected an int in [0, 255], got {cfg.min_change!r}")
     if cfg.s_churn < 0:
         raise ValueError(f"sampler.s_churn: expected >= 0, got {cfg.s_churn}")
+    if not 0.0 <= cfg.context_noise <= 1.0:
+        raise ValueError(f"sampler.context_noise: expected in [0, 1], got {cfg.context_noise!r}")
 
 
 def sample(

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from diamond_env.atari import RealAtariVectorEnv, canonical_game, make_atari_env
+from diamond_env.atari import RealAtariVectorEnv, action_meanings, canonical_game, make_atari_env
 from diamond_env.checkpoint import read_json_object
 from diamond_env.config import IMG_SIZE
 from diamond_env.data.collect import Policy, RandomPolicy
@@ -581,6 +581,33 @@ def _load_sb3_model(root: Path, meta: dict[str, Any], device: str | torch.device
     if algo.lower() not in algos:
         raise ValueError(f"{root / AGENT_FILE}: algo: expected one of {algos}, got {algo!r}")
     return known[algo.lower()].load(str(path), device=device)
+
+
+def load_collecting_agent(
+    directory: str | os.PathLike[str],
+    game: str,
+    *,
+    seed: int | None = None,
+    trust_pickle: bool = False,
+) -> Policy:
+    """The agent in ``directory`` as a policy that plays ``game`` for ``diamond-env collect
+    --agent`` (acting as it does in ``evaluate``: our actor-critic samples, SB3 takes the argmax).
+
+    Raises:
+        ValueError: the agent names another game, or its action count is not ``game``'s.
+    """
+    policy, meta = load_agent(directory, seed=seed, trust_pickle=trust_pickle)
+    play = canonical_game(game)
+    known = meta.get("game")
+    if known is not None and canonical_game(str(known)) != play:
+        raise ValueError(f"--agent {directory}: trained on {known!r}, asked to collect {game!r}")
+    wanted = len(action_meanings(play))
+    have = policy.num_actions if isinstance(policy, SB3Policy) else meta.get("num_actions")
+    if have != wanted:
+        raise ValueError(
+            f"--agent {directory}: {have} actions, but {play} has {wanted} (its minimal action set)"
+        )
+    return policy
 
 
 def cmd_evaluate(

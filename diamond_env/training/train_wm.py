@@ -198,6 +198,8 @@ def _init_source(opts: TrainWMOptions) -> WorldModel | None:
         diffs += [f"{section}.{name}: checkpoint has {getattr(theirs, name)!r}, this run "
                   f"{getattr(ours, name)!r}" for name in names
                   if getattr(theirs, name) != getattr(ours, name)]  # fmt: skip
+    if source.config.denoiser.context_noise and not config.denoiser.context_noise:
+        diffs.append("denoiser.context_noise: checkpoint has True, this run False")
     if diffs:
         raise ValueError(
             f"--init-from {opts.init_from}: its networks differ from this run's (choose the "
@@ -207,14 +209,18 @@ def _init_source(opts: TrainWMOptions) -> WorldModel | None:
 
 
 def _init_weights(wm: WorldModel, source: WorldModel) -> None:
-    """Copy ``source``'s denoiser and reward/end weights into ``wm`` (the same networks)."""
+    """Copy ``source``'s denoiser and reward/end weights into ``wm`` (the same networks, or a
+    denoiser that adds ``context_noise`` to them: its context-noise embedding is this run's)."""
     if source.action_meanings != wm.action_meanings:
         raise ValueError(
             f"--init-from: the checkpoint's actions {source.action_meanings} are not the "
             f"dataset's {wm.action_meanings}"
         )
     with torch.no_grad():  # float16 shipped weights become this run's float32 ones
-        wm.denoiser.load_state_dict(source.denoiser.state_dict())
+        weights = source.denoiser.state_dict()
+        if wm.denoiser.noise_cond_emb is not None and source.denoiser.noise_cond_emb is None:
+            weights["noise_cond_emb.freqs"] = wm.denoiser.noise_cond_emb.freqs
+        wm.denoiser.load_state_dict(weights)
         wm.rew_end.load_state_dict(source.rew_end.state_dict())
 
 
@@ -340,6 +346,13 @@ def _scalars(results: dict[str, Any]) -> dict[str, float]:
     for key in ("reward_events", "end_events", "dream_reward_events", "dream_end_events"):
         if key in results:
             out[f"{key}/rare_f1"] = results[key]["rare_f1"]
+    ball = results.get("ball")
+    if ball and "error" not in ball:
+        for key in ("within", "present"):
+            out.update({f"ball/{key}/{h}": v for h, v in ball[key].items() if v is not None})
+        for name in ("dreamt_rewards", "true_rewards", "real_rewards", "false_life_losses",
+                     "dreams"):  # fmt: skip
+            out[f"ball/{name}"] = float(ball[name])
     return out
 
 

@@ -8,6 +8,7 @@ steps), as the model's training segments do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import torch
 from diamond_env.data.episode import FlatData
 from diamond_env.data.segments import SegmentSampler, life_index, to_torch
 from diamond_env.frames import to_model, to_uint8
+from diamond_env.training.ball import BALL_GAME, BALL_HORIZONS, ball_in_view, ball_table
 from diamond_env.training.fidelity import event_scores, frame_figures, headline, rare_f1
 from diamond_env.world_model import WorldModel
 
@@ -106,12 +108,20 @@ def rew_end_metrics(
 
 @torch.no_grad()
 def open_loop_rollouts(
-    wm: WorldModel, data: FlatData, *, num_rollouts: int, horizon: int, seed: int
+    wm: WorldModel,
+    data: FlatData,
+    *,
+    num_rollouts: int,
+    horizon: int,
+    seed: int,
+    start_filter: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Rollouts:
     """From real contexts, imagine ``horizon`` frames with the real actions (no feedback).
 
     Windows of ``L`` context frames and ``horizon`` real steps lie inside one life (the last
-    step may be the life's end), chosen uniformly among all such windows."""
+    step may be the life's end), chosen uniformly among all such windows; with
+    ``start_filter`` (uint8 ``(N, 64, 64, 3)`` last context frames -> bool ``(N,)``), among
+    those it keeps."""
     L = wm.num_context
     lives = life_index(data)
     rng = np.random.default_rng(seed)
@@ -120,10 +130,14 @@ def open_loop_rollouts(
         for e in range(lives.num_lives)
         for j in range(int(lives.lengths[e]) - L - horizon + 2)
     ]
+    if starts and start_filter is not None:
+        keep = start_filter(data.obs[np.array([f for f, _ in starts]) + L - 1])
+        starts = [w for w, k in zip(starts, keep, strict=True) if k]
     if not starts:
         raise ValueError(
-            f"no held-out life is long enough for {L} context frames + {horizon} steps "
-            f"(longest {int(lives.lengths.max())} steps)"
+            f"no held-out life is long enough for {L} context frames + {horizon} steps"
+            + (" with the wanted start" if start_filter is not None else "")
+            + f" (longest {int(lives.lengths.max())} steps)"
         )
     pick = rng.choice(len(starts), size=min(num_rollouts, len(starts)), replace=False)
     f0 = np.array([starts[i][0] for i in pick])[:, None]
@@ -164,6 +178,20 @@ def rollout_figures(rollouts: Rollouts, horizons: tuple[int, ...] = HORIZONS) ->
         dream_end["rare_f1"] = rare_f1(dream_end, (1,))
         figures["dream_reward_events"], figures["dream_end_events"] = dream_rew, dream_end
     return figures
+
+
+def ball_figures(wm: WorldModel, data: FlatData, *, num_rollouts: int, seed: int) -> dict[str, Any]:
+    """The ball table (:mod:`diamond_env.training.ball`) over ``num_rollouts`` open-loop dreams
+    of ``max(BALL_HORIZONS)`` steps that start with the ball in view; ``{"error": ...}`` when
+    the data has no such window."""
+    try:
+        ro = open_loop_rollouts(wm, data, num_rollouts=num_rollouts, horizon=max(BALL_HORIZONS),
+                                seed=seed, start_filter=ball_in_view)  # fmt: skip
+    except ValueError as err:
+        return {"error": str(err)}
+    table = ball_table(ro.context, ro.real, ro.imagined, ro.real_rew, ro.real_end,
+                       ro.dream_rew, ro.dream_end)  # fmt: skip
+    return table.to_dict()
 
 
 def save_grid(rollouts: Rollouts, path: Path, *, max_rows: int = 4, scale: int = 3) -> Path:
@@ -220,6 +248,8 @@ def evaluate_world_model(
         results.update(rollout_figures(rollouts))
         if grid_path is not None:
             results["grid"] = str(save_grid(rollouts, grid_path))
+    if wm.game == BALL_GAME:
+        results["ball"] = ball_figures(wm, data, num_rollouts=num_rollouts, seed=seed)
     results["headline"] = headline(results)
     wm.train(was_training)
     return results
