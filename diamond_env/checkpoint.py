@@ -8,12 +8,14 @@ loading never unpickles code.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import random
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
+
+from diamond_env.safe_io import WEIGHTS_MAX_BYTES, InputError, read_json, read_regular
 
 
 def file_sha256(path: Path) -> str:
@@ -47,10 +51,7 @@ def check_sha256(data: bytes, expected: str, path: Path) -> None:
 def read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file, read once; its bytes are checked against ``sha256``
     first when one was recorded. ``ValueError`` for an unreadable or altered file."""
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+    data = read_regular(path, WEIGHTS_MAX_BYTES)
     if sha256 is not None:
         check_sha256(data, str(sha256), path)
     try:
@@ -60,13 +61,9 @@ def read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tenso
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON file holding an object; ``ValueError`` naming ``path`` otherwise."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    """A JSON file holding an object, bounded in size and nesting (:func:`read_json`);
+    ``InputError`` (a ``ValueError``) naming ``path`` otherwise."""
+    data: dict[str, Any] = read_json(path)
     return data
 
 
@@ -107,11 +104,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` returned."""
     import ast
 
-    py_state = ast.literal_eval(state["python"])
-    random.setstate((py_state[0], tuple(py_state[1]), py_state[2]))
-    keys = state["numpy_keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, int(state["numpy_pos"]), 0, 0.0))
-    torch.set_rng_state(state["torch"])
+    text = state.get("python") if isinstance(state, dict) else None
+    if not isinstance(text, str) or len(text) > 64 * 1024:
+        raise InputError("resume state: rng.python: expected the repr of random.getstate()")
+    try:  # Python's state is 625 ints in a tuple: a few KB, two levels deep
+        py_state = ast.literal_eval(text)
+        random.setstate((py_state[0], tuple(py_state[1]), py_state[2]))
+        keys = state["numpy_keys"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", keys, int(state["numpy_pos"]), 0, 0.0))
+        torch.set_rng_state(state["torch"])
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError, KeyError,
+            IndexError, AttributeError, RuntimeError) as err:  # fmt: skip
+        raise InputError(
+            f"resume state: the stored generator states are damaged ({err!r:.100})"
+        ) from None
 
 
 def seed_everything(seed: int) -> None:
@@ -138,13 +144,29 @@ def load_resume_state(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no resume state at {path}")
+    data = read_regular(path, WEIGHTS_MAX_BYTES)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for damaged files
         raise ValueError(f"resume state {path} is damaged or not a resume state: {err}") from err
     if not isinstance(state, dict):
         raise ValueError(f"resume state {path}: expected a dict, got {type(state).__name__}")
     return state
+
+
+@contextlib.contextmanager
+def restoring(path: Path) -> Iterator[None]:
+    """Around the code that puts a loaded resume state into a run: a state that does not fit
+    (missing or misshapen entries, a crafted file) becomes one ``InputError`` naming ``path``."""
+    try:
+        yield
+    except InputError:
+        raise
+    except (KeyError, TypeError, IndexError, AttributeError, RuntimeError, ValueError) as err:
+        raise InputError(
+            f"{path}: the resume state does not fit this run ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''})"[:300]
+        ) from err
 
 
 def check_run_dir(
@@ -175,7 +197,7 @@ def check_run_dir(
             f"--resume: no resume state in {run_dir} (resume.pt is missing: the run never saved; "
             "start it again without --resume)"
         )
-    saved = json.loads((run_dir / "options.json").read_text(encoding="utf-8"))
+    saved = read_json(run_dir / "options.json")
     diffs = [f"{k}: run has {saved.get(k)!r}, got {options[k]!r}" for k in fixed
              if saved.get(k) != options[k]]  # fmt: skip
     if diffs:

@@ -244,7 +244,7 @@ def _cmd_import_diamond(args: argparse.Namespace) -> int:
     result = import_diamond(
         args.checkpoint, args.game, args.out, context_steps=args.context_steps,
         num_contexts=args.num_contexts, context_policy=args.context_policy, seed=args.seed,
-        progress=not args.quiet,
+        progress=not args.quiet, force=args.force,
     )  # fmt: skip
     print(f"world model ({result.config.preset} sizes, {result.num_contexts} real starting "
           f"contexts): {result.world_model}")  # fmt: skip
@@ -358,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context-policy", choices=("agent", "random"), default="agent",
                    help="who plays those steps: DIAMOND's actor-critic or a random policy")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true",
+                   help="replace a world model, agent or import already in OUT")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_import_diamond)
 
@@ -465,7 +467,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv  # which options were given (a resumed run takes the others from its files)
     func: Command = args.func
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command not in DATA_PARALLEL:
+    from diamond_env.distributed import launched_by_torchrun
+    from diamond_env.safe_io import InputError
+
+    try:
+        several = launched_by_torchrun()
+    except InputError as err:
+        print(f"diamond-env {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    if several and args.command not in DATA_PARALLEL:
         print(f"diamond-env {args.command}: error: launched as one of {os.environ['WORLD_SIZE']} "
               f"processes (torchrun), but only {' and '.join(DATA_PARALLEL)} run data-parallel; "
               "run it as one process", file=sys.stderr)  # fmt: skip

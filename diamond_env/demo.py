@@ -26,7 +26,6 @@ trains, as when the game ships none).
 from __future__ import annotations
 
 import dataclasses
-import json
 import platform
 import time
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from diamond_env.options import opt
 from diamond_env.paths import Pretrained, pretrained
 from diamond_env.report import fidelity_lines, plot_psnr
 from diamond_env.runinfo import start_session
+from diamond_env.safe_io import read_json
 from diamond_env.training.agents import TrainAgentOptions, train_agent, train_sb3_real
 from diamond_env.training.evaluate import EvalResult, evaluate, load_agent, reference_scores
 from diamond_env.training.train_wm import TrainWMOptions, train_world_model
@@ -191,7 +191,7 @@ def _fidelity(
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return read_json(path) if path.exists() else {}
 
 
 def _evaluate(

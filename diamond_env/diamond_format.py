@@ -10,6 +10,7 @@ renames the keys; it never unpickles code (``torch.load(weights_only=True)``).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 from diamond_env.config import IMG_SIZE, ActorCriticConfig, DenoiserConfig, RewEndConfig
+from diamond_env.safe_io import WEIGHTS_MAX_BYTES, InputError, read_regular
 
 PREFIXES = ("denoiser.", "rew_end_model.", "actor_critic.")
 
@@ -41,10 +43,11 @@ def read_diamond_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Ten
     Raises ``FileNotFoundError`` or ``ValueError`` naming what was expected.
     """
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise FileNotFoundError(f"DIAMOND checkpoint not found: {file}")
+    data = read_regular(file, WEIGHTS_MAX_BYTES)
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a file that is not a state dict
         raise ValueError(
             f"{file}: not a DIAMOND agent state dict readable with torch.load(weights_only=True) "
@@ -57,7 +60,28 @@ def read_diamond_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Ten
             f"{file}: expected a DIAMOND agent state dict (tensor values under keys starting with "
             f"{', '.join(PREFIXES)}), got {type(state).__name__}"
         )
+    for key, value in state.items():
+        _check_tensor(value, f"{file}: {key}")
     return state
+
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _check_tensor(value: torch.Tensor, where: str) -> None:
+    """A weight of a DIAMOND file: a dense floating-point tensor whose storage holds every
+    element it declares (a crafted file can declare a huge shape over a tiny storage with zero
+    strides, which would size networks before anything else looks), all finite."""
+    if value.dtype not in FLOAT_DTYPES or value.layout != torch.strided:
+        raise InputError(f"{where}: a {value.dtype} tensor, expected floating-point weights")
+    needed = value.numel() * value.element_size()
+    if not value.is_contiguous() or value.untyped_storage().nbytes() < needed:
+        raise InputError(
+            f"{where}: shape {tuple(value.shape)} is not backed by its data (strided or "
+            "truncated); not a saved state dict"
+        )
+    if not bool(torch.isfinite(value).all()):
+        raise InputError(f"{where}: holds NaN or infinite values")
 
 
 def convert(state: dict[str, torch.Tensor], where: str = "checkpoint") -> DiamondCheckpoint:

@@ -38,6 +38,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from diamond_env.safe_io import InputError
+
 DEFAULT_TIMEOUT_S = 600.0
 """Seconds a collective waits for the other ranks before failing (``DIAMOND_ENV_DIST_TIMEOUT``)."""
 
@@ -50,9 +52,42 @@ class PeerLostError(ConnectionError):
     timeout)."""
 
 
+def _env_int(name: str, default: str | None, low: int, high: int) -> int:
+    """An integer launch variable in ``[low, high]``; ``InputError`` naming it otherwise."""
+    text = os.environ.get(name, default)
+    if text is None:
+        raise InputError(
+            f"launch: {name} is not set, but WORLD_SIZE says this is one of several processes; "
+            "start the run with torchrun (which sets RANK, WORLD_SIZE and LOCAL_RANK)"
+        )
+    try:
+        value = int(text)
+    except ValueError:
+        raise InputError(f"launch: {name}={text!r} is not an integer") from None
+    if not low <= value <= high:
+        raise InputError(f"launch: {name}={value} is outside [{low}, {high}]")
+    return value
+
+
+def launch_timeout() -> float:
+    """Seconds of ``DIAMOND_ENV_DIST_TIMEOUT`` (default :data:`DEFAULT_TIMEOUT_S`): a finite
+    positive number, at most :data:`LONG_WAIT_S`."""
+    text = os.environ.get("DIAMOND_ENV_DIST_TIMEOUT", str(DEFAULT_TIMEOUT_S))
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= LONG_WAIT_S:  # NaN and inf fail too
+        raise InputError(
+            f"launch: DIAMOND_ENV_DIST_TIMEOUT={text!r}: expected seconds in (0, {LONG_WAIT_S:g}]"
+        )
+    return value
+
+
 def launched_by_torchrun() -> bool:
-    """True when the environment describes a run of more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """True when the environment describes a run of more than one process (``InputError`` for a
+    malformed ``WORLD_SIZE``)."""
+    return _env_int("WORLD_SIZE", "1", 1, 65536) > 1
 
 
 @dataclass
@@ -249,19 +284,25 @@ def setup(device: torch.device) -> Distributed:
     """
     if not launched_by_torchrun():
         return Distributed(device=device)
-    rank = int(os.environ["RANK"])
-    world_size = int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    timeout = timedelta(
-        seconds=float(os.environ.get("DIAMOND_ENV_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
-    )
+    world_size = _env_int("WORLD_SIZE", "1", 1, 65536)
+    rank = _env_int("RANK", None, 0, world_size - 1)
+    local_rank = _env_int("LOCAL_RANK", "0", 0, 65535)
+    timeout = timedelta(seconds=launch_timeout())
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
     else:
         backend = "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timeout)
-    wait_group = dist.new_group(backend="gloo", timeout=timedelta(seconds=LONG_WAIT_S))
+    try:
+        if not dist.is_initialized():
+            dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timeout)
+        wait_group = dist.new_group(backend="gloo", timeout=timedelta(seconds=LONG_WAIT_S))
+    except (RuntimeError, ValueError, OSError) as err:  # the store or a peer did not answer
+        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise PeerLostError(
+            f"launch: could not join the {world_size} processes as rank {rank} within "
+            f"{timeout.total_seconds():g} s ({first}); check MASTER_ADDR/MASTER_PORT and that "
+            "every process was started"
+        ) from err
     return Distributed(rank, world_size, local_rank, device, wait_group)

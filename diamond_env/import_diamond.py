@@ -58,12 +58,15 @@ def import_diamond(
     context_policy: Literal["agent", "random"] = "agent",
     seed: int = 0,
     progress: bool = True,
+    force: bool = False,
 ) -> ImportResult:
     """Convert DIAMOND's agent file ``checkpoint`` for ``game`` into ``out`` (see the module doc).
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming what was expected for
-    a file that is not a DIAMOND agent state dict, missing or extra keys, shapes that fit no
-    config, or an action count other than ``game``'s minimal action set.
+    Raises ``FileNotFoundError`` for a missing file, ``FileExistsError`` when ``out`` already
+    holds an import or a model (unless ``force``), and ``ValueError`` naming what was expected
+    for a file that is not a DIAMOND agent state dict, missing or extra keys, shapes that fit no
+    config, weights that are not finite floating point, or an action count other than
+    ``game``'s minimal action set. Everything is checked before ``out`` is written.
     """
     if context_policy not in ("agent", "random"):
         raise ValueError(f"context_policy: expected 'agent' or 'random', got {context_policy!r}")
@@ -75,6 +78,15 @@ def import_diamond(
     game = canonical_game(game)
     meanings = action_meanings(game)
     source = Path(checkpoint)
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out: {out_dir} exists and is not a directory")
+    taken = [name for name in ("world_model", "agent", "import.json") if (out_dir / name).exists()]
+    if taken and not force:
+        raise FileExistsError(
+            f"out: {out_dir} already holds {', '.join(taken)}; choose a new --out or pass --force "
+            "to replace them"
+        )
     ckpt = convert(read_diamond_checkpoint(source), where=str(source))
     if ckpt.num_actions != len(meanings):
         raise ValueError(
@@ -92,9 +104,6 @@ def import_diamond(
     ac = ActorCritic(ckpt.actor_critic_config, ckpt.num_actions)
     load_into(ac, ckpt.actor_critic, f"{source}: actor_critic")
 
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"out: {out_dir} exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     wm.contexts = _real_contexts(game, ac, context_policy, context_steps, num_contexts,
                                  config.denoiser.num_context, seed, progress)  # fmt: skip

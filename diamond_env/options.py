@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from diamond_env.checkpoint import read_json_object
+from diamond_env.safe_io import InputError
 
 T = TypeVar("T")
 
@@ -99,8 +100,23 @@ def with_stored_options(opts: R, given: set[str]) -> R:
         return opts
     stored = read_json_object(path)
     names = {f.name for f in dataclasses.fields(opts)}  # type: ignore[arg-type]
-    taken = {k: v for k, v in stored.items() if k in names and k not in given and k != "resume"}
+    taken = {k: v for k, v in stored.items()
+             if k in names and k not in given and k not in NEVER_STORED}  # fmt: skip
+    for key, value in taken.items():
+        current = getattr(opts, key)
+        ok = (value is None or current is None or type(value) is type(current)
+              or (isinstance(current, float) and type(value) is int))  # fmt: skip
+        if not ok:
+            raise InputError(
+                f"{path}: {key}: expected {type(current).__name__}, got {value!r}; the file was "
+                "edited or damaged"
+            )
     return dataclasses.replace(opts, **taken)  # type: ignore[type-var]
+
+
+NEVER_STORED = frozenset({"resume", "run_dir", "out"})
+"""Options a resumed run never takes from its stored file: where it writes is where the user
+pointed it, never a path the file names."""
 
 
 def namespace_to(cls: type[T], ns: argparse.Namespace) -> T:

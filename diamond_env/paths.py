@@ -9,11 +9,13 @@ inside the package for that game (:func:`pretrained`), and logs which one once.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from diamond_env.safe_io import InputError, read_json
 
 logger = logging.getLogger("diamond_env")
 
@@ -28,9 +30,20 @@ def runs_root() -> Path:
     return Path(os.environ.get("DIAMOND_ENV_HOME", "runs"))
 
 
+GAME_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+def game_dir_name(game: str) -> str:
+    """``game`` when it can name a folder (letters, digits, ``_`` and ``-``; no path separator,
+    no ``..``); ``InputError`` otherwise, before any path is made from it."""
+    if not isinstance(game, str) or GAME_NAME.match(game) is None:
+        raise InputError(f"game: {game!r} is not a game name (e.g. 'Breakout')")
+    return game
+
+
 def default_run_dir(game: str) -> Path:
     """The run directory ``train_wm.py --game <game>`` uses when no ``--run-dir`` is given."""
-    return runs_root() / game
+    return runs_root() / game_dir_name(game)
 
 
 def default_checkpoint(game: str) -> Path:
@@ -61,13 +74,14 @@ def pretrained() -> dict[str, Pretrained]:
             game=root.name,
             world_model=wm.parent,
             agent=agent if (agent / "agent.json").exists() else None,
-            card=json.loads(card.read_text(encoding="utf-8")) if card.exists() else {},
+            card=read_json(card) if card.exists() else {},
         )
     return found
 
 
 def checkpoint_candidates(game: str) -> list[Path]:
     """Where a checkpoint of ``game`` is looked for when none is given, in order."""
+    game_dir_name(game)
     places = []
     if "DIAMOND_ENV_HOME" in os.environ:
         places.append(Path(os.environ["DIAMOND_ENV_HOME"]) / game / "world_model")
@@ -98,7 +112,13 @@ def resolve_checkpoint(game: str, checkpoint: str | os.PathLike[str] | None) -> 
         if (path / "config.json").exists():
             if path not in _announced:
                 _announced.add(path)
-                logger.info("DiamondDream-%s: world model %s", game, path)
+                if path.resolve().is_relative_to(PRETRAINED_ROOT):
+                    logger.info("DiamondDream-%s: world model %s", game, path)
+                else:  # a folder of the user's, found by name: say so where it is seen
+                    logger.warning(
+                        "DiamondDream-%s: world model %s (found before the shipped one; pass "
+                        "checkpoint=... to choose)", game, path,
+                    )  # fmt: skip
             return path
     tried = ", ".join(str(p) for p in places)
     raise FileNotFoundError(

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from diamond_env.data.collect import Policy
+from diamond_env.safe_io import read_json
 
 if TYPE_CHECKING:
     from diamond_env.world_model import WorldModel
@@ -301,7 +302,7 @@ def _make_game(
             config = Path(checkpoint) / "config.json"
             if not config.is_file():
                 raise FileNotFoundError(f"checkpoint file {config} is missing")
-            game = str(json.loads(config.read_text(encoding="utf-8"))["game"])
+            game = str(read_json(config).get("game"))
         return RealGame(game, seed=seed)
     if checkpoint is None:
         raise ValueError("checkpoint: expected a world-model checkpoint directory to dream with")

@@ -27,6 +27,7 @@ from typing import Any
 
 from diamond_env.data.dataset import INDEX_NAME
 from diamond_env.metrics import read_metrics
+from diamond_env.safe_io import read_json
 from diamond_env.training.ball import ball_rows, ball_summary
 
 CURVE_KEYS = (
@@ -53,9 +54,7 @@ FIGURES = {
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    data: dict[str, Any] = read_json(path)
     return data
 
 

@@ -11,7 +11,6 @@ decide the numbers, the machine (CPU, threads, GPU) and one ``sessions`` entry p
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from diamond_env.checkpoint import atomic_write_json
+from diamond_env.safe_io import read_json
 
 RUN_FILE = "run.json"
 PACKAGES = ("diamond_env", "torch", "numpy", "gymnasium", "ale-py", "stable-baselines3",
@@ -100,10 +100,7 @@ def start_session(
     path = Path(run_dir) / RUN_FILE
     record: dict[str, Any] = {}
     if path.exists():
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            record = {}
+        record = read_json(path)  # a damaged record is refused, not overwritten
     record.update(command=command, options=options, source=source_commit(),
                   versions=versions(), machine=machine())  # fmt: skip
     record.setdefault("sessions", []).append({"start": _now(), "end": None, "status": "running"})

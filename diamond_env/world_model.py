@@ -30,6 +30,14 @@ from diamond_env.config import IMG_SIZE, Config, SamplerConfig
 from diamond_env.models.denoiser import Denoiser
 from diamond_env.models.rew_end import LstmState, RewEndModel
 from diamond_env.models.sampler import draw_normal, sample
+from diamond_env.safe_io import (
+    InputError,
+    building_on_meta,
+    check_param_budget,
+    check_weights,
+    on_meta,
+    read_json,
+)
 
 FORMAT_VERSION = 2
 """Checkpoint layout version written by :meth:`WorldModel.save`; newer ones are refused, and so
@@ -128,6 +136,12 @@ class WorldModel(nn.Module):
         self.num_actions = len(meanings)
         self.num_context = config.denoiser.num_context
         self.sampler_config: SamplerConfig = config.sampler
+        if not building_on_meta():  # count on the meta device before allocating anything
+            check_param_budget(
+                [lambda: Denoiser(config.denoiser, len(meanings)),
+                 lambda: RewEndModel(config.rew_end, len(meanings))],
+                f"world model of {game}",
+            )  # fmt: skip
         self.denoiser = Denoiser(config.denoiser, self.num_actions)
         self.rew_end = RewEndModel(config.rew_end, self.num_actions)
         bank = contexts if contexts is not None else ContextBank.empty(self.num_context)
@@ -320,13 +334,13 @@ class WorldModel(nn.Module):
             )
         try:
             config = Config.from_dict(meta["config"])
-            model = cls(config, meta["game"], meta["action_meanings"])
+            skeleton = on_meta(lambda: cls(config, meta["game"], meta["action_meanings"]))
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{root / CONFIG_FILE}: invalid config ({err})") from err
-        if meta["num_actions"] != model.num_actions:
+            raise InputError(f"{root / CONFIG_FILE}: invalid config ({err})") from err
+        if meta["num_actions"] != skeleton.num_actions:
             raise ValueError(
                 f"{root / CONFIG_FILE}: num_actions {meta['num_actions']} does not match "
-                f"{model.num_actions} action_meanings"
+                f"{skeleton.num_actions} action_meanings"
             )
         digests = meta.get("sha256")
         if digests is None:
@@ -335,14 +349,19 @@ class WorldModel(nn.Module):
                 "the weights cannot be checked (written by hand or by an old tool); save the model "
                 "with WorldModel.save"
             )
-        if not isinstance(digests, dict) or set(digests) != {MODEL_FILE, CONTEXTS_FILE}:
-            raise ValueError(
+        if (
+            not isinstance(digests, dict)
+            or set(digests) != {MODEL_FILE, CONTEXTS_FILE}
+            or not all(_is_digest(d) for d in digests.values())
+        ):
+            raise InputError(
                 f"{root / CONFIG_FILE}: sha256 must map {MODEL_FILE} and {CONTEXTS_FILE} to hex "
                 f"digests, got {digests!r}"
             )
-        _load_weights(
-            model, read_tensors(root / MODEL_FILE, digests.get(MODEL_FILE)), root / MODEL_FILE
-        )
+        tensors = read_tensors(root / MODEL_FILE, digests[MODEL_FILE])
+        check_weights(skeleton.state_dict(), tensors, str(root / MODEL_FILE))
+        model = cls(config, meta["game"], meta["action_meanings"])
+        _load_weights(model, tensors, root / MODEL_FILE)
         bank = read_tensors(root / CONTEXTS_FILE, digests.get(CONTEXTS_FILE))
         if set(bank) != {"obs", "act"}:
             raise ValueError(
@@ -405,14 +424,17 @@ def recover_checkpoint(target: str | os.PathLike[str], now: float | None = None)
     return restored
 
 
+def _is_digest(value: Any) -> bool:
+    """A SHA-256 hex digest (64 hex characters)."""
+    return isinstance(value, str) and len(value) == 64 and all(c in HEX for c in value.lower())
+
+
+HEX = frozenset("0123456789abcdef")
+
+
 def _read_meta(path: Path) -> dict[str, Any]:
     """Parse and check config.json; raises ``ValueError`` naming the file and the problem."""
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    meta: dict[str, Any] = read_json(path)
     required = ("format_version", "game", "num_actions", "action_meanings", "config")
     missing = [key for key in required if key not in meta]
     if missing:

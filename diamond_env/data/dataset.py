@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import re
+import stat
 import warnings
 import zipfile
 import zlib
@@ -40,6 +41,14 @@ import numpy as np
 
 from diamond_env.config import IMG_SIZE
 from diamond_env.data.episode import FIELD_DTYPES, STEP_FIELDS, Episode, FlatData
+from diamond_env.safe_io import (
+    INDEX_MAX_BYTES,
+    PART_MAX_BYTES,
+    InputError,
+    check_int,
+    read_json,
+    read_regular,
+)
 
 FORMAT_VERSION = 1
 INDEX_NAME = "dataset.json"
@@ -72,7 +81,18 @@ def _take_writer_lock(root: Path) -> Path | None:
     if key in _HELD:
         _HELD[key][1] += 1
         return key
-    handle = open(root / LOCK_NAME, "a+")
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:  # never through a symlink, and only a regular file: the lock is ours to write
+        fd = os.open(root / LOCK_NAME, flags, 0o644)
+    except OSError as err:
+        raise InputError(
+            f"{root / LOCK_NAME}: cannot be used as the writer lock ({err.strerror}; a symlink "
+            "is refused): remove it"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{root / LOCK_NAME}: not a regular file; remove it")
+    handle = os.fdopen(fd, "a+")
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -157,26 +177,49 @@ def _identity(
     }
 
 
-def _read_part(path: Path, info: PartInfo, frame_shape: tuple[int, ...]) -> Episode:
-    """Read and verify one part file against its index entry."""
+PART_MAX_UNPACKED = 8 * (1 << 30)
+"""What the arrays of one part may unpack to (a 1,000-step part of 64 x 64 frames is 12 MB)."""
+
+
+def read_part_bytes(path: Path, root: Path) -> bytes:
+    """The bytes of a part file under ``root``: a regular file (no FIFO, device or symlink out
+    of the dataset), at most :data:`~diamond_env.safe_io.PART_MAX_BYTES`;
+    :class:`DatasetCorruptError` otherwise."""
     try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise DatasetCorruptError(f"{path}: part named in the index cannot be read ({e})") from e
-    crc = zlib.crc32(data)
-    if crc != info.crc32:
-        raise DatasetCorruptError(
-            f"{path}: crc32 is {crc:#010x}, the index says {info.crc32:#010x}"
-        )
+        return read_regular(path, PART_MAX_BYTES, within=root)
+    except (OSError, ValueError) as e:
+        reason = str(e).removeprefix(f"{path}: ")
+        raise DatasetCorruptError(f"{path}: part named in the index cannot be read ({reason})") from e
+
+
+def load_part_arrays(data: bytes, path: Path) -> Episode:
+    """The episode piece in a part's bytes: exactly the fields of an episode, unpacking to at
+    most :data:`PART_MAX_UNPACKED` bytes, no pickled objects; :class:`DatasetCorruptError`
+    naming ``path`` otherwise."""
     try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+        if unpacked > PART_MAX_UNPACKED:
+            raise ValueError(f"its arrays unpack to {unpacked:,} bytes, more than allowed")
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             if sorted(npz.files) != sorted(FIELD_DTYPES):
                 raise ValueError(
                     f"arrays: expected {sorted(FIELD_DTYPES)}, got {sorted(npz.files)}"
                 )
-            part = Episode(**{name: npz[name] for name in FIELD_DTYPES})
+            return Episode(**{name: npz[name] for name in FIELD_DTYPES})
     except (ValueError, TypeError, OSError, zipfile.BadZipFile) as e:
         raise DatasetCorruptError(f"{path}: unreadable part ({e})") from e
+
+
+def _read_part(path: Path, info: PartInfo, frame_shape: tuple[int, ...], root: Path) -> Episode:
+    """Read and verify one part file against its index entry."""
+    data = read_part_bytes(path, root)
+    crc = zlib.crc32(data)
+    if crc != info.crc32:
+        raise DatasetCorruptError(
+            f"{path}: crc32 is {crc:#010x}, the index says {info.crc32:#010x}"
+        )
+    part = load_part_arrays(data, path)
     got = (part.num_steps, part.obs.shape[1:], part.finished)
     expected = (info.num_steps, frame_shape, info.finished)
     if got != expected:
@@ -257,7 +300,10 @@ class EpisodeDataset:
         if not index_path.exists():
             raise FileNotFoundError(f"root: no dataset in {path} ({INDEX_NAME} is missing)")
         try:
-            index = json.loads(index_path.read_text())
+            index = read_json(index_path, max_bytes=INDEX_MAX_BYTES)
+        except InputError as e:
+            raise DatasetCorruptError(str(e)) from e
+        try:
             if index.get("format_version") != FORMAT_VERSION:
                 raise ValueError(
                     f"format_version: expected {FORMAT_VERSION}, got {index.get('format_version')}"
@@ -486,7 +532,22 @@ class EpisodeDataset:
         _atomic_write(self.root / INDEX_NAME, text)
 
     def _check_totals(self) -> None:
-        """Cross-check the index's totals against its episode list (raises ValueError)."""
+        """Check the index's sizes and names (every part a plain file name of ``parts/``, step
+        counts and the frame shape in range) and cross-check its totals against its episode
+        list (raises ValueError)."""
+        shape = self._meta.get("frame_shape")
+        if not (isinstance(shape, list) and len(shape) == 3 and shape[2] == 3
+                and all(isinstance(n, int) and 1 <= n <= 1024 for n in shape)):  # fmt: skip
+            raise ValueError(
+                f"frame_shape: expected [H, W, 3] with H, W in [1, 1024], got {shape!r}"
+            )
+        for parts in self._episodes:
+            for info in parts:
+                if not isinstance(info.file, str) or PART_NAME.match(info.file) is None:
+                    raise ValueError(
+                        f"parts: {info.file!r} is not a part file name of {PARTS_DIR}/"
+                    )
+                check_int(info.num_steps, f"parts: {info.file}: num_steps", 0, 10_000_000)
         steps = int(self.episode_lengths.sum())
         counted = sum(self._meta["reward_counts"].values())
         got = (self._meta["num_steps"], counted, self._meta["num_episodes"])
@@ -504,7 +565,7 @@ class EpisodeDataset:
         return self._episodes[int(episode_id)]
 
     def _read(self, info: PartInfo) -> Episode:
-        return _read_part(self.root / PARTS_DIR / info.file, info, self.frame_shape)
+        return _read_part(self.root / PARTS_DIR / info.file, info, self.frame_shape, self.root)
 
     def load_episode(self, episode_id: int) -> Episode:
         """The whole logical episode (its parts joined), verified against the index."""

@@ -6,9 +6,7 @@ Nothing here deletes a file: orphans (part files the index does not name) are mo
 
 from __future__ import annotations
 
-import io
 import shutil
-import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -26,8 +24,11 @@ from diamond_env.data.dataset import (
     _identity,
     _release_writer_lock,
     _take_writer_lock,
+    load_part_arrays,
+    read_part_bytes,
 )
-from diamond_env.data.episode import FIELD_DTYPES, Episode
+from diamond_env.data.episode import Episode
+from diamond_env.safe_io import InputError
 
 
 def verify_dataset(root: str | Path) -> dict[str, Any]:
@@ -47,15 +48,9 @@ def verify_dataset(root: str | Path) -> dict[str, Any]:
             "steps": dataset.num_steps, "corrupt": corrupt, "orphans": orphans}  # fmt: skip
 
 
-def _read_loose_part(path: Path) -> tuple[Episode, bytes]:
-    data = path.read_bytes()
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            if sorted(npz.files) != sorted(FIELD_DTYPES):
-                raise ValueError(f"arrays {sorted(npz.files)}")
-            return Episode(**{name: npz[name] for name in FIELD_DTYPES}), data
-    except (ValueError, TypeError, OSError, zipfile.BadZipFile) as err:
-        raise DatasetCorruptError(f"{path}: unreadable part ({err})") from err
+def _read_loose_part(path: Path, root: Path) -> tuple[Episode, bytes]:
+    data = read_part_bytes(path, root)
+    return load_part_arrays(data, path), data
 
 
 def rebuild_index(root: str | Path, game: str) -> tuple[EpisodeDataset, list[str]]:
@@ -93,13 +88,18 @@ def _rebuild(path: Path, game: str) -> tuple[EpisodeDataset, list[str]]:
         last = None
         for number, file in sorted(parts):
             try:
-                part, data = _read_loose_part(file)
+                part, data = _read_loose_part(file, path)
             except DatasetCorruptError:
                 part, data = None, b""
             if (part is None or number != len(infos) or (last is not None and not np.array_equal(
                     part.obs[0], last)) or (infos and infos[-1].finished)):  # fmt: skip
                 skipped += [f.name for n, f in sorted(parts) if n >= number]
                 break
+            if part.num_steps and int(part.act.max()) >= len(meanings):
+                raise InputError(
+                    f"--game {game}: {file} holds action {int(part.act.max())}, but {game} has "
+                    f"{len(meanings)} actions; these parts are another game's (nothing was written)"
+                )
             infos.append(PartInfo(file.name, part.num_steps, zlib.crc32(data), part.finished))
             frame_shape = [int(n) for n in part.obs.shape[1:]]
             steps += part.num_steps

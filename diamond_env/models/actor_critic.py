@@ -28,6 +28,17 @@ from diamond_env.checkpoint import file_sha256, read_tensors, resolve_device
 from diamond_env.config import IMG_SIZE, ActorCriticConfig
 from diamond_env.frames import to_model
 from diamond_env.models.blocks import init_lstm
+from diamond_env.safe_io import (
+    MAX_LEVELS,
+    MAX_WIDTH,
+    InputError,
+    building_on_meta,
+    check_int,
+    check_param_budget,
+    check_weights,
+    on_meta,
+    read_json,
+)
 
 State = tuple[torch.Tensor, torch.Tensor]
 """LSTM state ``(h, c)``, each float32 ``(B, lstm_dim)``."""
@@ -74,6 +85,8 @@ class ActorCritic(nn.Module):
     def __init__(self, config: ActorCriticConfig, num_actions: int) -> None:
         super().__init__()
         _validate_config(config, num_actions)
+        if not building_on_meta():
+            check_param_budget([lambda: ActorCritic(config, num_actions)], "actor-critic")
         self.config = config
         self.num_actions = num_actions
         chans = config.channels
@@ -234,11 +247,13 @@ class ActorCritic(nn.Module):
         weights_path = Path(directory) / WEIGHTS_FILE
         device = resolve_device(device)
         config, num_actions, digest = _read_config(config_path)
-        model = cls(config, num_actions)
+        skeleton = on_meta(lambda: cls(config, num_actions))  # shapes, no memory
         if not weights_path.is_file():
             raise FileNotFoundError(f"actor-critic weights not found: {weights_path}")
         tensors = read_tensors(weights_path, digest)
-        _check_tensors(model.state_dict(), tensors, weights_path)
+        _check_tensors(skeleton.state_dict(), tensors, weights_path)
+        check_weights(skeleton.state_dict(), tensors, str(weights_path))
+        model = cls(config, num_actions)
         model.load_state_dict(tensors)
         return model.to(device)
 
@@ -267,6 +282,12 @@ def _validate_config(config: ActorCriticConfig, num_actions: int) -> None:
     chans = config.channels
     if not chans or any(not isinstance(c, int) or c < 1 for c in chans):
         raise ValueError(f"config.channels: expected positive ints, got {chans!r}")
+    if len(chans) > MAX_LEVELS or max(chans) > MAX_WIDTH:
+        raise InputError(f"config.channels: at most {MAX_LEVELS} stages of at most {MAX_WIDTH} "
+                         f"channels, got {chans!r}")  # fmt: skip
+    check_int(config.lstm_dim, "config.lstm_dim", 1, MAX_WIDTH)
+    check_int(config.img_channels, "config.img_channels", 1, 64)
+    check_int(num_actions, "num_actions", 1, MAX_WIDTH)
     if IMG_SIZE % 2 ** len(chans) != 0:
         raise ValueError(
             f"config.channels: {len(chans)} stages do not divide the {IMG_SIZE}-pixel frame"
@@ -283,11 +304,8 @@ def _read_config(path: Path) -> tuple[ActorCriticConfig, int, str]:
         raise FileNotFoundError(
             f"actor-critic config not found: {path} (ActorCritic.save(directory) writes it)"
         )
-    try:
-        meta = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+    meta = read_json(path)
+    if meta.get("format") != FORMAT_NAME:
         raise ValueError(f"{path}: expected an object with format={FORMAT_NAME!r}")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from diamond_env.safe_io import MAX_DEPTH, MAX_LEVELS, MAX_WIDTH, InputError, check_int
+
 GROUP_SIZE = 32
 """Channels per group in every group norm."""
 
@@ -180,6 +182,16 @@ def check_levels(
         raise ValueError(
             f"{where}: expected positive depths and channels, got {depths}, {channels}"
         )
+    if len(channels) > MAX_LEVELS or max(depths) > MAX_DEPTH or max(channels) > MAX_WIDTH:
+        raise InputError(
+            f"{where}: at most {MAX_LEVELS} levels of at most {MAX_DEPTH} blocks and {MAX_WIDTH} "
+            f"channels, got channels {tuple(channels)}, depths {tuple(depths)}"
+        )
+
+
+def check_width(where: str, value: Any, high: int = MAX_WIDTH) -> None:
+    """``value`` must be an int in ``[1, high]`` (a width read from a config)."""
+    check_int(value, where, 1, high)
 
 
 class UNet(nn.Module):

@@ -19,11 +19,13 @@ from diamond_env.models.blocks import (
     FourierFeatures,
     UNet,
     check_levels,
+    check_width,
     conv3x3,
     group_norm,
     zero_init,
 )
 from diamond_env.models.sampler import draw_normal
+from diamond_env.safe_io import MAX_CONTEXT, MAX_WIDTH
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,11 @@ class Denoiser(nn.Module):
         if not isinstance(num_actions, int) or num_actions < 1:
             raise ValueError(f"num_actions: expected a positive int, got {num_actions!r}")
         check_levels("DenoiserConfig", config.channels, config.depths, config.attn_depths)
+        check_width("DenoiserConfig.cond_channels", config.cond_channels)
+        check_width("DenoiserConfig.action_emb_dim", config.action_emb_dim)
+        check_width("DenoiserConfig.num_context", config.num_context, MAX_CONTEXT)
+        check_width("DenoiserConfig.img_channels", config.img_channels, MAX_CONTEXT)
+        check_width("num_actions", num_actions, MAX_WIDTH)
         if config.num_context * config.action_emb_dim != config.cond_channels:
             raise ValueError(
                 "DenoiserConfig: num_context * action_emb_dim must equal cond_channels (the action "

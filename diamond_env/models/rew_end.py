@@ -17,7 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from diamond_env.config import IMG_SIZE, RewEndConfig
-from diamond_env.models.blocks import Downsample, ResBlock, check_levels, conv3x3, init_lstm
+from diamond_env.models.blocks import (
+    Downsample,
+    ResBlock,
+    check_levels,
+    check_width,
+    conv3x3,
+    init_lstm,
+)
 
 LstmState = tuple[torch.Tensor, torch.Tensor]
 """``(h, c)``, each float ``(B, lstm_dim)``."""
@@ -69,6 +76,11 @@ class RewEndModel(nn.Module):
             raise ValueError(
                 f"event_weight: expected a positive weight, got {config.event_weight!r}"
             )
+        check_levels("RewEndConfig", config.channels, config.depths, config.attn_depths)
+        check_width("RewEndConfig.cond_channels", config.cond_channels)
+        check_width("RewEndConfig.lstm_dim", config.lstm_dim)
+        check_width("RewEndConfig.img_channels", config.img_channels, 64)
+        check_width("num_actions", num_actions)
         factor = 2 ** (len(config.channels) - 1)
         if img_size % factor != 0:
             raise ValueError(

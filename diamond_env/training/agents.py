@@ -13,9 +13,11 @@ beside it, but never read back: it unpickles). Metrics go to ``OUT/metrics.jsonl
 from __future__ import annotations
 
 import dataclasses
-import json
+import io
 import os
+import re
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from diamond_env.checkpoint import (
     atomic_write_json,
     load_resume_state,
     resolve_device,
+    restoring,
     rng_state,
     save_resume_state,
     seed_everything,
@@ -37,6 +40,7 @@ from diamond_env.models.actor_critic import ActorCritic
 from diamond_env.options import opt
 from diamond_env.progress import BudgetBar
 from diamond_env.runinfo import start_session
+from diamond_env.safe_io import WEIGHTS_MAX_BYTES, InputError, check_int, read_json, read_regular
 from diamond_env.training.imagination import ImaginationTrainer
 from diamond_env.training.sb3_files import save_sb3_agent
 from diamond_env.world_model import WorldModel
@@ -134,15 +138,15 @@ WORLD_MODEL_ID = "world_model_id.json"
 
 def _world_model_identity(checkpoint: Path) -> dict[str, Any]:
     """What identifies the world model an agent trains in: its files' digests."""
-    meta = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
-    return {"checkpoint": str(checkpoint), "game": meta["game"], "sha256": meta["sha256"]}
+    meta = read_json(checkpoint / "config.json")
+    return {"checkpoint": str(checkpoint), "game": meta.get("game"), "sha256": meta.get("sha256")}
 
 
 def _check_same_world_model(out: Path, identity: dict[str, Any]) -> None:
     path = out / WORLD_MODEL_ID
     if not path.exists():
         raise FileNotFoundError(f"--resume: {path} is missing; {out} holds no resumable run")
-    before = json.loads(path.read_text(encoding="utf-8"))
+    before = read_json(path)
     if before.get("sha256") != identity["sha256"]:
         raise ValueError(
             f"--resume: {out} was trained in the world model {before.get('checkpoint')}, not in "
@@ -159,8 +163,9 @@ def _train_actor_critic(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> N
         if not (out / "resume.pt").exists():
             raise FileNotFoundError(f"--resume: no resume state in {out} (resume.pt is missing)")
         state = load_resume_state(out / "resume.pt")
-        trainer.load_state_dict(state["trainer"])
-        set_rng_state(state["rng"])
+        with restoring(out / "resume.pt"):
+            trainer.load_state_dict(state["trainer"])
+            set_rng_state(state["rng"])
     meta = {"kind": "actor_critic", "game": wm.game, "world_model": str(opts.checkpoint)}
     bar = BudgetBar(opts.steps, trainer.grad_steps, "actor-critic", opts.max_minutes,
                     disable=not opts.progress)  # fmt: skip
@@ -248,14 +253,42 @@ def _save_sb3_checkpoint(model: Any, out: Path) -> None:
     atomic_write_json(out / SB3_RESUME, {"num_timesteps": int(model.num_timesteps)})
 
 
+SB3_MEMBERS = re.compile(
+    r"^(data|_stable_baselines3_version|system_info\.txt|[a-z_]+(\.[a-z_]+)?\.pth)$"
+)
+"""The members SB3's ``save`` writes into a checkpoint zip (the policy and optimiser states as
+``<name>.pth``)."""
+
+
+def check_sb3_checkpoint(path: Path) -> None:
+    """``path``: a regular zip file of at most ``WEIGHTS_MAX_BYTES``, holding only the members
+    SB3 writes and unpacking to no more than that; ``InputError`` naming the first problem."""
+    data = read_regular(path, WEIGHTS_MAX_BYTES)
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except zipfile.BadZipFile as err:
+        raise InputError(f"{path}: not a zip file ({err})") from None
+    odd = [m.filename for m in members if SB3_MEMBERS.match(m.filename) is None]
+    if odd:
+        raise InputError(f"{path}: unexpected members {odd[:5]}; not a checkpoint SB3 wrote")
+    if sum(m.file_size for m in members) > WEIGHTS_MAX_BYTES:
+        raise InputError(f"{path}: unpacks to more than {WEIGHTS_MAX_BYTES:,} bytes")
+
+
 def _load_sb3_checkpoint(model: Any, out: Path) -> int:
     """Put the saved weights and optimiser state into ``model`` (read as tensors with
     ``weights_only`` loading, no pickled data) and return the steps already done. A DQN replay
     buffer is not kept: it refills from the dream."""
     if not (out / SB3_RESUME).exists() or not (out / SB3_CHECKPOINT).exists():
         raise FileNotFoundError(f"--resume: no SB3 checkpoint in {out} ({SB3_CHECKPOINT})")
-    done = int(json.loads((out / SB3_RESUME).read_text(encoding="utf-8"))["num_timesteps"])
-    model.set_parameters(str(out / SB3_CHECKPOINT), exact_match=True)
+    done = check_int(read_json(out / SB3_RESUME).get("num_timesteps"),
+                     f"{out / SB3_RESUME}: num_timesteps", 0, 10**12)  # fmt: skip
+    check_sb3_checkpoint(out / SB3_CHECKPOINT)
+    try:
+        model.set_parameters(str(out / SB3_CHECKPOINT), exact_match=True)
+    except (ValueError, KeyError, RuntimeError, OSError, zipfile.BadZipFile) as err:
+        raise InputError(f"{out / SB3_CHECKPOINT}: not a checkpoint of this agent ({err})") from err
     model.num_timesteps = done
     return done
 

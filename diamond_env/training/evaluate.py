@@ -41,6 +41,7 @@ from diamond_env.checkpoint import read_json_object
 from diamond_env.config import IMG_SIZE
 from diamond_env.data.collect import Policy, RandomPolicy
 from diamond_env.models.actor_critic import CONFIG_FILE, ActorCritic, State
+from diamond_env.safe_io import confined
 from diamond_env.training.sb3_files import load_sb3_policy, sb3_algorithms
 
 __all__ = ["ActionFrequencyPolicy", "ActorCriticPolicy", "EvalResult", "FrameStacker"]
@@ -573,7 +574,7 @@ def _load_sb3_model(root: Path, meta: dict[str, Any], device: str | torch.device
     algo = meta.get("algo")
     if not isinstance(algo, str):
         raise ValueError(f"{root / AGENT_FILE}: algo: expected a name such as 'ppo', got {algo!r}")
-    path = root / str(meta.get("model", SB3_MODEL_FILE))
+    path = confined(root, meta.get("model", SB3_MODEL_FILE), f"{root / AGENT_FILE}: model")
     if not path.is_file():
         raise FileNotFoundError(f"SB3 model not found: {path} (named by {root / AGENT_FILE})")
     known = sb3_algorithms()

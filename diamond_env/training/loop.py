@@ -37,6 +37,7 @@ from diamond_env.checkpoint import (
     check_run_dir,
     load_resume_state,
     resolve_device,
+    restoring,
     rng_state,
     save_resume_state,
     seed_everything,
@@ -154,7 +155,8 @@ def _train(opts: TrainOptions, run_dir: Path, dist: Distributed) -> dict[str, An
         dataset = EpisodeDataset.open(run_dir / "dataset")
     run = _build(opts, config, run_dir, dataset, dist)
     if opts.resume:
-        _load(run, load_resume_state(run_dir / "resume.pt"))
+        with restoring(run_dir / "resume.pt"):
+            _load(run, load_resume_state(run_dir / "resume.pt"))
     else:
         budget_left = config.loop.real_steps - dataset.num_steps
         run.total_epochs = math.ceil(budget_left / config.loop.steps_per_epoch)

@@ -13,6 +13,7 @@ users who load it with SB3 themselves; diamond_env reads a zip only when told to
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from diamond_env.checkpoint import atomic_write, atomic_write_json, file_sha256, read_tensors
+from diamond_env.safe_io import MAX_WIDTH, InputError, check_int, check_weights, confined, on_meta
 
 __all__ = ["SB3_POLICY_FILE", "load_sb3_policy", "save_sb3_agent", "sb3_algorithms"]
 
@@ -66,6 +68,20 @@ def _space_to_json(space: Any) -> dict[str, Any]:
 def _space_from_json(data: Any, where: str) -> Any:
     from gymnasium import spaces
 
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a space object, got {type(data).__name__}")
+    if data.get("type") == "Discrete":
+        check_int(data.get("n"), f"{where}: n", 1, MAX_WIDTH)
+    shape = data.get("shape")
+    if data.get("type") == "Box":
+        if not isinstance(shape, list) or not 1 <= len(shape) <= 4:
+            raise InputError(f"{where}: shape: expected 1 to 4 sizes, got {shape!r}")
+        for size in shape:
+            check_int(size, f"{where}: shape", 1, 4096)
+        if math.prod(shape) > 1 << 22:
+            raise InputError(
+                f"{where}: shape {shape}: more than {1 << 22:,} values per observation"
+            )
     try:
         if data["type"] == "Discrete":
             return spaces.Discrete(int(data["n"]), start=int(data.get("start", 0)))
@@ -143,6 +159,38 @@ def save_sb3_agent(model: Any, directory: str | os.PathLike[str], meta: dict[str
     return out
 
 
+MAX_KWARG_INT = 8192
+"""The largest integer accepted in stored ``policy_kwargs`` (layer widths, feature sizes): SB3's
+defaults are 64 to 512."""
+
+
+def _check_kwarg_sizes(value: Any, where: str, depth: int = 0) -> None:
+    """Every integer in ``policy_kwargs`` at most :data:`MAX_KWARG_INT`, lists at most 64 long:
+    a crafted ``net_arch`` would otherwise size layers of gigabytes before any other check."""
+    if isinstance(value, bool) or value is None or isinstance(value, (str, float)):
+        return
+    if isinstance(value, int):
+        if not -MAX_KWARG_INT <= value <= MAX_KWARG_INT:
+            raise InputError(f"{where}: {value} is larger than the {MAX_KWARG_INT} allowed")
+        return
+    items = list(value.values()) if isinstance(value, dict) else value
+    if not isinstance(items, list) or len(items) > 64 or depth > 8:
+        raise InputError(f"{where}: expected a small JSON object of sizes, got {str(value)[:80]}")
+    for item in items:
+        _check_kwarg_sizes(item, where, depth + 1)
+
+
+def _check_policy_weights(
+    expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], weights: Path
+) -> None:
+    bad = sorted(set(expected) ^ set(tensors)) or sorted(
+        k for k in expected if expected[k].shape != tensors[k].shape
+    )
+    if bad:
+        raise ValueError(f"{weights}: weights do not match agent.json's policy: {bad[:5]}")
+    check_weights(expected, tensors, str(weights))
+
+
 def load_sb3_policy(root: Path, meta: dict[str, Any], device: str | torch.device) -> Any:
     """The SB3 policy (``model.policy`` at save time) of an agent directory written by
     :func:`save_sb3_agent`, rebuilt from its class, spaces and keyword arguments, its weights
@@ -173,24 +221,33 @@ def load_sb3_policy(root: Path, meta: dict[str, Any], device: str | torch.device
         raise ValueError(f"{where}: expected policy_kwargs (an object) and a sha256 of the weights")
     obs_space = _space_from_json(meta.get("observation_space"), f"{where}: observation_space")
     act_space = _space_from_json(meta.get("action_space"), f"{where}: action_space")
-    weights = root / str(meta.get("weights", SB3_POLICY_FILE))
+    weights = confined(root, meta.get("weights", SB3_POLICY_FILE), f"{where}: weights")
     if not weights.is_file():
         raise FileNotFoundError(f"SB3 policy weights not found: {weights} (named by {where})")
     tensors = read_tensors(weights, digest)
-    try:
-        policy = policy_cls(obs_space, act_space, lambda _: 0.0, **kwargs)
-    except (TypeError, ValueError, KeyError, AttributeError, AssertionError) as err:
-        raise ValueError(f"{where}: cannot build {meta.get('policy')} ({err!r})") from err
     shared = meta.get("shared", {})
     if not isinstance(shared, dict) or not set(shared.values()) <= set(tensors):
         raise ValueError(f"{where}: shared: expected {{name: stored name}}, got {shared!r}")
     tensors.update({alias: tensors[name] for alias, name in shared.items()})
-    expected = policy.state_dict()
-    bad = sorted(set(expected) ^ set(tensors)) or sorted(
-        k for k in expected if expected[k].shape != tensors[k].shape
-    )
-    if bad:
-        raise ValueError(f"{weights}: weights do not match agent.json's policy: {bad[:5]}")
+
+    def build() -> Any:
+        return policy_cls(obs_space, act_space, lambda _: 0.0, **kwargs)
+
+    _check_kwarg_sizes(kwargs, f"{where}: policy_kwargs")
+    errors = (TypeError, ValueError, KeyError, AttributeError, AssertionError, RuntimeError)
+    try:  # first on the meta device: sizes in agent.json are checked against the weights'
+        skeleton = on_meta(build)  # shapes before any memory is allocated for them
+    except NotImplementedError:  # a policy that copies its weights when built (DQN's target)
+        skeleton = None
+    except errors as err:
+        raise ValueError(f"{where}: cannot build {meta.get('policy')} ({err!r})") from err
+    if skeleton is not None:
+        _check_policy_weights(skeleton.state_dict(), tensors, weights)
+    try:
+        policy = build()
+    except errors as err:
+        raise ValueError(f"{where}: cannot build {meta.get('policy')} ({err!r})") from err
+    _check_policy_weights(policy.state_dict(), tensors, weights)
     policy.load_state_dict(tensors)
     policy.set_training_mode(False)
     return policy.to(device)

@@ -24,6 +24,7 @@ from diamond_env.checkpoint import (
     check_run_dir,
     load_resume_state,
     resolve_device,
+    restoring,
     rng_state,
     save_resume_state,
     seed_everything,
@@ -118,6 +119,7 @@ class TrainWMOptions:
         return self.resolved_run_dir() / "options.json"
 
     def validate(self) -> None:
+        canonical_game(self.game)  # before the name becomes a path
         apply_overrides(get_preset(self.preset), self.overrides)
         resolve_device(self.device)
         for name in ("steps", "real_steps", "save_every", "log_every", "num_contexts", "num_envs",
@@ -175,11 +177,12 @@ def _load(
 ) -> None:
     """Continue from ``resume.pt``: shared weights and optimisers, and this rank's draw states."""
     state = load_resume_state(run_dir / "resume.pt")
-    trainer.load_state_dict(state)
-    own = own_state(state, dist)
-    for sampler, s in zip(samplers, own["samplers"], strict=True):
-        sampler.rng.bit_generator.state = s
-    set_rng_state(own["rng"])
+    with restoring(run_dir / "resume.pt"):
+        trainer.load_state_dict(state)
+        own = own_state(state, dist)
+        for sampler, s in zip(samplers, own["samplers"], strict=True):
+            sampler.rng.bit_generator.state = s
+        set_rng_state(own["rng"])
 
 
 def _init_source(opts: TrainWMOptions) -> WorldModel | None:
