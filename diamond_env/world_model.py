@@ -109,6 +109,18 @@ class WorldModelStep:
     state: LstmState
 
 
+def check_world_model_sizes(
+    config: Config, num_actions: int = 18, where: str = "world model"
+) -> None:
+    """Refuse (``InputError``) a config whose networks exceed the size limits of
+    :mod:`diamond_env.safe_io`, counted on the meta device (nothing is allocated); 18 actions is
+    the full Atari action set."""
+    check_param_budget(
+        [lambda: Denoiser(config.denoiser, num_actions),
+         lambda: RewEndModel(config.rew_end, num_actions)], where,
+    )  # fmt: skip
+
+
 class WorldModel(nn.Module):
     """Denoiser + reward/termination model + sampler settings for one game."""
 
@@ -137,11 +149,7 @@ class WorldModel(nn.Module):
         self.num_context = config.denoiser.num_context
         self.sampler_config: SamplerConfig = config.sampler
         if not building_on_meta():  # count on the meta device before allocating anything
-            check_param_budget(
-                [lambda: Denoiser(config.denoiser, len(meanings)),
-                 lambda: RewEndModel(config.rew_end, len(meanings))],
-                f"world model of {game}",
-            )  # fmt: skip
+            check_world_model_sizes(config, len(meanings), f"world model of {game}")
         self.denoiser = Denoiser(config.denoiser, self.num_actions)
         self.rew_end = RewEndModel(config.rew_end, self.num_actions)
         bank = contexts if contexts is not None else ContextBank.empty(self.num_context)

@@ -189,7 +189,9 @@ def read_part_bytes(path: Path, root: Path) -> bytes:
         return read_regular(path, PART_MAX_BYTES, within=root)
     except (OSError, ValueError) as e:
         reason = str(e).removeprefix(f"{path}: ")
-        raise DatasetCorruptError(f"{path}: part named in the index cannot be read ({reason})") from e
+        raise DatasetCorruptError(
+            f"{path}: part named in the index cannot be read ({reason})"
+        ) from e
 
 
 def load_part_arrays(data: bytes, path: Path) -> Episode:

@@ -48,7 +48,7 @@ from diamond_env.training.wm_trainer import (
     make_samplers,
     split_episodes,
 )
-from diamond_env.world_model import WorldModel
+from diamond_env.world_model import WorldModel, check_world_model_sizes
 
 # Options that must not change when a run is resumed.
 _FIXED_ON_RESUME = ("game", "preset", "overrides", "dataset", "real_steps", "seed", "test_fraction",
@@ -120,7 +120,7 @@ class TrainWMOptions:
 
     def validate(self) -> None:
         canonical_game(self.game)  # before the name becomes a path
-        apply_overrides(get_preset(self.preset), self.overrides)
+        check_world_model_sizes(apply_overrides(get_preset(self.preset), self.overrides))
         resolve_device(self.device)
         for name in ("steps", "real_steps", "save_every", "log_every", "num_contexts", "num_envs",
                      "eval_rollouts"):  # fmt: skip
