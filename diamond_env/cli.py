@@ -238,6 +238,33 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_data(args: argparse.Namespace) -> int:
+    from diamond_env.atari import action_meanings, canonical_game
+    from diamond_env.config import IMG_SIZE
+    from diamond_env.data.importing import import_episodes, minari_episodes, npz_episodes
+
+    game = canonical_game(args.game)
+    meanings = action_meanings(game)
+    if (args.npz is None) == (args.minari is None):
+        raise ValueError("import-data: give exactly one of --npz FOLDER or --minari ID")
+    if args.npz is not None:
+        source = f"npz:{Path(args.npz).name}"
+        episodes = list(npz_episodes(Path(args.npz)))
+    else:
+        source = f"minari:{args.minari}"
+        root = Path(args.minari_root) if args.minari_root else None
+        episodes = list(minari_episodes(args.minari, len(meanings), root))
+    settings = {"source": source, "frame_skip": args.frame_skip,
+                "max_pool_last_two_frames": args.max_pool, "size": IMG_SIZE,
+                "interpolation": "area"}  # fmt: skip
+    summary = import_episodes(episodes, Path(args.out), game=game, action_meanings=meanings,
+                              settings=settings)  # fmt: skip
+    print(f"imported {summary.episodes} episodes, {summary.steps} steps ({summary.rewards} "
+          f"rewards, {summary.life_losses} life losses) from {source} into {args.out}")  # fmt: skip
+    print(f"train on it: diamond-env train-wm --game {game} --dataset {args.out} --preset cpu")
+    return 0
+
+
 def _cmd_import_diamond(args: argparse.Namespace) -> int:
     from diamond_env.import_diamond import import_diamond
 
@@ -344,6 +371,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="Breakout end to end on a CPU budget, with report.md")
     add_dataclass_arguments(p, DemoOptions)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "import-data", help="turn recorded episodes (.npz files or a Minari dataset) into a dataset"
+    )
+    p.add_argument("--game", required=True, help="the ALE game the episodes are of, e.g. Breakout")
+    p.add_argument("--npz", default=None,
+                   help="folder of one .npz per episode (observations, actions, rewards, "
+                   "terminations, truncations, optional lives)")  # fmt: skip
+    p.add_argument(
+        "--minari", default=None, help="Minari dataset id, e.g. atari/breakout/expert-v0"
+    )
+    p.add_argument("--minari-root", default=None,
+                   help="folder holding Minari datasets (default: $MINARI_DATASETS_PATH or "
+                   "~/.minari/datasets)")  # fmt: skip
+    p.add_argument("--out", required=True, help="dataset directory (created, or appended to)")
+    p.add_argument("--frame-skip", type=_positive_int, default=None,
+                   help="frames the source repeated each action for (recorded, not applied)")  # fmt: skip
+    p.add_argument("--max-pool", action=argparse.BooleanOptionalAction, default=None,
+                   help="whether the source max-pooled the last two frames (recorded)")  # fmt: skip
+    p.set_defaults(func=_cmd_import_data)
 
     p = sub.add_parser(
         "import-diamond", help="turn a DIAMOND agent file (<Game>.pt) into a dream env and agent"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -101,3 +103,31 @@ def test_shapes_are_checked() -> None:
         ball_table(ctx, r, d, np.zeros((1, 3)), *(np.zeros((1, 2)),) * 3)
     with pytest.raises(ValueError, match="imagined"):
         ball_table(ctx, r, d[:, :1], *(np.zeros((1, 2)),) * 4)
+
+
+def _tracker() -> object:
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "breakout_tracker", Path(__file__).parent.parent / "tools" / "breakout_tracker.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tracker_follows_the_ball_and_fires_without_one() -> None:
+    trk: Any = _tracker()
+    frame = _frame((40, 50))  # paddle at columns 28-35 (centre 31.5), ball to its right
+    assert trk.paddle_centre(frame) == 31.5
+    assert trk.landing_column(40.0, 50.0, 0.0, 1.0) == 50.0  # not falling: where it is
+    assert trk.landing_column(47.0, 50.0, 2.0, 4.0) == 70.0 - 2 * (70.0 - 59.0)  # off the wall
+    policy = trk.TrackerPolicy(2)
+    acts = policy(np.stack([frame, _frame(None)]))
+    assert acts.tolist() == [trk.RIGHT, trk.FIRE]
+    left = _frame((40, 6))
+    assert policy(np.stack([left, left]))[0] == trk.LEFT
+    policy.reset(np.array([True, False]))
+    assert np.isnan(policy.last[0]).all() and not np.isnan(policy.last[1]).all()
