@@ -13,9 +13,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 from diamond_env.atari import GAMES, make_atari_env  # noqa: E402
-from diamond_env.envs.registration import env_id, register_envs  # noqa: E402
+from diamond_env.envs.registration import env_id, register_envs, register_generic  # noqa: E402
 
 register_envs(GAMES)
+register_generic()
 
 _LAZY = {
     "WorldModel": "diamond_env.world_model",

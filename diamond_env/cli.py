@@ -38,16 +38,28 @@ def _probability(text: str) -> float:
 def _cmd_collect(args: argparse.Namespace) -> int:
     from diamond_env.data.collect import collect_until
 
+    env_spec = None
+    if args.env_id is not None:
+        from diamond_env.real_env import EnvSpec, parse_env_kwargs
+
+        if args.game is not None:
+            raise ValueError("collect: give --game (an ALE game) or --env-id, not both")
+        env_spec = EnvSpec(args.env_id, parse_env_kwargs(args.env_kwargs), args.render_obs)
+        game = args.env_id
+    elif args.game is None:
+        raise ValueError("collect: give --game (an ALE game) or --env-id (any Gymnasium env)")
+    else:
+        game = args.game
     policy, epsilon = None, 0.0
     if args.agent is not None:
         from diamond_env.training.evaluate import load_collecting_agent
 
-        policy = load_collecting_agent(args.agent, args.game, seed=args.seed,
-                                       trust_pickle=args.trust_pickle)  # fmt: skip
+        policy = load_collecting_agent(args.agent, game, seed=args.seed,
+                                       trust_pickle=args.trust_pickle, env=env_spec)  # fmt: skip
         epsilon = args.epsilon
     dataset, stats = collect_until(
-        Path(args.out), args.game, args.steps, policy=policy, epsilon=epsilon,
-        num_envs=args.num_envs, seed=args.seed, progress=not args.quiet,
+        Path(args.out), game, args.steps, policy=policy, epsilon=epsilon,
+        num_envs=args.num_envs, seed=args.seed, progress=not args.quiet, env_spec=env_spec,
     )  # fmt: skip
     if stats is None:
         print(
@@ -295,7 +307,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "collect", help="play the real game (random policy or an agent) into a dataset"
     )
-    p.add_argument("--game", required=True, help="ALE game name, e.g. Breakout")
+    p.add_argument("--game", default=None, help="ALE game name, e.g. Breakout")
+    p.add_argument("--env-id", default=None,
+                   help="instead of --game: any registered Gymnasium env with image observations "
+                   "and discrete actions, e.g. CarRacing-v3")  # fmt: skip
+    p.add_argument("--env-kwargs", default=None,
+                   help='with --env-id: JSON kwargs of gym.make, e.g. \'{"continuous": false}\'')  # fmt: skip
+    p.add_argument("--render-obs", action="store_true",
+                   help="with --env-id: observe the env's rendered frames (render_mode='rgb_array'), "
+                   "for envs whose observations are not images (e.g. CartPole-v1)")  # fmt: skip
     p.add_argument(
         "--steps",
         type=_positive_int,

@@ -284,6 +284,7 @@ def prepare_world_model(
             world_model.contexts, options,
         )  # fmt: skip
     fast.load_state_dict(world_model.state_dict())
+    fast.env = world_model.env
     fast.to(device)
     fast.eval()
     if channels_last:

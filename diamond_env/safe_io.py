@@ -191,10 +191,27 @@ MAX_DEPTH = 32
 MAX_CONTEXT = 64
 
 
+_INITS = ("normal_", "uniform_", "orthogonal_", "trunc_normal_", "kaiming_normal_",
+          "kaiming_uniform_", "xavier_normal_", "xavier_uniform_", "sparse_")  # fmt: skip
+
+
+def _keep(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return tensor
+
+
 def on_meta(build: Callable[[], nn.Module]) -> nn.Module:
-    """``build()`` on torch's meta device: the shapes of a network without its memory."""
-    with torch.device("meta"):
-        return build()
+    """``build()`` on torch's meta device: the shapes of a network without its memory. Random
+    initialisers do nothing meanwhile: there they would only load torch's decompositions (and
+    ``torch._dynamo``), seconds on a process's first call, for values a meta tensor has not."""
+    saved = {name: getattr(nn.init, name) for name in _INITS}
+    try:
+        for name in _INITS:
+            setattr(nn.init, name, _keep)
+        with torch.device("meta"):
+            return build()
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
 
 
 def building_on_meta() -> bool:

@@ -144,6 +144,9 @@ class WorldModel(nn.Module):
             )
         self.config = config
         self.game = game
+        self.env: dict[str, Any] | None = None
+        """The Gymnasium env this models when it is not an ALE game (:class:`~diamond_env.
+        real_env.EnvSpec` as a dict, saved in ``config.json``); None for ALE games."""
         self.action_meanings = meanings
         self.num_actions = len(meanings)
         self.num_context = config.denoiser.num_context
@@ -304,6 +307,7 @@ class WorldModel(nn.Module):
             "obs_shape": [IMG_SIZE, IMG_SIZE, self.config.denoiser.img_channels],
             "num_context": self.num_context,
             "config": self.config.to_dict(),
+            **({"env": self.env} if self.env is not None else {}),
         }
 
     @classmethod
@@ -381,6 +385,10 @@ class WorldModel(nn.Module):
         except TypeError as err:
             raise ValueError(f"{root / CONTEXTS_FILE}: {err}") from err
         model.contexts = contexts
+        if "env" in meta:  # a model of a non-ALE Gymnasium env: which one, as data
+            from diamond_env.real_env import EnvSpec
+
+            model.env = EnvSpec.from_dict(meta["env"], f"{root / CONFIG_FILE}: env").to_dict()
         return model.to(device)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -24,8 +24,10 @@ from diamond_env.atari import (
     canonical_game,
     make_atari_env,
 )
+from diamond_env.config import IMG_SIZE
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.data.episode import Episode
+from diamond_env.real_env import EnvSpec, PixelVectorEnv
 
 
 class Policy(Protocol):
@@ -97,7 +99,7 @@ class Collector:
 
     def __init__(
         self,
-        env: RealAtariVectorEnv,
+        env: RealAtariVectorEnv | PixelVectorEnv,
         dataset: EpisodeDataset,
         *,
         seed: int | None = None,
@@ -210,6 +212,11 @@ class Collector:
             self._write(i)
 
 
+def pixel_env_settings(spec: EnvSpec) -> dict[str, Any]:
+    """The settings stored in a dataset of a non-ALE env: the env and our preprocessing."""
+    return {"env": spec.to_dict(), "size": IMG_SIZE, "interpolation": "area"}
+
+
 def open_game_dataset(root: Path, game: str) -> EpisodeDataset:
     """Open (or start) the dataset of real ``game`` play in ``root`` with SPEC §1 settings, as
     its one writer (the lock is taken before the index is read).
@@ -239,8 +246,12 @@ def collect_until(
     num_envs: int = 1,
     seed: int = 0,
     progress: bool = True,
+    env_spec: EnvSpec | None = None,
 ) -> tuple[EpisodeDataset, CollectStats | None]:
     """Top the dataset in ``root`` up to ``steps`` steps of real play (None: already there).
+
+    ``env_spec``: play that Gymnasium env instead of the ALE game (``game`` is then its id; the
+    spec is stored in the dataset's settings).
 
     ``policy`` plays (random play without one), taking a uniformly random action instead with
     probability ``epsilon`` in each env and step. A rerun after an interruption collects only
@@ -251,12 +262,27 @@ def collect_until(
         raise ValueError(f"steps: expected a positive int, got {steps}")
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon: expected a value in [0, 1], got {epsilon}")
-    dataset = open_game_dataset(root, game)
+    if env_spec is not None:
+        env: Any = PixelVectorEnv(env_spec, num_envs, train=True)
+        try:
+            dataset = EpisodeDataset.open_or_create(
+                root, game=env_spec.id, settings=pixel_env_settings(env_spec),
+                num_actions=int(env.single_action_space.n),
+                action_meanings=env.get_action_meanings(), lock=True,
+            )  # fmt: skip
+        except BaseException:
+            env.close()
+            raise
+    else:
+        dataset = open_game_dataset(root, game)
     missing = steps - dataset.num_steps
     if missing <= 0:
+        if env_spec is not None:
+            env.close()
         return dataset, None
     seed = seed + dataset.num_steps
-    env = make_atari_env(dataset.game, num_envs, train=True)
+    if env_spec is None:
+        env = make_atari_env(dataset.game, num_envs, train=True)
     try:
         collector = Collector(env, dataset, seed=seed)
         player = policy if policy is not None else RandomPolicy(dataset.num_actions, seed=seed)

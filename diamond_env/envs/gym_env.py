@@ -100,7 +100,9 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
 
     Args:
         num_envs: number of parallel envs.
-        game: CamelCase game name (``"Breakout"``); the checkpoint must be of this game.
+        game: CamelCase game name (``"Breakout"``); the checkpoint must be of this game. None
+            (``Dream-v0``): the game of ``checkpoint`` (or ``world_model``), whatever it is: an
+            ALE game or a Gymnasium env recorded with ``collect --env-id``.
         checkpoint: checkpoint directory; None = :func:`diamond_env.paths.resolve_checkpoint`'s lookup.
         device: torch device of the simulator; None = the model's (CPU when loading).
         horizon: truncation after this many steps (DIAMOND trains its agent with 15).
@@ -126,7 +128,7 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
     def __init__(
         self,
         num_envs: int,
-        game: str,
+        game: str | None,
         checkpoint: str | os.PathLike[str] | None = None,
         *,
         device: str | torch.device | None = None,
@@ -153,7 +155,7 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
             sampler=sampler,
             reward_mode=reward_mode,
         )
-        self._window = _window_for(self.render_mode, game)
+        self._window = _window_for(self.render_mode, self.simulator.world_model.game)
         self.metadata = {
             "autoreset_mode": AutoresetMode.SAME_STEP,
             "render_modes": list(RENDER_MODES),
@@ -270,7 +272,7 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
 
     def __init__(
         self,
-        game: str,
+        game: str | None,
         checkpoint: str | os.PathLike[str] | None = None,
         *,
         device: str | torch.device | None = None,
@@ -298,7 +300,7 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
             reward_mode=reward_mode,
             autoreset=False,
         )
-        self._window = _window_for(self.render_mode, game)
+        self._window = _window_for(self.render_mode, self.simulator.world_model.game)
         self.metadata = {"render_modes": list(RENDER_MODES), "render_fps": RENDER_FPS}
         self.observation_space, self.action_space = single_spaces(self.simulator)
 

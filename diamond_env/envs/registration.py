@@ -48,3 +48,16 @@ def register_envs(games: Iterable[str]) -> list[str]:
             )
         ids.append(name)
     return ids
+
+
+GENERIC_ID = "Dream-v0"
+"""The dream of whatever a checkpoint models: ``gym.make("diamond_env:Dream-v0", checkpoint=...)``
+(an ALE game or a Gymnasium env recorded with ``collect --env-id``)."""
+
+
+def register_generic() -> str:
+    """Register :data:`GENERIC_ID` (idempotent)."""
+    if GENERIC_ID not in gym.registry:
+        gym.register(id=GENERIC_ID, entry_point=ENTRY_POINT, vector_entry_point=VECTOR_ENTRY_POINT,
+                     kwargs={"game": None}, nondeterministic=False)  # fmt: skip
+    return GENERIC_ID

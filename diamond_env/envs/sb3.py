@@ -151,7 +151,7 @@ def make_sb3_env(env_id: str, num_envs: int = 1, **kwargs: Any) -> VecMonitor:
     spec = gym.spec(env_id)
     if spec.vector_entry_point != VECTOR_ENTRY_POINT:
         raise ValueError(
-            f"env_id: expected a DiamondDream-<Game>-v0 id, got {env_id!r} "
+            f"env_id: expected a DiamondDream-<Game>-v0 id or Dream-v0, got {env_id!r} "
             f"(vector entry point {spec.vector_entry_point!r})"
         )
     merged = {**spec.kwargs, **kwargs}

@@ -493,7 +493,7 @@ class DreamSimulator:
 
 
 def make_simulator(
-    game: str,
+    game: str | None,
     num_envs: int,
     *,
     checkpoint: str | os.PathLike[str] | None = None,
@@ -515,6 +515,16 @@ def make_simulator(
     a ``world_model`` passed in (it stays the caller's: later training of it reaches the dream);
     ``"plain"`` or None: no fast path. Other kwargs go to :class:`DreamSimulator`.
     """
+    loaded = world_model is None
+    if game is None:  # Dream-v0: the model's own game
+        if world_model is None:
+            if checkpoint is None:
+                raise ValueError(
+                    "Dream-v0: checkpoint=... is required (the world-model directory to dream "
+                    "with, e.g. runs/<Game>/world_model)"
+                )
+            world_model = WorldModel.load(checkpoint, device=device or "cpu")
+        game = world_model.game
     if not isinstance(game, str) or not game:
         raise ValueError(f"game: expected a non-empty str such as 'Breakout', got {game!r}")
     if max_episode_steps is not None:
@@ -523,7 +533,6 @@ def make_simulator(
         )
     from diamond_env.fastpath import FastPathOptions, prepare_from_options, resolve_fastpath
 
-    loaded = world_model is None
     if world_model is None:
         path = resolve_checkpoint(game, checkpoint)
         world_model = WorldModel.load(path, device=device or "cpu", expected_game=game)

@@ -126,6 +126,13 @@ class ResBlock(nn.Module):
         return self.attn(h + self.proj(x))
 
 
+def _on_meta(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a meta tensor (the size checks of :mod:`diamond_env.safe_io`): only its
+    shape counts there, and a random initialisation on the meta device would load torch's
+    decompositions, seconds on a process's first call."""
+    return t.device.type == "meta"
+
+
 class FourierFeatures(nn.Module):
     """Random Fourier features of a scalar: ``cat(cos(2π w t), sin(2π w t))``, w ~ N(0, 1).
 
@@ -138,7 +145,8 @@ class FourierFeatures(nn.Module):
         super().__init__()
         if dim < 2 or dim % 2 != 0:
             raise ValueError(f"dim: expected an even integer >= 2, got {dim}")
-        self.register_buffer("freqs", torch.randn(dim // 2))
+        empty = torch.empty(dim // 2)
+        self.register_buffer("freqs", empty if _on_meta(empty) else torch.randn(dim // 2))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         """(B,) float -> (B, dim)."""

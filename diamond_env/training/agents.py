@@ -166,7 +166,8 @@ def _train_actor_critic(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> N
         with restoring(out / "resume.pt"):
             trainer.load_state_dict(state["trainer"])
             set_rng_state(state["rng"])
-    meta = {"kind": "actor_critic", "game": wm.game, "world_model": str(opts.checkpoint)}
+    meta = {"kind": "actor_critic", "game": wm.game, "world_model": str(opts.checkpoint),
+            **({"env": wm.env} if wm.env is not None else {})}  # fmt: skip
     bar = BudgetBar(opts.steps, trainer.grad_steps, "actor-critic", opts.max_minutes,
                     disable=not opts.progress)  # fmt: skip
     start, start_step = time.perf_counter(), trainer.grad_steps
@@ -211,10 +212,10 @@ def make_sb3_model(algo: str, venv: Any, seed: int, device: str, tensorboard: Pa
 def _train_sb3(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> None:
     from stable_baselines3.common.vec_env import VecFrameStack
 
-    from diamond_env.envs.registration import env_id
+    from diamond_env.envs.registration import GENERIC_ID
     from diamond_env.envs.sb3 import make_sb3_env
 
-    venv = make_sb3_env(env_id(wm.game), num_envs=opts.num_envs, world_model=wm,
+    venv = make_sb3_env(GENERIC_ID, num_envs=opts.num_envs, world_model=wm,
                         horizon=opts.horizon,
                         num_denoising_steps=opts.num_denoising_steps or None)  # fmt: skip
     venv.seed(opts.seed)
@@ -236,7 +237,8 @@ def _train_sb3(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> None:
     # sampled at test time like DIAMOND's agent: an argmax policy that never presses FIRE plays
     # Breakout until the 108k-frame cap (`evaluate --deterministic` still gives the argmax)
     save_sb3_agent(model, out, {"n_stack": opts.n_stack, "game": wm.game, "deterministic": False,
-                                "world_model": str(opts.checkpoint)})  # fmt: skip
+                                "world_model": str(opts.checkpoint),
+                                **({"env": wm.env} if wm.env is not None else {})})  # fmt: skip
     stacked.close()
 
 

@@ -41,6 +41,7 @@ from diamond_env.checkpoint import read_json_object
 from diamond_env.config import IMG_SIZE
 from diamond_env.data.collect import Policy, RandomPolicy
 from diamond_env.models.actor_critic import CONFIG_FILE, ActorCritic, State
+from diamond_env.real_env import EnvSpec, PixelVectorEnv
 from diamond_env.safe_io import confined
 from diamond_env.training.sb3_files import load_sb3_policy, sb3_algorithms
 
@@ -388,8 +389,11 @@ def evaluate(
     epsilon: float = 0.0,
     video_path: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    env: EnvSpec | None = None,
 ) -> EvalResult:
     """Play ``episodes`` full real games of ``game`` with ``policy`` and report their scores.
+
+    ``env``: play that Gymnasium env instead of an ALE game (``game`` is its id; no video).
 
     Env ``i`` is seeded ``seed + i``; ``min(num_envs, episodes)`` envs play in lock-step and an env
     whose game ends starts another only while fewer than ``episodes`` have been started. With
@@ -406,21 +410,28 @@ def evaluate(
     video = None if video_path is None else Path(video_path)
     if video is not None and video.suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(f"video_path: expected a name ending in {VIDEO_SUFFIXES}, got {video}")
-    game = canonical_game(game)
-    render_mode = None if video is None else "rgb_array"
-    env = make_atari_env(game, min(num_envs, episodes), train=False, render_mode=render_mode)
-    writer = None if video is None else _VideoWriter(video, fps=env.metadata["render_fps"])
+    real: RealAtariVectorEnv | PixelVectorEnv
+    if env is not None:
+        if video is not None:
+            raise ValueError("video_path: videos are recorded for ALE games only")
+        game = env.id
+        real = PixelVectorEnv(env, min(num_envs, episodes), train=False)
+    else:
+        game = canonical_game(game)
+        render_mode = None if video is None else "rgb_array"
+        real = make_atari_env(game, min(num_envs, episodes), train=False, render_mode=render_mode)
+    writer = None if video is None else _VideoWriter(video, fps=real.metadata["render_fps"])
     start = time.perf_counter()
     ok = False
     try:
-        n_act = int(env.single_action_space.n)  # type: ignore[attr-defined]
+        n_act = int(real.single_action_space.n)  # type: ignore[attr-defined]
         if getattr(policy, "num_actions", n_act) != n_act:
             got = getattr(policy, "num_actions", None)
             raise ValueError(f"policy: {game} has {n_act} actions, the policy has {got}")
-        games = _play(env, policy, episodes, seed, epsilon, writer, progress)
+        games = _play(real, policy, episodes, seed, epsilon, writer, progress)
         ok = True
     finally:
-        env.close()
+        real.close()
         if writer is not None:
             writer.close(commit=ok)
     returns, lengths, truncated, counts = games
@@ -429,7 +440,7 @@ def evaluate(
 
 
 def _play(
-    env: RealAtariVectorEnv,
+    env: RealAtariVectorEnv | PixelVectorEnv,
     policy: Policy,
     episodes: int,
     seed: int,
@@ -480,7 +491,7 @@ def _play(
 
 
 def baseline_margins(
-    result: EvalResult, *, num_envs: int = 1, progress: bool = True
+    result: EvalResult, *, num_envs: int = 1, progress: bool = True, env: EnvSpec | None = None
 ) -> dict[str, dict[str, Any]]:
     """Play two baselines on the same games as ``result`` (its game, seed and number of games):
     the uniform random policy and :class:`ActionFrequencyPolicy` with the agent's own action
@@ -497,7 +508,7 @@ def baseline_margins(
     out: dict[str, dict[str, Any]] = {}
     for name, policy in baselines.items():
         other = evaluate(policy, result.game, result.episodes, seed=result.seed,
-                         num_envs=num_envs, progress=progress)  # fmt: skip
+                         num_envs=num_envs, progress=progress, env=env)  # fmt: skip
         difference = result.mean - other.mean
         se = math.hypot(result.standard_error, other.standard_error)
         out[name] = {"result": other.to_dict(), "difference": difference, "standard_error": se,
@@ -590,19 +601,29 @@ def load_collecting_agent(
     *,
     seed: int | None = None,
     trust_pickle: bool = False,
+    env: EnvSpec | None = None,
 ) -> Policy:
-    """The agent in ``directory`` as a policy that plays ``game`` for ``diamond-env collect
+    """The agent in ``directory`` as a policy that plays ``game`` (with ``env``: that
+    Gymnasium env, ``game`` being its id) for ``diamond-env collect
     --agent`` (acting as it does in ``evaluate``: our actor-critic samples, SB3 takes the argmax).
 
     Raises:
         ValueError: the agent names another game, or its action count is not ``game``'s.
     """
     policy, meta = load_agent(directory, seed=seed, trust_pickle=trust_pickle)
-    play = canonical_game(game)
     known = meta.get("game")
-    if known is not None and canonical_game(str(known)) != play:
+    if env is not None:
+        play = env.id
+        probe = env.make()
+        wanted = int(probe.action_space.n)  # type: ignore[attr-defined]
+        probe.close()
+        same = known is None or str(known) == play
+    else:
+        play = canonical_game(game)
+        wanted = len(action_meanings(play))
+        same = known is None or canonical_game(str(known)) == play
+    if not same:
         raise ValueError(f"--agent {directory}: trained on {known!r}, asked to collect {game!r}")
-    wanted = len(action_meanings(play))
     have = policy.num_actions if isinstance(policy, SB3Policy) else meta.get("num_actions")
     if have != wanted:
         raise ValueError(
@@ -638,12 +659,18 @@ def cmd_evaluate(
     name = game if game is not None else known
     if name is None:
         raise ValueError(f"game: {agent_dir} does not name its game; pass one (e.g. 'Breakout')")
-    play = canonical_game(name)
-    if known is not None and canonical_game(known) != play:
-        raise ValueError(f"game: {agent_dir} was trained on {known!r}, asked to play {game!r}")
-    result = evaluate(
-        policy, play, episodes, seed=seed, num_envs=num_envs, video_path=video, progress=progress
-    )
+    env = None
+    if meta.get("env") is not None:  # an agent of a non-ALE Gymnasium env: that env, as recorded
+        env = EnvSpec.from_dict(meta["env"], f"{agent_dir}/{AGENT_FILE}: env")
+        play = env.id
+        if game is not None and game != env.id:
+            raise ValueError(f"game: {agent_dir} was trained on {env.id!r}, asked to play {game!r}")
+    else:
+        play = canonical_game(name)
+        if known is not None and canonical_game(known) != play:
+            raise ValueError(f"game: {agent_dir} was trained on {known!r}, asked to play {game!r}")
+    result = evaluate(policy, play, episodes, seed=seed, num_envs=num_envs, video_path=video,
+                      progress=progress, env=env)  # fmt: skip
     print(result.summary())
     try:
         ref: dict[str, float] | None = reference_scores(play)
@@ -653,7 +680,8 @@ def cmd_evaluate(
         print(
             f"reference: random {ref['random']:g}, human {ref['human']:g}, DIAMOND {ref['diamond']:g}"
         )
-    margins = baseline_margins(result, num_envs=num_envs, progress=progress) if baselines else None
+    margins = (baseline_margins(result, num_envs=num_envs, progress=progress, env=env)
+               if baselines else None)  # fmt: skip
     for key, m in (margins or {}).items():
         z = "n/a" if m["z"] is None else f"{m['z']:+.1f}"
         print(f"baseline, {BASELINE_LABELS[key]}: {m['result']['mean']:.2f} ± "

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from diamond_env import distributed
-from diamond_env.atari import canonical_game
 from diamond_env.checkpoint import (
     atomic_write_json,
     check_run_dir,
@@ -40,7 +39,9 @@ from diamond_env.metrics import MetricsLogger
 from diamond_env.options import opt
 from diamond_env.paths import default_run_dir
 from diamond_env.progress import BudgetBar
+from diamond_env.real_env import check_game, is_ale_game
 from diamond_env.runinfo import start_run
+from diamond_env.safe_io import InputError
 from diamond_env.training.wm_eval import evaluate_world_model
 from diamond_env.training.wm_trainer import (
     WorldModelTrainer,
@@ -119,7 +120,11 @@ class TrainWMOptions:
         return self.resolved_run_dir() / "options.json"
 
     def validate(self) -> None:
-        canonical_game(self.game)  # before the name becomes a path
+        if not is_ale_game(check_game(self.game)) and self.dataset is None:  # before any path
+            raise InputError(
+                f"game {self.game}: not an ALE game; train on a dataset collected from it "
+                f"(diamond-env collect --env-id {self.game} ...; then --dataset)"
+            )
         check_world_model_sizes(apply_overrides(get_preset(self.preset), self.overrides))
         resolve_device(self.device)
         for name in ("steps", "real_steps", "save_every", "log_every", "num_contexts", "num_envs",
@@ -137,7 +142,7 @@ def _load_data(opts: TrainWMOptions, run_dir: Path, collect: bool = True) -> Epi
     if opts.dataset is not None or not collect:
         path = opts.dataset if opts.dataset is not None else run_dir / "dataset"
         dataset = EpisodeDataset.open(path)
-        if dataset.game.lower() != opts.game.replace("_", "").lower():
+        if dataset.game != check_game(opts.game):
             raise ValueError(f"dataset {path} holds {dataset.game}, not {opts.game}")
     else:
         dataset, _ = collect_random_until(
@@ -192,7 +197,7 @@ def _init_source(opts: TrainWMOptions) -> WorldModel | None:
     if opts.init_from is None or opts.resume:  # a resumed run has its own weights
         return None
     source = WorldModel.load(opts.init_from)
-    if source.game != canonical_game(opts.game):
+    if source.game != check_game(opts.game):
         raise ValueError(f"--init-from {opts.init_from}: a model of {source.game}, not {opts.game}")
     config = apply_overrides(get_preset(opts.preset), opts.overrides)
     diffs = []
@@ -258,6 +263,7 @@ def _train(
     bank = build_context_bank(train_data, opts.num_contexts, config.denoiser.num_context,
                               np.random.default_rng(opts.seed))  # fmt: skip
     wm = WorldModel(config, dataset.game, dataset.action_meanings, bank)
+    wm.env = dataset.settings.get("env")  # a non-ALE env: which one, for the dream and evaluate
     if source is not None:
         _init_weights(wm, source)
     wm.to(dist.device)
