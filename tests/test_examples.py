@@ -64,3 +64,18 @@ def test_plain_gymnasium_loop_and_subprocess_workers(tiny_checkpoint: Path, tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "batched: 3 envs" in proc.stdout and "obs (3, 64, 64, 3) uint8" in proc.stdout
     assert "subprocess workers: 2 envs stepped, obs (2, 64, 64, 3) uint8" in proc.stdout
+
+
+def test_own_env_script_goes_from_an_env_to_a_scored_agent(tmp_path: Path) -> None:
+    """examples/own_env.sh with tiny budgets: collect CartPole-v1 through its frames, train a
+    world model, PPO in its dream, score it in the real env with its baselines."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "OUT": str(tmp_path / "run"), "REAL_STEPS": "200", "PRESET": "tiny", "WM_STEPS": "2",
+           "AGENT_STEPS": "128", "EPISODES": "2"}  # fmt: skip
+    proc = subprocess.run(["bash", str(EXAMPLES / "own_env.sh")], capture_output=True, text=True,
+                          timeout=600, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "run" / "ppo" / "eval.json").read_text())
+    assert result["game"] == "CartPole-v1" and len(result["returns"]) == 2
+    assert "random" in result["baselines"]
