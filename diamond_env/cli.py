@@ -550,13 +550,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except (
-        ValueError,
-        TypeError,
+        ValueError,  # InputError (our refusals of files, names and values) is one
         FileNotFoundError,
         FileExistsError,
-        ImportError,
-        ConnectionError,
-    ) as err:  # ConnectionError: a data-parallel run lost one of its processes
+        ConnectionError,  # a data-parallel run lost one of its processes
+    ) as err:  # a refusal: one line; anything else is a bug and keeps its traceback
         print(f"diamond-env {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from diamond_env.data.collect import Policy
-from diamond_env.safe_io import read_json
+from diamond_env.safe_io import InputError, read_json
 
 if TYPE_CHECKING:
     from diamond_env.world_model import WorldModel
@@ -350,7 +350,7 @@ def play(
     try:
         import pygame  # noqa: F401  (fail before loading any model)
     except ImportError as err:
-        raise ImportError("diamond-env play needs pygame: pip install pygame") from err
+        raise InputError("diamond-env play needs pygame: pip install pygame") from err
     if scale < 1 or fps < 0 or (max_frames is not None and max_frames < 1):
         raise ValueError(
             f"scale, fps, max_frames: expected >= 1, >= 0, None or >= 1, got {scale}, {fps}, "

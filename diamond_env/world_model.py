@@ -238,6 +238,8 @@ class WorldModel(nn.Module):
             context_eps = draw_normal(tuple(obs.shape), device, generator).to(obs.dtype)
 
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            if context_eps is None:
+                return self.denoiser.quantize(self.denoiser.denoise(x, sigma, obs, act))
             return self.denoiser.quantize(
                 self.denoiser.denoise(x, sigma, obs, act, cfg.context_noise, context_eps)
             )

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from diamond_env.safe_io import InputError
+
 SCALE = 4
 """Screen pixels per frame pixel."""
 
@@ -34,7 +36,7 @@ class HumanWindow:
         try:
             import pygame
         except ImportError as err:  # pragma: no cover  (a dependency of the package)
-            raise ImportError("render_mode='human' needs pygame: pip install pygame") from err
+            raise InputError("render_mode='human' needs pygame: pip install pygame") from err
         self._pygame: Any = pygame
         self.title, self.fps = title, fps
         self._screen: Any = None
