@@ -203,6 +203,10 @@ def test_minari_dataset_is_imported(
     assert code == 2
     assert "6 actions, but the game has 4" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+    # An id that is not on disk is not fetched from the network: one line.
+    assert main(["import-data", "--game", "Breakout", "--minari", "atari/nosuch-v0",
+                 "--minari-root", str(root), "--out", str(tmp_path / "other")]) == 2  # fmt: skip
+    assert "not found locally" in capsys.readouterr().err
 
 
 def test_grey_frames_are_repeated_over_three_channels(tmp_path: Path) -> None:

@@ -157,12 +157,19 @@ def minari_episodes(
         raise InputError(
             "--minari needs the minari library: pip install 'diamond_env[minari]'"
         ) from None
-    if root is not None:
+    before = os.environ.get("MINARI_DATASETS_PATH")
+    if root is not None:  # minari reads its root from the environment when a dataset is opened
         os.environ["MINARI_DATASETS_PATH"] = str(root)
     try:
-        dataset = minari.load_dataset(dataset_id)
+        dataset = minari.load_dataset(dataset_id, download=False)  # never from the network
     except (FileNotFoundError, ValueError, KeyError) as err:
         raise InputError(f"--minari {dataset_id}: cannot be opened ({err})") from None
+    finally:
+        if root is not None:
+            if before is None:
+                os.environ.pop("MINARI_DATASETS_PATH", None)
+            else:
+                os.environ["MINARI_DATASETS_PATH"] = before
     space = dataset.action_space
     n = getattr(space, "n", None)
     if n is None:
