@@ -52,10 +52,8 @@ def read_regular(
         InputError: not a regular file, outside ``within``, or too large.
     """
     path = Path(path)
-    if within is not None:
-        real, root = Path(os.path.realpath(path)), Path(os.path.realpath(within))
-        if real != root and root not in real.parents:
-            raise InputError(f"{path}: points outside {within} (to {real}); refused")
+    if within is not None and not _inside(path, within):
+        raise InputError(f"{path}: points outside {within} (to {os.path.realpath(path)}); refused")
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -175,10 +173,15 @@ def confined(base: Path, name: Any, where: str) -> Path:
             f"{where}: {name!r} is an absolute path; only paths inside {base} are read"
         )
     path = base / candidate
-    real, root = Path(os.path.realpath(path)), Path(os.path.realpath(base))
-    if real != root and root not in real.parents:
+    if not _inside(path, base):
         raise InputError(f"{where}: {name!r} points outside {base}; refused")
     return path
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, symlinks resolved, is ``root`` or lies below it."""
+    real, base = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    return real == base or base in real.parents
 
 
 MAX_PARAMS = 500_000_000
