@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from diamond_env.options import parse_options
+from diamond_env.run.options import parse_options
 from diamond_env.training.train_wm import TrainWMOptions, summary_lines, train_world_model
 
 

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from diamond_env.bench import machine_info, synthetic_world_model
-from diamond_env.envs.simulator import DreamSimulator
+from diamond_env.cli.bench import machine_info, synthetic_world_model
+from diamond_env.dream.simulator import DreamSimulator
 
 
 class NetworkTimer:

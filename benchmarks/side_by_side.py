@@ -91,11 +91,15 @@ def build(d: dict[str, Any], num_envs: int, side: str) -> dict[str, Callable[[],
     ``<op>/<implementation>``."""
     from diamond_env.atari import action_meanings
     from diamond_env.config import get_preset
-    from diamond_env.diamond_format import convert, load_into
-    from diamond_env.envs.simulator import DreamSimulator
-    from diamond_env.fastpath import FastPathOptions, prepare_from_options, resolve_fastpath
+    from diamond_env.dream.simulator import DreamSimulator
     from diamond_env.training.optim import make_optimizer, optimizer_step
-    from diamond_env.world_model import ContextBank, WorldModel
+    from diamond_env.world_model.diamond_format import convert, load_into
+    from diamond_env.world_model.fastpath import (
+        FastPathOptions,
+        prepare_from_options,
+        resolve_fastpath,
+    )
+    from diamond_env.world_model.model import ContextBank, WorldModel
 
     torch.manual_seed(0)
     ref = d["agent"].Agent(d["config"]).eval()
@@ -203,11 +207,11 @@ def build(d: dict[str, Any], num_envs: int, side: str) -> dict[str, Callable[[],
 
 
 def work_per_call(num_envs: int) -> dict[str, int]:
-    """FLOPs of one call of each operation (:mod:`diamond_env.flops`, paper preset): a dream step
+    """FLOPs of one call of each operation (:mod:`diamond_env.world_model.flops`, paper preset): a dream step
     is ``num_envs`` frames of 3 denoiser passes + a reward/end step; a training step is 3 x the
     forward of its batch (32 samples of 2 denoiser targets, or 32 reward/end segments)."""
     from diamond_env.config import get_preset
-    from diamond_env.flops import (
+    from diamond_env.world_model.flops import (
         count_model_flops,
         denoiser_sample_flops,
         dream_frame_flops,

@@ -10,26 +10,25 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
-
+from diamond_env._version import __version__  # noqa: E402
 from diamond_env.atari import GAMES, make_atari_env  # noqa: E402
-from diamond_env.envs.registration import env_id, register_envs, register_generic  # noqa: E402
+from diamond_env.dream.registration import env_id, register_envs, register_generic  # noqa: E402
 
 register_envs(GAMES)
 register_generic()
 
 _LAZY = {
-    "WorldModel": "diamond_env.world_model",
+    "WorldModel": "diamond_env.world_model.model",
     "Config": "diamond_env.config",
     "get_preset": "diamond_env.config",
-    "DreamSimulator": "diamond_env.envs.simulator",
-    "make_simulator": "diamond_env.envs.simulator",
-    "DreamEnv": "diamond_env.envs.gym_env",
-    "DreamVectorEnv": "diamond_env.envs.gym_env",
-    "DreamSB3VecEnv": "diamond_env.envs.sb3",
-    "make_sb3_env": "diamond_env.envs.sb3",
-    "import_diamond": "diamond_env.import_diamond",
-    "pretrained": "diamond_env.paths",
+    "DreamSimulator": "diamond_env.dream.simulator",
+    "make_simulator": "diamond_env.dream.simulator",
+    "DreamEnv": "diamond_env.dream.gym_env",
+    "DreamVectorEnv": "diamond_env.dream.gym_env",
+    "DreamSB3VecEnv": "diamond_env.dream.sb3",
+    "make_sb3_env": "diamond_env.dream.sb3",
+    "import_diamond": "diamond_env.training.import_diamond",
+    "pretrained": "diamond_env.run.paths",
 }
 
 __all__ = ["GAMES", "__version__", "env_id", "make_atari_env", "register_envs", *_LAZY]

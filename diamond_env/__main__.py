@@ -2,6 +2,6 @@
 
 import sys
 
-from diamond_env.cli import main
+from diamond_env.cli.main import main
 
 sys.exit(main())

@@ -21,7 +21,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from diamond_env.config import IMG_SIZE
-from diamond_env.safe_io import InputError
+from diamond_env.run.safe_io import InputError
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ def check_game(game: str) -> str:
     """``game`` as the package names it: an ALE game's canonical name, or a registered Gymnasium
     env id (a dataset collected with ``--env-id`` is of that game); ``InputError`` otherwise."""
     from diamond_env.atari import canonical_game
-    from diamond_env.paths import game_dir_name
+    from diamond_env.run.paths import game_dir_name
 
     try:
         return canonical_game(game)

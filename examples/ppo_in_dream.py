@@ -17,10 +17,10 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecFrameStack
 
 import diamond_env  # registers DiamondDream-<Game>-v0
-from diamond_env.envs.sb3 import make_sb3_env
-from diamond_env.paths import default_run_dir, resolve_checkpoint
-from diamond_env.training.evaluate import EvalResult, RandomPolicy, SB3Policy, evaluate
-from diamond_env.training.sb3_files import save_sb3_agent
+from diamond_env.dream.sb3 import make_sb3_env
+from diamond_env.evaluation.agent_files import save_sb3_agent
+from diamond_env.evaluation.real_game import EvalResult, RandomPolicy, SB3Policy, evaluate
+from diamond_env.run.paths import default_run_dir, resolve_checkpoint
 
 N_STACK = 4
 

@@ -34,7 +34,7 @@ def tiny_checkpoint(
     from diamond_env.atari import action_meanings
     from diamond_env.config import get_preset
     from diamond_env.training.wm_trainer import build_context_bank
-    from diamond_env.world_model import WorldModel
+    from diamond_env.world_model.model import WorldModel
 
     config = get_preset("tiny")
     torch.manual_seed(0)

@@ -21,12 +21,12 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from diamond_env import distributed
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.data.segments import Segment
 from diamond_env.models import denoiser as denoiser_module
+from diamond_env.training import distributed
 from diamond_env.training.wm_trainer import WorldModelTrainer, make_samplers
-from diamond_env.world_model import WorldModel
+from diamond_env.world_model.model import WorldModel
 
 
 class RowsSampler:

@@ -1,4 +1,4 @@
-"""A tiny deterministic stand-in for :class:`diamond_env.world_model.WorldModel`.
+"""A tiny deterministic stand-in for :class:`diamond_env.world_model.model.WorldModel`.
 
 It speaks the same interface (``config``, ``game``, ``action_meanings``, ``num_actions``,
 ``contexts``, ``burn_in``, ``step``, ``device``) with rules simple enough to compute by hand.
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from diamond_env.config import Config, SamplerConfig, get_preset
-from diamond_env.world_model import ContextBank, WorldModelStep
+from diamond_env.world_model.model import ContextBank, WorldModelStep
 
 MEANINGS = ["NOOP", "FIRE", "RIGHT", "LEFT"]
 REWARDS = (0.0, 1.0, -1.0, 0.0)

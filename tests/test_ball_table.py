@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from diamond_env.report import fidelity_lines
-from diamond_env.training.ball import ball_centres, ball_in_view, ball_summary, ball_table
+from diamond_env.evaluation.ball import ball_centres, ball_in_view, ball_summary, ball_table
+from diamond_env.evaluation.fidelity import fidelity_lines
 
 
 def _frame(ball: tuple[int, int] | None = None) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diamond_env.bench import (
+from diamond_env.cli.bench import (
     bench_dream,
     cpu_features,
     format_dream,
@@ -92,7 +92,7 @@ def test_run_dream_grid_rejects_unknown_preset_before_running() -> None:
 
 def test_bench_dream_counts_flops_per_frame() -> None:
     from diamond_env.config import get_preset
-    from diamond_env.flops import count_model_flops
+    from diamond_env.world_model.flops import count_model_flops
 
     fig = bench_dream("tiny", 2, 1, warmup=0)
     flops = count_model_flops(get_preset("tiny"), 4)  # Breakout: 4 actions
@@ -104,7 +104,7 @@ def test_bench_dream_counts_flops_per_frame() -> None:
 
 
 def test_synthetic_world_model_never_ends_an_episode() -> None:
-    from diamond_env.bench import synthetic_world_model
+    from diamond_env.cli.bench import synthetic_world_model
     from diamond_env.frames import to_model
 
     model = synthetic_world_model("tiny", "Breakout", "cpu", 0)
@@ -113,7 +113,7 @@ def test_synthetic_world_model_never_ends_an_episode() -> None:
 
 
 def test_bench_train_tiny_figures_are_consistent() -> None:
-    from diamond_env.bench import bench_train
+    from diamond_env.cli.bench import bench_train
 
     fig = bench_train("tiny", 1, warmup=0)
     for name in ("denoiser", "rew_end"):
@@ -131,7 +131,7 @@ def test_bench_train_tiny_figures_are_consistent() -> None:
 
 
 def test_bench_imagination_tiny_figures_are_consistent() -> None:
-    from diamond_env.bench import bench_imagination
+    from diamond_env.cli.bench import bench_imagination
 
     fig = bench_imagination("tiny", 1, warmup=0)
     assert (fig["batch_size"], fig["horizon"], fig["steps"]) == (8, 5, 1)
@@ -141,9 +141,9 @@ def test_bench_imagination_tiny_figures_are_consistent() -> None:
 
 
 def test_run_bench_projects_the_loop_and_compares_fast_paths() -> None:
-    from diamond_env.bench import loop_projection
+    from diamond_env.cli.bench import loop_projection
     from diamond_env.config import LoopConfig
-    from diamond_env.flops import loop_counts, project_hours
+    from diamond_env.world_model.flops import loop_counts, project_hours
 
     results = run_bench(
         sections=("train", "imagination"), dream_presets=("tiny",), dream_num_envs=(1,),

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from diamond_env.checkpoint import resolve_device
-from diamond_env.cli import main
+from diamond_env.cli.main import main
+from diamond_env.run.checkpoint import resolve_device
 
 
 def test_resolve_device_says_why() -> None:
@@ -39,7 +39,7 @@ def test_huge_seeds_and_closed_envs_are_refused_clearly() -> None:
     import gymnasium as gym
     from fake_world_model import FakeWorldModel
 
-    from diamond_env.checkpoint import seed_everything
+    from diamond_env.run.checkpoint import seed_everything
 
     with pytest.raises(ValueError, match=r"seed: expected an int in \[0, 2\*\*63\)"):
         seed_everything(2**70)

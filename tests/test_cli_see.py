@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from diamond_env.cli import main
+from diamond_env.cli.main import main
 from diamond_env.data.dataset import EpisodeDataset
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from diamond_env.atari import ATARI_SETTINGS, make_atari_env
-from diamond_env.cli import main
+from diamond_env.cli.main import main
 from diamond_env.data import EpisodeDataset
 from diamond_env.data.collect import Collector, RandomPolicy
 

@@ -12,7 +12,7 @@ import torch
 from diamond_env.config import apply_overrides, get_preset
 from diamond_env.frames import to_model
 from diamond_env.models.denoiser import Denoiser
-from diamond_env.world_model import ContextBank, WorldModel
+from diamond_env.world_model.model import ContextBank, WorldModel
 
 NUM_ACTIONS = 4
 MEANINGS = ["NOOP", "FIRE", "RIGHT", "LEFT"]

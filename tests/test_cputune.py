@@ -14,7 +14,7 @@ import torch
 
 _FAULTS = """
 import resource, sys, torch
-from diamond_env.cputune import tune_allocator
+from diamond_env.devices import tune_allocator
 
 def faults():  # minor page faults of 20 allocations of a 64 MiB tensor, each freed
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -47,10 +47,10 @@ def test_freed_blocks_are_reused_without_page_faults(setting: str) -> None:
 def test_simulator_and_trainer_apply_it_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     from fake_world_model import FakeWorldModel
 
-    import diamond_env.envs.simulator as simulator
+    import diamond_env.dream.simulator as simulator
     import diamond_env.training.wm_trainer as wm_trainer
     from diamond_env.config import get_preset
-    from diamond_env.world_model import WorldModel
+    from diamond_env.world_model.model import WorldModel
 
     calls: list[str] = []
     monkeypatch.setattr(simulator, "tune_allocator", lambda: calls.append("sim"))

@@ -210,7 +210,7 @@ def test_a_stale_writer_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_lost_index_is_refused_then_rebuilt(tmp_path: Path) -> None:
-    from diamond_env.cli import main
+    from diamond_env.cli.main import main
 
     ds = new_dataset(tmp_path)
     a = make_part(3, 1)

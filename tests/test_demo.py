@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from diamond_env import paths
-from diamond_env.cli import main
-from diamond_env.metrics import read_metrics
+from diamond_env.cli.main import main
+from diamond_env.run import paths
+from diamond_env.run.metrics import read_metrics
 
 
 def test_demo_end_to_end_then_rerun_then_in_a_shipped_dream(

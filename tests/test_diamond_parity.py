@@ -25,12 +25,12 @@ import torch
 from safetensors.torch import load_file
 
 from diamond_env.config import SamplerConfig
-from diamond_env.diamond_format import convert, load_into
 from diamond_env.models.actor_critic import ActorCritic
 from diamond_env.models.denoiser import Denoiser, quantize_floor
 from diamond_env.models.rew_end import RewEndModel
 from diamond_env.models.sampler import sample
 from diamond_env.training.returns import actor_critic_loss, lambda_returns
+from diamond_env.world_model.diamond_format import convert, load_into
 
 DATA = Path(__file__).parent / "data"
 TOLERANCE = 1e-5

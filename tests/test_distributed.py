@@ -1,4 +1,4 @@
-"""Data-parallel training on the CPU with gloo and two processes (``diamond_env.distributed``)."""
+"""Data-parallel training on the CPU with gloo and two processes (``diamond_env.training.distributed``)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diamond_env.checkpoint import load_resume_state
 from diamond_env.data.dataset import EpisodeDataset
+from diamond_env.run.checkpoint import load_resume_state
 
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
@@ -209,7 +209,7 @@ def test_full_loop_under_two_processes_stops_and_resumes(tmp_path: Path) -> None
     assert all(code == 0 for code, _ in results), results[0][1][-3000:] + results[1][1][-3000:]
     state = load_resume_state(run_dir / "resume.pt")
     assert state["epoch"] == 1 < state["total_epochs"] and state["world_size"] == 2
-    from diamond_env.distributed import rank_state
+    from diamond_env.training.distributed import rank_state
 
     own = [rank_state(state["ranks"], r, 2) for r in (0, 1)]
     assert own[0]["samplers"] != own[1]["samplers"]  # each rank draws its own segments
@@ -229,7 +229,7 @@ def test_full_loop_under_two_processes_stops_and_resumes(tmp_path: Path) -> None
 def test_commands_that_are_not_data_parallel_refuse_to_run_under_torchrun(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    from diamond_env.cli import main
+    from diamond_env.cli.main import main
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     out = tmp_path / "data"

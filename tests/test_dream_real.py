@@ -13,8 +13,8 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecFrameStack
 
 import diamond_env
-from diamond_env.envs.sb3 import make_sb3_env
-from diamond_env.training.evaluate import cmd_evaluate
+from diamond_env.dream.sb3 import make_sb3_env
+from diamond_env.evaluation.real_game import cmd_evaluate
 
 ID = "DiamondDream-Breakout-v0"
 

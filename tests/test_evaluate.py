@@ -19,10 +19,10 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecTransposeImage
 
 from diamond_env.atari import make_atari_env
-from diamond_env.cli import main
+from diamond_env.cli.main import main
 from diamond_env.config import ActorCriticConfig
-from diamond_env.models.actor_critic import ActorCritic
-from diamond_env.training.evaluate import (
+from diamond_env.evaluation.agent_files import save_sb3_agent
+from diamond_env.evaluation.real_game import (
     ActionFrequencyPolicy,
     ActorCriticPolicy,
     FrameStacker,
@@ -34,7 +34,7 @@ from diamond_env.training.evaluate import (
     load_agent,
     reference_scores,
 )
-from diamond_env.training.sb3_files import save_sb3_agent
+from diamond_env.models.actor_critic import ActorCritic
 
 TINY_AC = ActorCriticConfig(channels=(8, 8, 16, 16), lstm_dim=32)
 

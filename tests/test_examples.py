@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diamond_env.training.evaluate import SB3Policy, load_agent
+from diamond_env.evaluation.real_game import SB3Policy, load_agent
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SCORE = r"return\s+(-?\d+\.\d) ±\s+(\d+\.\d)\s+human-normalised (-?\d+\.\d{3})"

@@ -14,16 +14,16 @@ from torch import nn
 
 from diamond_env.atari import action_meanings
 from diamond_env.config import IMG_SIZE, get_preset
-from diamond_env.envs.simulator import DreamSimulator
-from diamond_env.fastpath import (
+from diamond_env.dream.simulator import DreamSimulator
+from diamond_env.frames import to_model
+from diamond_env.world_model.fastpath import (
     DEVICE_DEFAULTS,
     FastPathOptions,
     FastWorldModel,
     prepare_world_model,
     resolve_fastpath,
 )
-from diamond_env.frames import to_model
-from diamond_env.world_model import ContextBank, WorldModel, WorldModelStep
+from diamond_env.world_model.model import ContextBank, WorldModel, WorldModelStep
 
 LEVEL = 2.0 / 255.0
 """One uint8 level in model units ([-1, 1])."""
@@ -162,8 +162,8 @@ _IMPORTS_OF_PREPARE = """
 import sys
 import torch
 from diamond_env.config import get_preset
-from diamond_env.fastpath import prepare_world_model
-from diamond_env.world_model import WorldModel
+from diamond_env.world_model.fastpath import prepare_world_model
+from diamond_env.world_model.model import WorldModel
 wm = WorldModel(get_preset("tiny"), "Breakout", ["NOOP", "FIRE", "RIGHT", "LEFT"])
 before = set(sys.modules)
 prepare_world_model(wm, channels_last=True)
@@ -267,7 +267,7 @@ def test_resolve_fastpath_auto_plain_and_names() -> None:
 
 
 def test_auto_prepares_a_loaded_model_and_leaves_a_given_one(tmp_path: Path) -> None:
-    from diamond_env.envs.simulator import make_simulator
+    from diamond_env.dream.simulator import make_simulator
 
     model = _model("tiny")
     model.save(tmp_path / "wm")

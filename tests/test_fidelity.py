@@ -12,7 +12,7 @@ from test_segments import coded_episode
 
 from diamond_env.config import get_preset
 from diamond_env.data.episode import Episode, FlatData
-from diamond_env.training.fidelity import (
+from diamond_env.evaluation.fidelity import (
     MAX_PSNR,
     event_scores,
     frame_figures,
@@ -20,8 +20,8 @@ from diamond_env.training.fidelity import (
     pooled_psnr,
     rare_f1,
 )
-from diamond_env.training.wm_eval import evaluate_world_model, open_loop_rollouts, rollout_figures
-from diamond_env.world_model import WorldModel, WorldModelStep
+from diamond_env.evaluation.wm_eval import evaluate_world_model, open_loop_rollouts, rollout_figures
+from diamond_env.world_model.model import WorldModel, WorldModelStep
 
 
 def _frames(seed: int, *shape: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from diamond_env.config import LoopConfig, SamplerConfig, get_preset
-from diamond_env.flops import (
+from diamond_env.world_model.flops import (
     ModelFlops,
     count_model_flops,
     denoiser_passes,

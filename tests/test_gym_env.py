@@ -16,10 +16,10 @@ from fake_world_model import CONTEXT_STRIDE, MEANINGS, REWARDS, FakeWorldModel
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
-from diamond_env.envs.gym_env import DreamEnv, DreamVectorEnv
-from diamond_env.envs.registration import ENTRY_POINT, VECTOR_ENTRY_POINT, env_id, register_envs
-from diamond_env.fastpath import FastPathOptions
-from diamond_env.world_model import WorldModel
+from diamond_env.dream.gym_env import DreamEnv, DreamVectorEnv
+from diamond_env.dream.registration import ENTRY_POINT, VECTOR_ENTRY_POINT, env_id, register_envs
+from diamond_env.world_model.fastpath import FastPathOptions
+from diamond_env.world_model.model import WorldModel
 
 ID = "DiamondDream-Breakout-v0"
 

@@ -17,13 +17,18 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from diamond_env.checkpoint import file_sha256, load_resume_state, save_resume_state, set_rng_state
-from diamond_env.cli import main
+from diamond_env.cli.main import main
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.models.actor_critic import ActorCritic
-from diamond_env.paths import PRETRAINED_ROOT
-from diamond_env.safe_io import InputError, read_json, read_regular
-from diamond_env.world_model import WorldModel
+from diamond_env.run.checkpoint import (
+    file_sha256,
+    load_resume_state,
+    save_resume_state,
+    set_rng_state,
+)
+from diamond_env.run.paths import PRETRAINED_ROOT
+from diamond_env.run.safe_io import InputError, read_json, read_regular
+from diamond_env.world_model.model import WorldModel
 
 SHIPPED = PRETRAINED_ROOT / "Breakout"
 DATA = Path(__file__).parent / "data"
@@ -260,7 +265,7 @@ def test_import_diamond_keeps_an_existing_model(
 def test_resume_ignores_a_run_dir_in_the_stored_options(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from diamond_env.options import with_stored_options
+    from diamond_env.run.options import with_stored_options
     from diamond_env.training.train_wm import TrainWMOptions
 
     run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
@@ -326,7 +331,7 @@ def test_malformed_json_everywhere(
 
 
 def test_run_json_holding_a_list_is_refused(tmp_path: Path) -> None:
-    from diamond_env.runinfo import start_session
+    from diamond_env.run.runinfo import start_session
 
     (tmp_path / "run.json").write_text("[1, 2]")
     with pytest.raises(InputError, match="run.json: expected a JSON object"):
@@ -423,7 +428,7 @@ def test_malformed_launch_variables(
     if env["WORLD_SIZE"] == "abc":
         _refused(argv, capsys, words)
     else:
-        from diamond_env.distributed import setup
+        from diamond_env.training.distributed import setup
 
         with pytest.raises(InputError, match=words):
             setup(torch.device("cpu"))
@@ -438,8 +443,8 @@ def test_a_peer_that_never_comes(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0",
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "DIAMOND_ENV_DIST_TIMEOUT": "3"}  # fmt: skip
-    code = ("from diamond_env.distributed import setup\nimport torch\n"
-            "from diamond_env.cli import main\nimport sys\n"
+    code = ("from diamond_env.training.distributed import setup\nimport torch\n"
+            "from diamond_env.cli.main import main\nimport sys\n"
             f"sys.exit(main(['train-wm', '--steps', '1', '--run-dir', {str(tmp_path / 'r')!r}]))")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=120)  # fmt: skip
@@ -474,7 +479,7 @@ def test_repair_refuses_to_relabel_another_games_data(
 def test_a_working_folder_model_is_announced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from diamond_env import paths
+    from diamond_env.run import paths
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DIAMOND_ENV_HOME", raising=False)
@@ -493,7 +498,7 @@ def test_refusals_stay_small_in_memory(tmp_path: Path) -> None:
     agent = _sb3_agent(tmp_path / "a", {"net_arch": [100_000, 100_000]})
     # VmHWM, the peak of this process's own memory map (ru_maxrss would also count the parent's
     # pages that the fork briefly shared, as Linux keeps it across exec)
-    code = ("import sys\nfrom diamond_env.cli import main\n"
+    code = ("import sys\nfrom diamond_env.cli.main import main\n"
             f"code = main(['evaluate', '--agent', {str(agent)!r}, '--episodes', '1'])\n"
             "status = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
             "print(status)\nsys.exit(code)")  # fmt: skip

@@ -13,7 +13,7 @@ from fake_world_model import FakeWorldModel
 from diamond_env.config import ActorCriticConfig, ImaginationConfig, get_preset
 from diamond_env.models.actor_critic import ActorCritic
 from diamond_env.training.imagination import ImaginationTrainer
-from diamond_env.world_model import WorldModel
+from diamond_env.world_model.model import WorldModel
 
 TINY_AC = ActorCriticConfig(channels=(8, 8, 16, 16), lstm_dim=32)
 

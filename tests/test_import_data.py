@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from diamond_env.cli import main
+from diamond_env.cli.main import main
 from diamond_env.data.dataset import EpisodeDataset
 
 

@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 import diamond_env
-from diamond_env.cli import main
-from diamond_env.import_diamond import import_diamond
-from diamond_env.training.evaluate import evaluate, load_agent
+from diamond_env.cli.main import main
+from diamond_env.evaluation.real_game import evaluate, load_agent
+from diamond_env.training.import_diamond import import_diamond
 
 DATA = Path(__file__).parent / "data"
 

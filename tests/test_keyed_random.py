@@ -1,4 +1,4 @@
-"""Counter-based randomness of the dream (``diamond_env.envs.keyed_random``)."""
+"""Counter-based randomness of the dream (``diamond_env.dream.keyed_random``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from diamond_env.bench import synthetic_world_model
-from diamond_env.envs import keyed_random
-from diamond_env.envs.simulator import DreamSimulator
+from diamond_env.cli.bench import synthetic_world_model
+from diamond_env.dream import keyed_random
+from diamond_env.dream.simulator import DreamSimulator
 
 U64 = (1 << 64) - 1
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from diamond_env.checkpoint import load_resume_state
 from diamond_env.data.dataset import EpisodeDataset
-from diamond_env.metrics import read_metrics
-from diamond_env.training.evaluate import cmd_evaluate
+from diamond_env.evaluation.real_game import cmd_evaluate
+from diamond_env.run.checkpoint import load_resume_state
+from diamond_env.run.metrics import read_metrics
 from diamond_env.training.loop import TrainOptions, train
 
 # one denoising step per dreamed frame, and a first epoch as short as the others (tiny: 20 world-

@@ -119,7 +119,7 @@ def test_round_quantisation_keeps_a_frame_that_floor_lowers() -> None:
 
 
 def test_round_quantisation_reaches_the_dream(monkeypatch: pytest.MonkeyPatch) -> None:
-    from diamond_env.world_model import WorldModel
+    from diamond_env.world_model.model import WorldModel
 
     cfg = get_preset("tiny")
     obs = torch.randint(1, 256, (2, 4, 3, 64, 64)).float() / 127.5 - 1  # on the levels, not 0
@@ -138,7 +138,7 @@ def test_round_quantisation_reaches_the_dream(monkeypatch: pytest.MonkeyPatch) -
 def test_min_change_keeps_the_colour_of_pixels_that_barely_moved(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from diamond_env.world_model import WorldModel
+    from diamond_env.world_model.model import WorldModel
 
     cfg = get_preset("tiny")
     obs = torch.full((1, 4, 3, 64, 64), 100 / 127.5 - 1)

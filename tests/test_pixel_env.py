@@ -13,7 +13,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import diamond_env  # noqa: F401  (registers Dream-v0)
-from diamond_env.cli import main
+from diamond_env.cli.main import main
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.real_env import EnvSpec, PixelVectorEnv
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from diamond_env.atari import make_atari_env
+from diamond_env.cli.play import DreamGame, PlaySession, action_from_keys, play
 from diamond_env.config import get_preset
 from diamond_env.models.actor_critic import ActorCritic
-from diamond_env.play import DreamGame, PlaySession, action_from_keys, play
-from diamond_env.world_model import WorldModel
+from diamond_env.world_model.model import WorldModel
 
 pytest.importorskip("pygame")
 

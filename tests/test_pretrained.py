@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import diamond_env
-from diamond_env import paths
-from diamond_env.paths import checkpoint_candidates, pretrained, resolve_checkpoint
+from diamond_env.run import paths
+from diamond_env.run.paths import checkpoint_candidates, pretrained, resolve_checkpoint
 
 
 def _fake_checkpoint(path: Path) -> Path:

@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
+from diamond_env.cli.report import curve_keys, write_report
 from diamond_env.config import get_preset
 from diamond_env.data.dataset import EpisodeDataset
-from diamond_env.metrics import MetricsLogger
 from diamond_env.models.actor_critic import ActorCritic
-from diamond_env.report import curve_keys, write_report
+from diamond_env.run.metrics import MetricsLogger
 from diamond_env.training.train_wm import TrainWMOptions, train_world_model
 
 

@@ -20,10 +20,10 @@ from stable_baselines3.common.vec_env import (
     VecTransposeImage,
 )
 
-from diamond_env.envs.gym_env import DreamVectorEnv
-from diamond_env.envs.registration import register_envs
-from diamond_env.envs.sb3 import DreamSB3VecEnv, make_sb3_env
-from diamond_env.world_model import WorldModel
+from diamond_env.dream.gym_env import DreamVectorEnv
+from diamond_env.dream.registration import register_envs
+from diamond_env.dream.sb3 import DreamSB3VecEnv, make_sb3_env
+from diamond_env.world_model.model import WorldModel
 
 ID = "DiamondDream-Breakout-v0"
 
@@ -123,7 +123,7 @@ def test_make_sb3_env_loads_once_make_vec_env_builds_n(
         return FakeWorldModel()
 
     monkeypatch.setattr(WorldModel, "load", fake_load)
-    make_sb3_env("diamond_env.envs.registration:" + ID, num_envs=4, checkpoint=str(tmp_path))
+    make_sb3_env("diamond_env.dream.registration:" + ID, num_envs=4, checkpoint=str(tmp_path))
     assert calls["n"] == 1
     venv = make_vec_env(ID, n_envs=2, env_kwargs={"checkpoint": str(tmp_path)})
     assert calls["n"] == 3 and isinstance(venv, DummyVecEnv)  # SB3 builds N single envs

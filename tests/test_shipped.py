@@ -10,7 +10,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from diamond_env.paths import PRETRAINED_ROOT, pretrained
+from diamond_env.run.paths import PRETRAINED_ROOT, pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,9 +22,9 @@ from fake_world_model import (
 )
 
 from diamond_env.config import get_preset
-from diamond_env.envs import keyed_random
-from diamond_env.envs.simulator import DreamSimulator, make_simulator
-from diamond_env.world_model import ContextBank, WorldModel
+from diamond_env.dream import keyed_random
+from diamond_env.dream.simulator import DreamSimulator, make_simulator
+from diamond_env.world_model.model import ContextBank, WorldModel
 
 H, W = 64, 64
 

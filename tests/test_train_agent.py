@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from diamond_env.cli import main
-from diamond_env.metrics import read_metrics
-from diamond_env.training.evaluate import load_agent
+from diamond_env.cli.main import main
+from diamond_env.evaluation.real_game import load_agent
+from diamond_env.run.metrics import read_metrics
 
 
 def test_actor_critic_in_the_dream_then_real_evaluation(
@@ -73,7 +73,7 @@ def test_sb3_saves_periodically_and_resumes_in_the_same_world_model_only(
 ) -> None:
     import torch
 
-    from diamond_env.world_model import WorldModel
+    from diamond_env.world_model.model import WorldModel
 
     out = tmp_path / "ppo"
     base = ["train-agent", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--algo",

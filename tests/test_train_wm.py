@@ -17,15 +17,15 @@ import torch
 from diamond_env.config import get_preset
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.data.segments import SegmentSampler
-from diamond_env.metrics import read_metrics
+from diamond_env.evaluation.wm_eval import denoising_loss
+from diamond_env.run.metrics import read_metrics
 from diamond_env.training.train_wm import TrainWMOptions, train_world_model
-from diamond_env.training.wm_eval import denoising_loss
 from diamond_env.training.wm_trainer import (
     WorldModelTrainer,
     build_context_bank,
     split_episodes,
 )
-from diamond_env.world_model import WorldModel
+from diamond_env.world_model.model import WorldModel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ def test_script_collects_trains_and_writes_outputs(tmp_path: Path) -> None:
 def test_installed_command_takes_the_same_options(
     tmp_path: Path, breakout_dataset: EpisodeDataset, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from diamond_env.cli import main
+    from diamond_env.cli.main import main
 
     argv = ["train-wm", "--game", "Breakout", "--preset", "tiny", "--dataset",
             str(breakout_dataset.root), "--steps", "2", "--run-dir", str(tmp_path / "run"),

@@ -13,11 +13,7 @@ import torch
 from PIL import Image
 
 from diamond_env.atari import make_atari_env
-from diamond_env.config import get_preset
-from diamond_env.data.collect import RandomPolicy
-from diamond_env.data.dataset import EpisodeDataset
-from diamond_env.models.actor_critic import ActorCritic
-from diamond_env.video import (
+from diamond_env.cli.video import (
     GAP,
     TEXT_HEIGHT,
     agent_clip,
@@ -26,7 +22,11 @@ from diamond_env.video import (
     render_clip,
     write_video,
 )
-from diamond_env.world_model import WorldModel
+from diamond_env.config import get_preset
+from diamond_env.data.collect import RandomPolicy
+from diamond_env.data.dataset import EpisodeDataset
+from diamond_env.models.actor_critic import ActorCritic
+from diamond_env.world_model.model import WorldModel
 
 
 @pytest.fixture(autouse=True)

@@ -10,10 +10,10 @@ import torch
 from fake_world_model import set_constant_head
 from safetensors.torch import load_file, save_file
 
-from diamond_env.checkpoint import file_sha256
 from diamond_env.config import get_preset
 from diamond_env.frames import to_model
-from diamond_env.world_model import (
+from diamond_env.run.checkpoint import file_sha256
+from diamond_env.world_model.model import (
     CONFIG_FILE,
     CONTEXTS_FILE,
     MODEL_FILE,
@@ -230,7 +230,7 @@ def test_a_save_killed_between_its_renames_is_recovered(tmp_path: Path, killed: 
     import subprocess
     import sys
 
-    from diamond_env.world_model import recover_checkpoint
+    from diamond_env.world_model.model import recover_checkpoint
 
     path = tmp_path / "world_model"
     _model(seed=1).save(path)
@@ -238,7 +238,7 @@ def test_a_save_killed_between_its_renames_is_recovered(tmp_path: Path, killed: 
 import os, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_world_model import _model
-import diamond_env.world_model as w
+import diamond_env.world_model.model as w
 calls = []
 real = os.replace
 def replace(a, b):

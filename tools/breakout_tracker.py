@@ -4,7 +4,7 @@
 
 Random play rarely returns the ball, so a dataset of it hardly shows the ball rising, breaking
 bricks or coming back. This policy reads each 64 x 64 frame as a world model sees it: it finds
-the ball (:mod:`diamond_env.training.ball`) and the paddle (rows 57-58), extrapolates where a
+the ball (:mod:`diamond_env.evaluation.ball`) and the paddle (rows 57-58), extrapolates where a
 falling ball will cross the paddle's row (bouncing off the side walls), and moves the paddle
 there; with no ball in view it presses FIRE. Mixed with uniformly random actions (``--epsilon``,
 so every action is seen in every kind of state), it gives a dataset in which the ball comes back.
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from diamond_env.data.collect import collect_until
-from diamond_env.training.ball import COLS, ball_centres
+from diamond_env.evaluation.ball import COLS, ball_centres
 
 NOOP, FIRE, RIGHT, LEFT = 0, 1, 2, 3
 PADDLE_ROWS = slice(57, 59)

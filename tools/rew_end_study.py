@@ -20,9 +20,9 @@ import torch
 
 from diamond_env.config import apply_overrides, get_preset
 from diamond_env.data.dataset import EpisodeDataset
-from diamond_env.training.wm_eval import rew_end_metrics
+from diamond_env.evaluation.wm_eval import rew_end_metrics
 from diamond_env.training.wm_trainer import WorldModelTrainer, build_context_bank, make_samplers
-from diamond_env.world_model import WorldModel
+from diamond_env.world_model.model import WorldModel
 
 
 def main(argv: list[str] | None = None) -> int:

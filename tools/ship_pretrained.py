@@ -31,10 +31,10 @@ from typing import Any
 import torch
 
 from diamond_env.data.dataset import EpisodeDataset
-from diamond_env.paths import PRETRAINED_ROOT
-from diamond_env.report import fidelity_lines
-from diamond_env.training.wm_eval import evaluate_world_model
-from diamond_env.world_model import WorldModel
+from diamond_env.evaluation.fidelity import fidelity_lines
+from diamond_env.evaluation.wm_eval import evaluate_world_model
+from diamond_env.run.paths import PRETRAINED_ROOT
+from diamond_env.world_model.model import WorldModel
 
 AGENT_FILES = ("agent.json", "actor_critic.json", "actor_critic.safetensors")
 

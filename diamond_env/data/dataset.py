@@ -41,7 +41,7 @@ import numpy as np
 
 from diamond_env.config import IMG_SIZE
 from diamond_env.data.episode import FIELD_DTYPES, STEP_FIELDS, Episode, FlatData
-from diamond_env.safe_io import (
+from diamond_env.run.safe_io import (
     INDEX_MAX_BYTES,
     PART_MAX_BYTES,
     InputError,
@@ -183,7 +183,7 @@ PART_MAX_UNPACKED = 8 * (1 << 30)
 
 def read_part_bytes(path: Path, root: Path) -> bytes:
     """The bytes of a part file under ``root``: a regular file (no FIFO, device or symlink out
-    of the dataset), at most :data:`~diamond_env.safe_io.PART_MAX_BYTES`;
+    of the dataset), at most :data:`~diamond_env.run.safe_io.PART_MAX_BYTES`;
     :class:`DatasetCorruptError` otherwise."""
     try:
         return read_regular(path, PART_MAX_BYTES, within=root)

@@ -34,7 +34,7 @@ import numpy as np
 from diamond_env.config import IMG_SIZE
 from diamond_env.data.dataset import INDEX_NAME, EpisodeDataset
 from diamond_env.data.episode import Episode
-from diamond_env.safe_io import PART_MAX_BYTES, InputError, read_regular
+from diamond_env.run.safe_io import PART_MAX_BYTES, InputError, read_regular
 
 NPZ_FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
 MAX_SIDE = 4096

@@ -28,7 +28,7 @@ from diamond_env.data.dataset import (
     read_part_bytes,
 )
 from diamond_env.data.episode import Episode
-from diamond_env.safe_io import InputError
+from diamond_env.run.safe_io import InputError
 
 
 def verify_dataset(root: str | Path) -> dict[str, Any]:

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from diamond_env.checkpoint import file_sha256, read_tensors, resolve_device
 from diamond_env.config import IMG_SIZE, ActorCriticConfig
 from diamond_env.frames import to_model
 from diamond_env.models.blocks import init_lstm
-from diamond_env.safe_io import (
+from diamond_env.run.checkpoint import file_sha256, read_tensors, resolve_device
+from diamond_env.run.safe_io import (
     MAX_LEVELS,
     MAX_WIDTH,
     InputError,

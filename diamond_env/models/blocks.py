@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from diamond_env.safe_io import MAX_DEPTH, MAX_LEVELS, MAX_WIDTH, InputError, check_int
+from diamond_env.run.safe_io import MAX_DEPTH, MAX_LEVELS, MAX_WIDTH, InputError, check_int
 
 GROUP_SIZE = 32
 """Channels per group in every group norm."""
@@ -127,7 +127,7 @@ class ResBlock(nn.Module):
 
 
 def _on_meta(t: torch.Tensor) -> bool:
-    """Whether ``t`` is a meta tensor (the size checks of :mod:`diamond_env.safe_io`): only its
+    """Whether ``t`` is a meta tensor (the size checks of :mod:`diamond_env.run.safe_io`): only its
     shape counts there, and a random initialisation on the meta device would load torch's
     decompositions, seconds on a process's first call."""
     return t.device.type == "meta"

@@ -25,7 +25,7 @@ from diamond_env.models.blocks import (
     zero_init,
 )
 from diamond_env.models.sampler import draw_normal
-from diamond_env.safe_io import MAX_CONTEXT, MAX_WIDTH
+from diamond_env.run.safe_io import MAX_CONTEXT, MAX_WIDTH
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 ``--algo actor-critic`` trains the project's agent (:class:`ImaginationTrainer`, ``--steps``
 gradient steps of 15-step imagined rollouts); ``ppo``, ``a2c`` and ``dqn`` train a
-stable-baselines3 ``CnnPolicy`` on :func:`diamond_env.envs.sb3.make_sb3_env` with ``VecFrameStack``
+stable-baselines3 ``CnnPolicy`` on :func:`diamond_env.dream.sb3.make_sb3_env` with ``VecFrameStack``
 (``--steps`` environment steps). Either way ``--out`` ends up an agent directory that
 ``diamond-env evaluate --agent OUT`` plays in the real game: ``agent.json`` plus
 ``actor_critic.{json,safetensors}`` or ``sb3_policy.safetensors`` (SB3's ``model.zip`` is written
@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from diamond_env.checkpoint import (
+from diamond_env.evaluation.agent_files import save_sb3_agent
+from diamond_env.models.actor_critic import ActorCritic
+from diamond_env.run.checkpoint import (
     atomic_write_json,
     load_resume_state,
     resolve_device,
@@ -35,15 +37,19 @@ from diamond_env.checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from diamond_env.metrics import MetricsLogger
-from diamond_env.models.actor_critic import ActorCritic
-from diamond_env.options import opt
-from diamond_env.progress import BudgetBar
-from diamond_env.runinfo import start_session
-from diamond_env.safe_io import WEIGHTS_MAX_BYTES, InputError, check_int, read_json, read_regular
+from diamond_env.run.metrics import MetricsLogger
+from diamond_env.run.options import opt
+from diamond_env.run.progress import BudgetBar
+from diamond_env.run.runinfo import start_session
+from diamond_env.run.safe_io import (
+    WEIGHTS_MAX_BYTES,
+    InputError,
+    check_int,
+    read_json,
+    read_regular,
+)
 from diamond_env.training.imagination import ImaginationTrainer
-from diamond_env.training.sb3_files import save_sb3_agent
-from diamond_env.world_model import WorldModel
+from diamond_env.world_model.model import WorldModel
 
 ALGOS = ("actor-critic", "ppo", "a2c", "dqn")
 
@@ -112,7 +118,11 @@ def train_agent(opts: TrainAgentOptions) -> Path:
             "another --out"
         )
     wm = WorldModel.load(opts.checkpoint, device=opts.device)
-    from diamond_env.fastpath import FastPathOptions, prepare_from_options, resolve_fastpath
+    from diamond_env.world_model.fastpath import (
+        FastPathOptions,
+        prepare_from_options,
+        resolve_fastpath,
+    )
 
     names = resolve_fastpath(opts.fastpath, wm.device)
     if names:
@@ -212,8 +222,8 @@ def make_sb3_model(algo: str, venv: Any, seed: int, device: str, tensorboard: Pa
 def _train_sb3(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> None:
     from stable_baselines3.common.vec_env import VecFrameStack
 
-    from diamond_env.envs.registration import GENERIC_ID
-    from diamond_env.envs.sb3 import make_sb3_env
+    from diamond_env.dream.registration import GENERIC_ID
+    from diamond_env.dream.sb3 import make_sb3_env
 
     venv = make_sb3_env(GENERIC_ID, num_envs=opts.num_envs, world_model=wm,
                         horizon=opts.horizon,

@@ -30,12 +30,12 @@ import torch
 from diamond_env.config import Config
 from diamond_env.data.episode import FlatData
 from diamond_env.data.segments import Segment, SegmentSampler, to_torch
-from diamond_env.distributed import Distributed
-from diamond_env.envs.simulator import ContextSource, DreamSimulator
+from diamond_env.dream.simulator import ContextSource, DreamSimulator
 from diamond_env.models.actor_critic import ActorCritic, State
+from diamond_env.training.distributed import Distributed
 from diamond_env.training.optim import make_optimizer, optimizer_step
 from diamond_env.training.returns import actor_critic_loss, lambda_returns
-from diamond_env.world_model import WorldModel
+from diamond_env.world_model.model import WorldModel
 
 _STEP_FIELDS = ("logits", "values", "final_values", "actions", "rewards", "terminations",
                 "truncations")  # fmt: skip

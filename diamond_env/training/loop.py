@@ -30,9 +30,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from diamond_env import distributed
 from diamond_env.atari import canonical_game, make_atari_env
-from diamond_env.checkpoint import (
+from diamond_env.config import Config, apply_overrides, get_preset
+from diamond_env.data.collect import Collector, RandomPolicy, open_game_dataset
+from diamond_env.data.dataset import EpisodeDataset
+from diamond_env.data.segments import SegmentSampler
+from diamond_env.evaluation.real_game import ActorCriticPolicy, EvalResult, evaluate
+from diamond_env.models.actor_critic import ActorCritic
+from diamond_env.run.checkpoint import (
     atomic_write_json,
     check_run_dir,
     load_resume_state,
@@ -43,20 +48,15 @@ from diamond_env.checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from diamond_env.config import Config, apply_overrides, get_preset
-from diamond_env.data.collect import Collector, RandomPolicy, open_game_dataset
-from diamond_env.data.dataset import EpisodeDataset
-from diamond_env.data.segments import SegmentSampler
-from diamond_env.distributed import Distributed, own_state
-from diamond_env.metrics import MetricsLogger
-from diamond_env.models.actor_critic import ActorCritic
-from diamond_env.options import opt
-from diamond_env.paths import default_run_dir
-from diamond_env.runinfo import start_run
-from diamond_env.training.evaluate import ActorCriticPolicy, EvalResult, evaluate
+from diamond_env.run.metrics import MetricsLogger
+from diamond_env.run.options import opt
+from diamond_env.run.paths import default_run_dir
+from diamond_env.run.runinfo import start_run
+from diamond_env.training import distributed
+from diamond_env.training.distributed import Distributed, own_state
 from diamond_env.training.imagination import ImaginationTrainer, ReplayContexts
 from diamond_env.training.wm_trainer import WorldModelTrainer, build_context_bank, make_samplers
-from diamond_env.world_model import WorldModel
+from diamond_env.world_model.model import WorldModel
 
 _FIXED_ON_RESUME = ("game", "preset", "overrides", "real_steps", "seed", "num_contexts")
 
@@ -132,7 +132,7 @@ class _Run:
 def train(opts: TrainOptions) -> dict[str, Any]:
     """Run (or resume) the full loop; returns the final real evaluation (also in eval.json). Under
     ``torchrun`` the gradient steps are data-parallel and rank 0 alone collects, evaluates and
-    writes (:mod:`diamond_env.distributed`); the other ranks return ``{"rank": r}``."""
+    writes (:mod:`diamond_env.training.distributed`); the other ranks return ``{"rank": r}``."""
     opts.validate()
     run_dir = opts.resolved_run_dir()
     check_run_dir(run_dir, resume=opts.resume, options=dataclasses.asdict(opts),

@@ -17,8 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from diamond_env import distributed
-from diamond_env.checkpoint import (
+from diamond_env.config import IMG_SIZE, apply_overrides, get_preset
+from diamond_env.data.collect import collect_random_until
+from diamond_env.data.dataset import EpisodeDataset
+from diamond_env.data.episode import FlatData
+from diamond_env.data.segments import SegmentSampler
+from diamond_env.evaluation.wm_eval import evaluate_world_model
+from diamond_env.real_env import check_game, is_ale_game
+from diamond_env.run.checkpoint import (
     atomic_write_json,
     check_run_dir,
     load_resume_state,
@@ -29,27 +35,21 @@ from diamond_env.checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from diamond_env.config import IMG_SIZE, apply_overrides, get_preset
-from diamond_env.data.collect import collect_random_until
-from diamond_env.data.dataset import EpisodeDataset
-from diamond_env.data.episode import FlatData
-from diamond_env.data.segments import SegmentSampler
-from diamond_env.distributed import Distributed, own_state
-from diamond_env.metrics import MetricsLogger
-from diamond_env.options import opt
-from diamond_env.paths import default_run_dir
-from diamond_env.progress import BudgetBar
-from diamond_env.real_env import check_game, is_ale_game
-from diamond_env.runinfo import start_run
-from diamond_env.safe_io import InputError
-from diamond_env.training.wm_eval import evaluate_world_model
+from diamond_env.run.metrics import MetricsLogger
+from diamond_env.run.options import opt
+from diamond_env.run.paths import default_run_dir
+from diamond_env.run.progress import BudgetBar
+from diamond_env.run.runinfo import start_run
+from diamond_env.run.safe_io import InputError
+from diamond_env.training import distributed
+from diamond_env.training.distributed import Distributed, own_state
 from diamond_env.training.wm_trainer import (
     WorldModelTrainer,
     build_context_bank,
     make_samplers,
     split_episodes,
 )
-from diamond_env.world_model import WorldModel, check_world_model_sizes
+from diamond_env.world_model.model import WorldModel, check_world_model_sizes
 
 # Options that must not change when a run is resumed.
 _FIXED_ON_RESUME = ("game", "preset", "overrides", "dataset", "real_steps", "seed", "test_fraction",
@@ -367,7 +367,7 @@ def _scalars(results: dict[str, Any]) -> dict[str, float]:
 
 def summary_lines(opts: TrainWMOptions, results: dict[str, Any]) -> list[str]:
     """What a finished run prints: where the model is, and its figures beside the baselines."""
-    from diamond_env.report import fidelity_lines
+    from diamond_env.evaluation.fidelity import fidelity_lines
 
     if results.get("rank", 0):  # another rank of a data-parallel run: rank 0 reports
         return []

@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from diamond_env.config import Config
-from diamond_env.cputune import tune_allocator
 from diamond_env.data.episode import FlatData
 from diamond_env.data.segments import SegmentSampler, life_index, to_torch
-from diamond_env.distributed import Distributed
+from diamond_env.devices import tune_allocator
+from diamond_env.training.distributed import Distributed
 from diamond_env.training.optim import make_optimizer, optimizer_step
-from diamond_env.world_model import ContextBank, WorldModel
+from diamond_env.world_model.model import ContextBank, WorldModel
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class WorldModelTrainer:
     ``dist``: the data-parallel run this process belongs to (None: a plain run). Each rank then
     trains on ``batch_per_rank`` segments (default: the preset's batch divided by the number of
     processes) and the gradients are summed over the ranks before clipping (see
-    :mod:`diamond_env.distributed`); the metrics returned are the global batch's.
+    :mod:`diamond_env.training.distributed`); the metrics returned are the global batch's.
     """
 
     def __init__(

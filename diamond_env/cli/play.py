@@ -35,10 +35,10 @@ import numpy as np
 import torch
 
 from diamond_env.data.collect import Policy
-from diamond_env.safe_io import InputError, read_json
+from diamond_env.run.safe_io import InputError, read_json
 
 if TYPE_CHECKING:
-    from diamond_env.world_model import WorldModel
+    from diamond_env.world_model.model import WorldModel
 
 BUTTONS = {"up": "UP", "down": "DOWN", "left": "LEFT", "right": "RIGHT", "space": "FIRE"}
 """pygame key names -> the ALE button they press."""
@@ -103,7 +103,7 @@ class DreamGame:
     """The dream of one game (a :class:`DreamSimulator` with one env, no autoreset)."""
 
     def __init__(self, world_model: WorldModel, *, horizon: int, seed: int) -> None:
-        from diamond_env.envs.simulator import DreamSimulator
+        from diamond_env.dream.simulator import DreamSimulator
 
         self.sim = DreamSimulator(world_model, 1, horizon=horizon, seed=seed, autoreset=False)
         self.kind = "dream"
@@ -119,12 +119,12 @@ class DreamGame:
             self.sim.horizon = int(value)
 
     def reset(self) -> np.ndarray:
-        from diamond_env.envs.gym_env import frames_to_numpy
+        from diamond_env.dream.gym_env import frames_to_numpy
 
         return frames_to_numpy(self.sim.reset())[0]
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool]:
-        from diamond_env.envs.gym_env import frames_to_numpy
+        from diamond_env.dream.gym_env import frames_to_numpy
 
         out = self.sim.step(torch.tensor([action]))
         ended = bool(out.terminated[0] | out.truncated[0])
@@ -306,7 +306,7 @@ def _make_game(
         return RealGame(game, seed=seed)
     if checkpoint is None:
         raise ValueError("checkpoint: expected a world-model checkpoint directory to dream with")
-    from diamond_env.world_model import WorldModel
+    from diamond_env.world_model.model import WorldModel
 
     wm = WorldModel.load(checkpoint, device=device, expected_game=game).eval()
     return DreamGame(wm, horizon=horizon, seed=seed)
@@ -340,12 +340,12 @@ def play(
     """Open a pygame window and play the dream of ``checkpoint`` (or, ``real=True``, the real
     game named by ``game`` or by the checkpoint) until Esc / closing the window / ``max_frames``.
 
-    ``agent``: an agent directory (:func:`~diamond_env.training.evaluate.load_agent`); control
+    ``agent``: an agent directory (:func:`~diamond_env.evaluation.real_game.load_agent`); control
     starts with it when given (``trust_pickle``: see ``load_agent``). ``horizon``: steps before the dream is truncated. ``fps`` 0 runs
     unthrottled. ``script``: ``(frame, "down" | "up", pygame key name)`` events posted before
     that frame's input is read (for tests and demos).
     """
-    from diamond_env.training.evaluate import load_agent
+    from diamond_env.evaluation.real_game import load_agent
 
     try:
         import pygame  # noqa: F401  (fail before loading any model)

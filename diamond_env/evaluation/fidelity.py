@@ -15,9 +15,12 @@ numbers out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from diamond_env.evaluation.ball import ball_rows, ball_summary
 
 MAX_PSNR = 100.0
 """PSNR reported for a zero error (identical frames)."""
@@ -137,3 +140,56 @@ def headline(fig: dict[str, Any]) -> str:
     verdict = ("BEATS the trivial baselines" if not failures
                else "does NOT beat the trivial baselines on " + ", ".join(failures))  # fmt: skip
     return f"World model {verdict} ({'; '.join(parts)})."
+
+
+def markdown_table(rows: Sequence[tuple[str, ...]], head: tuple[str, ...] = ("", "")) -> list[str]:
+    """A markdown table of any number of columns."""
+    return [
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]
+
+
+def fidelity_lines(fid: dict[str, Any]) -> list[str]:
+    """Markdown of a world model's figures, each beside its trivial baseline, headline first."""
+    lines = [f"**{fid['headline']}**", ""] if fid.get("headline") else []
+    rows = [(f"open-loop PSNR, {h} steps after the context", f"{v:.2f} dB",
+             f"{fid['psnr_copy'][h]:.2f} dB" if h in fid.get("psnr_copy", {}) else "n/a")
+            for h, v in fid.get("psnr", {}).items()]  # fmt: skip
+    if "psnr_error" in fid:
+        rows.append(("open-loop PSNR", f"not computed: {fid['psnr_error']}", ""))
+    dyn = fid.get("changed_pixels")
+    if dyn and dyn.get("pixels"):
+        share = f"{100 * dyn['fraction']:.1f} % of pixels"
+        rows.append((f"MAE on pixels that change ({share})", f"{dyn['model_mae']:.2f}",
+                     f"{dyn['copy_mae']:.2f}"))  # fmt: skip
+        rows.append(("PSNR on pixels that change", f"{dyn['model_psnr']:.2f} dB",
+                     f"{dyn['copy_psnr']:.2f} dB"))  # fmt: skip
+    names = (("reward_events", "reward", (-1, 1), "teacher-forced"),
+             ("end_events", "termination", (1,), "teacher-forced"),
+             ("dream_reward_events", "reward", (-1, 1), "in the dream"),
+             ("dream_end_events", "termination", (1,), "in the dream"))  # fmt: skip
+    for key, name, classes, how in names:
+        ev = fid.get(key)
+        if not ev:
+            continue
+        for c in classes:
+            e = ev[str(c)]
+            label = f"{c:+d}" if key.endswith("reward_events") else "end"
+            rows.append((f"{name} {label} ({how}): P / R / F1, true / predicted count",
+                         f"{e['precision']:.2f} / {e['recall']:.2f} / {e['f1']:.2f}, "
+                         f"{e['support']} / {e['predicted']}", f"F1 {e['majority_f1']:.2f}"))  # fmt: skip
+    if "denoising_loss" in fid:
+        rows.append(("denoising loss", f"{fid['denoising_loss']:.4f}", ""))
+    lines += markdown_table(rows, ("measure", "world model", "baseline (copy / majority class)"))
+    ball = fid.get("ball")
+    if ball and "error" in ball:
+        lines += [f"Ball table not computed: {ball['error']}", ""]
+    elif ball:
+        lines += [f"**{ball_summary(ball)}**", ""]
+        lines += markdown_table(
+            ball_rows(ball), ("ball table (Breakout)", "world model", "copy last frame")
+        )
+    return lines

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from diamond_env.checkpoint import read_json_object
-from diamond_env.safe_io import InputError
+from diamond_env.run.checkpoint import read_json_object
+from diamond_env.run.safe_io import InputError
 
 T = TypeVar("T")
 

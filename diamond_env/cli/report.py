@@ -12,7 +12,7 @@ What the report shows, each part when its inputs are there:
   all of its data);
 * real-game returns over training and at the end (``report_returns.png``, ``eval.json``);
 * videos: ``real_vs_dream.gif`` (open loop) and, with an agent, ``agent_real_vs_dream.gif``, made
-  with :mod:`diamond_env.video` when ``world_model/`` and the run's episodes (``dataset/`` or the
+  with :mod:`diamond_env.cli.video` when ``world_model/`` and the run's episodes (``dataset/`` or the
   ``--dataset`` it trained on) are there and the GIF is not.
 """
 
@@ -21,14 +21,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from diamond_env.data.dataset import INDEX_NAME
-from diamond_env.metrics import read_metrics
-from diamond_env.safe_io import read_json
-from diamond_env.training.ball import ball_rows, ball_summary
+from diamond_env.evaluation.fidelity import fidelity_lines, markdown_table
+from diamond_env.run.metrics import read_metrics
+from diamond_env.run.safe_io import read_json
 
 CURVE_KEYS = (
     "denoiser/loss",
@@ -203,16 +202,6 @@ def plot_returns(metrics: list[dict[str, Any]], final: dict[str, Any], out: Path
     return _save(fig, out)
 
 
-def _table(rows: Sequence[tuple[str, ...]], head: tuple[str, ...] = ("", "")) -> list[str]:
-    """A markdown table of any number of columns."""
-    return [
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-        *("| " + " | ".join(row) + " |" for row in rows),
-        "",
-    ]
-
-
 def _confusion_md(mat: list[list[int]], labels: list[str], title: str) -> list[str]:
     lines = [
         f"{title} (rows: true, columns: predicted)",
@@ -225,49 +214,6 @@ def _confusion_md(mat: list[list[int]], labels: list[str], title: str) -> list[s
         for lab, row in zip(labels, mat, strict=True)
     ]
     return [*lines, ""]
-
-
-def fidelity_lines(fid: dict[str, Any]) -> list[str]:
-    """Markdown of a world model's figures, each beside its trivial baseline, headline first."""
-    lines = [f"**{fid['headline']}**", ""] if fid.get("headline") else []
-    rows = [(f"open-loop PSNR, {h} steps after the context", f"{v:.2f} dB",
-             f"{fid['psnr_copy'][h]:.2f} dB" if h in fid.get("psnr_copy", {}) else "n/a")
-            for h, v in fid.get("psnr", {}).items()]  # fmt: skip
-    if "psnr_error" in fid:
-        rows.append(("open-loop PSNR", f"not computed: {fid['psnr_error']}", ""))
-    dyn = fid.get("changed_pixels")
-    if dyn and dyn.get("pixels"):
-        share = f"{100 * dyn['fraction']:.1f} % of pixels"
-        rows.append((f"MAE on pixels that change ({share})", f"{dyn['model_mae']:.2f}",
-                     f"{dyn['copy_mae']:.2f}"))  # fmt: skip
-        rows.append(("PSNR on pixels that change", f"{dyn['model_psnr']:.2f} dB",
-                     f"{dyn['copy_psnr']:.2f} dB"))  # fmt: skip
-    names = (("reward_events", "reward", (-1, 1), "teacher-forced"),
-             ("end_events", "termination", (1,), "teacher-forced"),
-             ("dream_reward_events", "reward", (-1, 1), "in the dream"),
-             ("dream_end_events", "termination", (1,), "in the dream"))  # fmt: skip
-    for key, name, classes, how in names:
-        ev = fid.get(key)
-        if not ev:
-            continue
-        for c in classes:
-            e = ev[str(c)]
-            label = f"{c:+d}" if key.endswith("reward_events") else "end"
-            rows.append((f"{name} {label} ({how}): P / R / F1, true / predicted count",
-                         f"{e['precision']:.2f} / {e['recall']:.2f} / {e['f1']:.2f}, "
-                         f"{e['support']} / {e['predicted']}", f"F1 {e['majority_f1']:.2f}"))  # fmt: skip
-    if "denoising_loss" in fid:
-        rows.append(("denoising loss", f"{fid['denoising_loss']:.4f}", ""))
-    lines += _table(rows, ("measure", "world model", "baseline (copy / majority class)"))
-    ball = fid.get("ball")
-    if ball and "error" in ball:
-        lines += [f"Ball table not computed: {ball['error']}", ""]
-    elif ball:
-        lines += [f"**{ball_summary(ball)}**", ""]
-        lines += _table(
-            ball_rows(ball), ("ball table (Breakout)", "world model", "copy last frame")
-        )
-    return lines
 
 
 def _fidelity_md(fid: dict[str, Any], where: str, figs: dict[str, str | None]) -> list[str]:
@@ -284,7 +230,7 @@ def _fidelity_md(fid: dict[str, Any], where: str, figs: dict[str, str | None]) -
 
 
 def _returns_md(final: dict[str, Any], game: str, fig: str | None) -> list[str]:
-    from diamond_env.training.evaluate import reference_scores
+    from diamond_env.evaluation.real_game import reference_scores
 
     lines = ["## Real-game returns", ""]
     if final.get("mean") is not None:
@@ -293,7 +239,7 @@ def _returns_md(final: dict[str, Any], game: str, fig: str | None) -> list[str]:
                 ("min / max", f"{final.get('min', 0):g} / {final.get('max', 0):g}"),
                 ("human-normalised score", "n/a" if final.get("hns") is None
                  else f"{final['hns']:.3f}")]  # fmt: skip
-        lines += _table(rows, ("final evaluation (eval.json)", "value"))
+        lines += markdown_table(rows, ("final evaluation (eval.json)", "value"))
     try:
         ref = reference_scores(game)
     except ValueError:
@@ -318,9 +264,9 @@ def _fidelity(root: Path, wm: Any, kind: str, seed: int) -> tuple[dict[str, Any]
     data_dir = dataset_dir(root)
     if wm is None or data_dir is None:
         return {}, ""
+    from diamond_env.cli.video import recent_episodes
     from diamond_env.data.dataset import EpisodeDataset
-    from diamond_env.training.wm_eval import evaluate_world_model
-    from diamond_env.video import recent_episodes
+    from diamond_env.evaluation.wm_eval import evaluate_world_model
 
     data = recent_episodes(EpisodeDataset.open(data_dir), wm.num_context + 15)
     fid = evaluate_world_model(wm, data, seq_len=wm.config.loop.rew_end_seq_len, seed=seed)
@@ -344,9 +290,9 @@ def dataset_dir(root: Path) -> Path | None:
 
 def _video_data(root: Path, data_dir: Path, wm: Any, horizon: int) -> Any:
     """Held-out episodes of a ``train_wm`` run when long enough, else the most recent ones."""
+    from diamond_env.cli.video import recent_episodes
     from diamond_env.data.dataset import EpisodeDataset
     from diamond_env.training.wm_trainer import split_episodes
-    from diamond_env.video import recent_episodes
 
     dataset = EpisodeDataset.open(data_dir)
     fraction = _read_json(root / "options.json").get("test_fraction")
@@ -360,8 +306,8 @@ def _video_data(root: Path, data_dir: Path, wm: Any, horizon: int) -> Any:
 def make_videos(root: Path, wm: Any, *, seed: int, horizon: int, agent_steps: int) -> list[str]:
     """Write the missing ``real_vs_dream.gif`` (needs the run's dataset) and, for a run with an
     agent in ``actor_critic/``, ``agent_real_vs_dream.gif``. Returns the names written."""
-    from diamond_env.training.evaluate import load_agent
-    from diamond_env.video import agent_clip, open_loop_clip, render_clip, write_video
+    from diamond_env.cli.video import agent_clip, open_loop_clip, render_clip, write_video
+    from diamond_env.evaluation.real_game import load_agent
 
     written = []
     data_dir = dataset_dir(root)
@@ -427,7 +373,7 @@ def write_report(
         kind = "run"  # e.g. train-agent's output: learning curves only
     wm = None
     if (root / "world_model").is_dir():
-        from diamond_env.world_model import WorldModel
+        from diamond_env.world_model.model import WorldModel
 
         wm = WorldModel.load(root / "world_model", device=device).eval()
     fid, where = _fidelity(root, wm if fidelity else None, kind, seed)
@@ -443,7 +389,7 @@ def write_report(
     }
     game = wm.game if wm is not None else str(opts.get("game", "?"))
     lines = [f"# {game}: {kind}", "", f"Run directory `{root}`.", ""]
-    lines += _table(_headline(train, fid, final, opts, unit), ("headline", "value"))
+    lines += markdown_table(_headline(train, fid, final, opts, unit), ("headline", "value"))
     if figs["curves"]:
         last = train[-1]
         keys = [k for k in curve_keys(train) if isinstance(last.get(k), (int, float))]

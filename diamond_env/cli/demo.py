@@ -36,21 +36,22 @@ import numpy as np
 import torch
 
 from diamond_env.atari import action_meanings, canonical_game
-from diamond_env.checkpoint import atomic_write_json
+from diamond_env.cli.report import plot_psnr
 from diamond_env.data.collect import RandomPolicy, collect_random_until
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.data.segments import life_index
-from diamond_env.metrics import read_metrics
-from diamond_env.options import opt
-from diamond_env.paths import Pretrained, pretrained
-from diamond_env.report import fidelity_lines, plot_psnr
-from diamond_env.runinfo import start_session
-from diamond_env.safe_io import read_json
+from diamond_env.evaluation.fidelity import fidelity_lines
+from diamond_env.evaluation.real_game import EvalResult, evaluate, load_agent, reference_scores
+from diamond_env.evaluation.wm_eval import evaluate_world_model, open_loop_rollouts
+from diamond_env.run.checkpoint import atomic_write_json
+from diamond_env.run.metrics import read_metrics
+from diamond_env.run.options import opt
+from diamond_env.run.paths import Pretrained, pretrained
+from diamond_env.run.runinfo import start_session
+from diamond_env.run.safe_io import read_json
 from diamond_env.training.agents import TrainAgentOptions, train_agent, train_sb3_real
-from diamond_env.training.evaluate import EvalResult, evaluate, load_agent, reference_scores
 from diamond_env.training.train_wm import TrainWMOptions, train_world_model
-from diamond_env.training.wm_eval import evaluate_world_model, open_loop_rollouts
-from diamond_env.world_model import WorldModel
+from diamond_env.world_model.model import WorldModel
 
 AGENTS = ("random", "actor_critic", "ppo_dream", "ppo_real", "shipped_agent")
 LABELS = {

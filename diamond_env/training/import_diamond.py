@@ -28,14 +28,14 @@ import numpy as np
 import torch
 
 from diamond_env.atari import action_meanings, canonical_game, make_atari_env
-from diamond_env.checkpoint import atomic_write_json
 from diamond_env.config import Config, get_preset
 from diamond_env.data.collect import Collector, RandomPolicy, open_game_dataset
-from diamond_env.diamond_format import convert, load_into, read_diamond_checkpoint
+from diamond_env.evaluation.real_game import ActorCriticPolicy
 from diamond_env.models.actor_critic import ActorCritic
-from diamond_env.training.evaluate import ActorCriticPolicy
+from diamond_env.run.checkpoint import atomic_write_json
 from diamond_env.training.wm_trainer import build_context_bank
-from diamond_env.world_model import ContextBank, WorldModel
+from diamond_env.world_model.diamond_format import convert, load_into, read_diamond_checkpoint
+from diamond_env.world_model.model import ContextBank, WorldModel
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from diamond_env.safe_io import InputError, read_json
+from diamond_env.run.safe_io import InputError, read_json
 
 logger = logging.getLogger("diamond_env")
 
-PRETRAINED_ROOT = Path(__file__).resolve().parent / "pretrained"
+PRETRAINED_ROOT = Path(__file__).resolve().parent.parent / "pretrained"
 """Models shipped inside the package: ``<Game>/world_model`` and ``<Game>/agent``."""
 
 _announced: set[Path] = set()

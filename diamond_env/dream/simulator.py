@@ -7,7 +7,7 @@ Buffers (all on ``device``): the last L frames ``(N, L, 3, H, W)`` float in [-1,
 taken at them ``(N, L)`` int64 (the last slot is filled by the action of the current step), the
 reward/end LSTM state, and the steps taken since each env's reset ``(N,)`` int64.
 
-Randomness: counter-based (:mod:`diamond_env.envs.keyed_random`). Env ``i`` owns a key made
+Randomness: counter-based (:mod:`diamond_env.dream.keyed_random`). Env ``i`` owns a key made
 from its seed (``seed + i``) and a counter of its draws; each step draws, for all envs in one
 batched operation, the sampler noise ``(3, H, W)`` (one draw) and two uniforms (reward class,
 termination; the next draw), and each (re)start draws the index of a starting context (one
@@ -27,14 +27,14 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
-from diamond_env.checkpoint import resolve_device
 from diamond_env.config import IMG_SIZE, Config, SamplerConfig
-from diamond_env.cputune import tune_allocator
-from diamond_env.envs import keyed_random
+from diamond_env.devices import tune_allocator
+from diamond_env.dream import keyed_random
 from diamond_env.frames import to_model
 from diamond_env.models.rew_end import LstmState
-from diamond_env.paths import resolve_checkpoint
-from diamond_env.world_model import WorldModel
+from diamond_env.run.checkpoint import resolve_device
+from diamond_env.run.paths import resolve_checkpoint
+from diamond_env.world_model.model import WorldModel
 
 SAMPLERS = ("euler", "heun")
 MAX_SEED = 2**63
@@ -506,10 +506,10 @@ def make_simulator(
 ) -> DreamSimulator:
     """A simulator over ``world_model``, or over the checkpoint of ``game`` loaded once.
 
-    ``checkpoint`` None means the first default place (:func:`diamond_env.paths.resolve_checkpoint`);
+    ``checkpoint`` None means the first default place (:func:`diamond_env.run.paths.resolve_checkpoint`);
     ``device`` None means the model's device (CPU when loading). ``max_episode_steps``, when given,
     truncates at ``min(horizon, max_episode_steps)``. ``fastpath``: names of
-    :mod:`diamond_env.fastpath` options (``channels_last``, ``bf16``, ``inference_mode``, ...);
+    :mod:`diamond_env.world_model.fastpath` options (``channels_last``, ``bf16``, ``inference_mode``, ...);
     the simulator then runs a prepared copy of the model. ``"auto"`` (the default) means the
     options measured to pay on the model's device for a model loaded here, and the plain path for
     a ``world_model`` passed in (it stays the caller's: later training of it reaches the dream);
@@ -531,7 +531,11 @@ def make_simulator(
         horizon = min(
             _check_int("horizon", horizon, 1), _check_int("max_episode_steps", max_episode_steps, 1)
         )
-    from diamond_env.fastpath import FastPathOptions, prepare_from_options, resolve_fastpath
+    from diamond_env.world_model.fastpath import (
+        FastPathOptions,
+        prepare_from_options,
+        resolve_fastpath,
+    )
 
     if world_model is None:
         path = resolve_checkpoint(game, checkpoint)

@@ -22,8 +22,15 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from diamond_env.checkpoint import atomic_write, atomic_write_json, file_sha256, read_tensors
-from diamond_env.safe_io import MAX_WIDTH, InputError, check_int, check_weights, confined, on_meta
+from diamond_env.run.checkpoint import atomic_write, atomic_write_json, file_sha256, read_tensors
+from diamond_env.run.safe_io import (
+    MAX_WIDTH,
+    InputError,
+    check_int,
+    check_weights,
+    confined,
+    on_meta,
+)
 
 __all__ = ["SB3_POLICY_FILE", "load_sb3_policy", "save_sb3_agent", "sb3_algorithms"]
 

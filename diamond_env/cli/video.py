@@ -30,9 +30,9 @@ from diamond_env.atari import make_atari_env
 from diamond_env.data.collect import Policy
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.data.episode import FlatData
+from diamond_env.evaluation.wm_eval import open_loop_rollouts
 from diamond_env.frames import to_model, to_uint8
-from diamond_env.training.wm_eval import open_loop_rollouts
-from diamond_env.world_model import WorldModel
+from diamond_env.world_model.model import WorldModel
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 TEXT_HEIGHT = 18
@@ -258,8 +258,8 @@ def cmd_video(
 ) -> Path:
     """What ``diamond-env video`` does: the open-loop clip from ``dataset`` (when given), then the
     agent clip (when ``agent`` is given), one after the other in ``out`` (.mp4 or .gif).
-    ``trust_pickle``: see :func:`~diamond_env.training.evaluate.load_agent`."""
-    from diamond_env.training.evaluate import load_agent
+    ``trust_pickle``: see :func:`~diamond_env.evaluation.real_game.load_agent`."""
+    from diamond_env.evaluation.real_game import load_agent
 
     if dataset is None and agent is None:
         raise ValueError("dataset, agent: expected at least one of them, got neither")

@@ -34,7 +34,7 @@ import torch
 from diamond_env.config import Config, DenoiserConfig, RewEndConfig
 from diamond_env.models.denoiser import Denoiser
 from diamond_env.models.rew_end import LstmState, RewEndModel
-from diamond_env.world_model import ContextBank, WorldModel, WorldModelStep
+from diamond_env.world_model.model import ContextBank, WorldModel, WorldModelStep
 
 AUTOCAST_NAMES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 """Names of the ``autocast_dtype`` choices in :meth:`FastPathOptions.from_names`."""

@@ -12,7 +12,7 @@ returning int64 actions ``(N,)``. :class:`ActorCriticPolicy` wraps the project's
 
 Agent directories (:func:`load_agent`): ``actor_critic.json`` + ``actor_critic.safetensors``
 (:meth:`ActorCritic.save`; directly or in an ``actor_critic/`` subfolder), or an SB3 policy saved
-without pickle by :func:`~diamond_env.training.sb3_files.save_sb3_agent` (what ``train-agent``
+without pickle by :func:`~diamond_env.evaluation.agent_files.save_sb3_agent` (what ``train-agent``
 writes). A foreign SB3 ``model.zip`` with an ``agent.json`` beside it (``{"kind": "sb3", "algo":
 "ppo", "n_stack": 4, "game": "Breakout"}``; optional keys ``model``, the zip's name, and
 ``deterministic``) is loaded only with ``trust_pickle=True``: SB3 unpickles parts of the zip, so a
@@ -37,13 +37,13 @@ import torch
 from tqdm import tqdm
 
 from diamond_env.atari import RealAtariVectorEnv, action_meanings, canonical_game, make_atari_env
-from diamond_env.checkpoint import read_json_object
 from diamond_env.config import IMG_SIZE
 from diamond_env.data.collect import Policy, RandomPolicy
+from diamond_env.evaluation.agent_files import load_sb3_policy, sb3_algorithms
 from diamond_env.models.actor_critic import CONFIG_FILE, ActorCritic, State
 from diamond_env.real_env import EnvSpec, PixelVectorEnv
-from diamond_env.safe_io import confined
-from diamond_env.training.sb3_files import load_sb3_policy, sb3_algorithms
+from diamond_env.run.checkpoint import read_json_object
+from diamond_env.run.safe_io import confined
 
 __all__ = ["ActionFrequencyPolicy", "ActorCriticPolicy", "EvalResult", "FrameStacker"]
 __all__ += ["RandomPolicy", "SB3Policy", "baseline_margins", "cmd_evaluate", "evaluate"]
@@ -553,7 +553,7 @@ def load_agent(
                 f"{root}: an SB3 agent stored only as {zip_name}, which stable-baselines3 "
                 "unpickles when loading: a crafted file runs arbitrary code on this machine. Pass "
                 "--trust-pickle (trust_pickle=True) only if you trust where it came from, or save "
-                "it without pickle with diamond_env.training.sb3_files.save_sb3_agent"
+                "it without pickle with diamond_env.evaluation.agent_files.save_sb3_agent"
             )
         n_stack = meta.get("n_stack")
         policy: Policy = SB3Policy(model, n_stack=n_stack, deterministic=deterministic, seed=seed)

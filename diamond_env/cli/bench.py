@@ -6,12 +6,12 @@ nests them by what they measure (``collection`` -> ``num_envs`` -> ``steps_per_s
 -> ``grid`` -> preset -> figures; ``fastpath`` -> ``grid`` -> preset -> ``num_envs`` -> variant)
 so the JSON output can be compared across machines and dates.
 
-The dream figures time :class:`~diamond_env.envs.simulator.DreamSimulator` steps (sampler +
+The dream figures time :class:`~diamond_env.dream.simulator.DreamSimulator` steps (sampler +
 reward/end model + autoreset, no agent) of a world model with random weights: the cost of a step
 does not depend on the weights, so no checkpoint is needed. Its reward/end head is set to predict
 reward 0 and no termination (as a trained model mostly does), so envs restart at the horizon
 only. Training figures use random frames of the right shapes. Every figure that does work also
-reads as achieved GFLOP/s against the FLOPs counted in :mod:`diamond_env.flops`.
+reads as achieved GFLOP/s against the FLOPs counted in :mod:`diamond_env.world_model.flops`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import torch
 
 from diamond_env.atari import ATARI_SETTINGS, make_atari_env
 from diamond_env.config import PRESETS, LoopConfig
-from diamond_env.fastpath import FastPathOptions, prepare_from_options
-from diamond_env.flops import (
+from diamond_env.world_model.fastpath import FastPathOptions, prepare_from_options
+from diamond_env.world_model.flops import (
     count_model_flops,
     denoiser_passes,
     denoiser_sample_flops,
@@ -147,7 +147,7 @@ def synthetic_world_model(preset: str, game: str, device: str, seed: int) -> Any
     contexts, on ``device``. The global RNG is left as it was."""
     from diamond_env.atari import action_meanings
     from diamond_env.config import IMG_SIZE, get_preset
-    from diamond_env.world_model import ContextBank, WorldModel
+    from diamond_env.world_model.model import ContextBank, WorldModel
 
     config = get_preset(preset)
     meanings = action_meanings(game)
@@ -242,14 +242,14 @@ def bench_dream(
     least one). The sampler is the preset's ``SamplerConfig`` (3 Euler steps in every preset); envs
     are truncated after ``horizon`` steps and reset in the step, as in agent training. On CUDA the
     device is synchronised before each timer read. ``fastpath``: run a model prepared by
-    :func:`diamond_env.fastpath.prepare_world_model` with these options.
+    :func:`diamond_env.world_model.fastpath.prepare_world_model` with these options.
 
     Returns ``frames_per_s`` (imagined frames/s, ``num_envs * steps_per_s``), ``steps_per_s``
     (batched steps/s), ``seconds`` and ``steps`` (timed), ``num_envs``, ``denoising_steps``,
     ``params`` (world-model parameters), ``gflop_per_frame`` (counted), ``gflop_per_s``
     (achieved) and the memory figures of :func:`_memory_figures`.
     """
-    from diamond_env.envs.simulator import DreamSimulator
+    from diamond_env.dream.simulator import DreamSimulator
 
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs: expected an int >= 1, got {num_envs!r}")
@@ -362,7 +362,7 @@ def bench_imagination(
 
     Returns ``updates_per_s``, ``frames_per_s`` (dream frames inside them: ``updates_per_s * B *
     H``), ``batch_size``, ``horizon``, ``seconds``, ``steps``, ``gflop_per_update`` (counted, see
-    :func:`diamond_env.flops.imagination_update_flops`), ``gflop_per_s`` and the memory figures.
+    :func:`diamond_env.world_model.flops.imagination_update_flops`), ``gflop_per_s`` and the memory figures.
     """
     from diamond_env.models.actor_critic import ActorCritic
     from diamond_env.training.imagination import ImaginationTrainer
@@ -544,7 +544,7 @@ def loop_projection(
 ) -> dict[str, dict[str, float]]:
     """Hours of a full run of ``loop`` (default ``LoopConfig()``: Atari 100k, SPEC §5) for each
     preset measured in both the ``train`` and ``imagination`` sections of ``results``, from
-    :func:`diamond_env.flops.project_hours`::
+    :func:`diamond_env.world_model.flops.project_hours`::
 
         hours = ( N_den / denoiser_steps_per_s + N_re / rew_end_steps_per_s
                 + N_ac / actor_critic_updates_per_s + real_steps / collection_steps_per_s ) / 3600

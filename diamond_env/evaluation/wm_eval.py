@@ -1,5 +1,5 @@
 """Held-out fidelity of a world model: denoising loss, reward/end classification, open-loop
-dreams, each next to its trivial baseline (:mod:`diamond_env.training.fidelity`).
+dreams, each next to its trivial baseline (:mod:`diamond_env.evaluation.fidelity`).
 
 Every figure is computed on episodes the model did not train on, with fixed seeds so two
 evaluations of the same model agree. Open-loop rollouts lie inside one life (context and real
@@ -19,10 +19,10 @@ import torch
 
 from diamond_env.data.episode import FlatData
 from diamond_env.data.segments import SegmentSampler, life_index, to_torch
+from diamond_env.evaluation.ball import BALL_GAME, BALL_HORIZONS, ball_in_view, ball_table
+from diamond_env.evaluation.fidelity import event_scores, frame_figures, headline, rare_f1
 from diamond_env.frames import to_model, to_uint8
-from diamond_env.training.ball import BALL_GAME, BALL_HORIZONS, ball_in_view, ball_table
-from diamond_env.training.fidelity import event_scores, frame_figures, headline, rare_f1
-from diamond_env.world_model import WorldModel
+from diamond_env.world_model.model import WorldModel
 
 HORIZONS = (1, 5, 15)
 
@@ -169,7 +169,7 @@ def open_loop_rollouts(
 
 def rollout_figures(rollouts: Rollouts, horizons: tuple[int, ...] = HORIZONS) -> dict[str, Any]:
     """Frame figures (model and copy-last-frame) and the dream's own reward/end events against
-    the real ones on the same steps (see :mod:`diamond_env.training.fidelity`)."""
+    the real ones on the same steps (see :mod:`diamond_env.evaluation.fidelity`)."""
     figures = frame_figures(rollouts.context, rollouts.real, rollouts.imagined, horizons)
     if rollouts.real_rew.size:
         dream_rew = event_scores(rollouts.dream_rew, rollouts.real_rew, (-1, 1))
@@ -181,7 +181,7 @@ def rollout_figures(rollouts: Rollouts, horizons: tuple[int, ...] = HORIZONS) ->
 
 
 def ball_figures(wm: WorldModel, data: FlatData, *, num_rollouts: int, seed: int) -> dict[str, Any]:
-    """The ball table (:mod:`diamond_env.training.ball`) over ``num_rollouts`` open-loop dreams
+    """The ball table (:mod:`diamond_env.evaluation.ball`) over ``num_rollouts`` open-loop dreams
     of ``max(BALL_HORIZONS)`` steps that start with the ball in view; ``{"error": ...}`` when
     the data has no such window."""
     try:

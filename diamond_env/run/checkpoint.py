@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
-from diamond_env.safe_io import WEIGHTS_MAX_BYTES, InputError, read_json, read_regular
+from diamond_env.run.safe_io import WEIGHTS_MAX_BYTES, InputError, read_json, read_regular
 
 
 def file_sha256(path: Path) -> str:

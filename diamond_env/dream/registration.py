@@ -14,8 +14,8 @@ from collections.abc import Iterable
 
 import gymnasium as gym
 
-ENTRY_POINT = "diamond_env.envs.gym_env:DreamEnv"
-VECTOR_ENTRY_POINT = "diamond_env.envs.gym_env:DreamVectorEnv"
+ENTRY_POINT = "diamond_env.dream.gym_env:DreamEnv"
+VECTOR_ENTRY_POINT = "diamond_env.dream.gym_env:DreamVectorEnv"
 _GAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 
 

@@ -24,13 +24,13 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from diamond_env import __version__
-from diamond_env.checkpoint import file_sha256, read_tensors, resolve_device
+from diamond_env._version import __version__
 from diamond_env.config import IMG_SIZE, Config, SamplerConfig
 from diamond_env.models.denoiser import Denoiser
 from diamond_env.models.rew_end import LstmState, RewEndModel
 from diamond_env.models.sampler import draw_normal, sample
-from diamond_env.safe_io import (
+from diamond_env.run.checkpoint import file_sha256, read_tensors, resolve_device
+from diamond_env.run.safe_io import (
     InputError,
     building_on_meta,
     check_param_budget,
@@ -113,7 +113,7 @@ def check_world_model_sizes(
     config: Config, num_actions: int = 18, where: str = "world model"
 ) -> None:
     """Refuse (``InputError``) a config whose networks exceed the size limits of
-    :mod:`diamond_env.safe_io`, counted on the meta device (nothing is allocated); 18 actions is
+    :mod:`diamond_env.run.safe_io`, counted on the meta device (nothing is allocated); 18 actions is
     the full Atari action set."""
     check_param_budget(
         [lambda: Denoiser(config.denoiser, num_actions),

@@ -18,8 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from diamond_env.checkpoint import atomic_write_json
-from diamond_env.safe_io import read_json
+from diamond_env.run.checkpoint import atomic_write_json
+from diamond_env.run.safe_io import read_json
 
 RUN_FILE = "run.json"
 PACKAGES = ("diamond_env", "torch", "numpy", "gymnasium", "ale-py", "stable-baselines3",
@@ -32,7 +32,7 @@ def _now() -> str:
 
 def source_commit() -> dict[str, Any] | None:
     """``{"commit", "dirty"}`` of the git checkout holding this package, or None (installed)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
     try:

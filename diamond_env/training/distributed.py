@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from diamond_env.safe_io import InputError
+from diamond_env.run.safe_io import InputError
 
 DEFAULT_TIMEOUT_S = 600.0
 """Seconds a collective waits for the other ranks before failing (``DIAMOND_ENV_DIST_TIMEOUT``)."""

@@ -52,7 +52,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         game = args.game
     policy, epsilon = None, 0.0
     if args.agent is not None:
-        from diamond_env.training.evaluate import load_collecting_agent
+        from diamond_env.evaluation.real_game import load_collecting_agent
 
         policy = load_collecting_agent(args.agent, game, seed=args.seed,
                                        trust_pickle=args.trust_pickle, env=env_spec)  # fmt: skip
@@ -107,8 +107,8 @@ def _cmd_eval_wm(args: argparse.Namespace) -> int:
     import json
 
     from diamond_env.data.dataset import EpisodeDataset
-    from diamond_env.training.wm_eval import evaluate_world_model
-    from diamond_env.world_model import WorldModel
+    from diamond_env.evaluation.wm_eval import evaluate_world_model
+    from diamond_env.world_model.model import WorldModel
 
     dataset = EpisodeDataset.open(args.dataset)
     wm = WorldModel.load(args.checkpoint, device=args.device, expected_game=dataset.game)
@@ -118,7 +118,7 @@ def _cmd_eval_wm(args: argparse.Namespace) -> int:
         wm, data, seq_len=wm.config.loop.rew_end_seq_len, seed=args.seed,
         batches=args.batches, num_rollouts=args.rollouts, grid_path=grid,
     )  # fmt: skip
-    from diamond_env.report import fidelity_lines
+    from diamond_env.evaluation.fidelity import fidelity_lines
 
     print(f"{dataset.game}: {data.num_steps} steps in {data.num_episodes} episodes of "
           f"{args.dataset} (held out only if the model never trained on them)")  # fmt: skip
@@ -138,7 +138,7 @@ def _csv(text: str | None, kind: type) -> list[Any] | None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from diamond_env.bench import format_results, run_bench
+    from diamond_env.cli.bench import format_results, run_bench
 
     if args.threads:
         import torch
@@ -160,7 +160,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _resumable_options(cls: Any, args: argparse.Namespace) -> Any:
     """The options of a training command; with ``--resume``, those not given are the run's own."""
-    from diamond_env.options import given_options, namespace_to, with_stored_options
+    from diamond_env.run.options import given_options, namespace_to, with_stored_options
 
     return with_stored_options(namespace_to(cls, args), given_options(cls, args.argv))
 
@@ -194,15 +194,15 @@ def _cmd_train_agent(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from diamond_env.demo import DemoOptions, run_demo
-    from diamond_env.options import namespace_to
+    from diamond_env.cli.demo import DemoOptions, run_demo
+    from diamond_env.run.options import namespace_to
 
     run_demo(namespace_to(DemoOptions, args))
     return 0
 
 
 def _cmd_video(args: argparse.Namespace) -> int:
-    from diamond_env.video import cmd_video
+    from diamond_env.cli.video import cmd_video
 
     path = cmd_video(
         args.checkpoint, args.dataset, args.out, agent=args.agent, horizon=args.horizon,
@@ -214,7 +214,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from diamond_env.report import write_report
+    from diamond_env.cli.report import write_report
 
     path = write_report(
         args.run_dir, videos=args.videos, fidelity=args.fidelity, seed=args.seed,
@@ -225,7 +225,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_play(args: argparse.Namespace) -> int:
-    from diamond_env.play import KEYS_HELP, play
+    from diamond_env.cli.play import KEYS_HELP, play
 
     print(KEYS_HELP)
     result = play(
@@ -240,7 +240,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from diamond_env.training.evaluate import cmd_evaluate
+    from diamond_env.evaluation.real_game import cmd_evaluate
 
     cmd_evaluate(
         args.agent, args.game, args.episodes, args.out, seed=args.seed, video=args.video,
@@ -278,7 +278,7 @@ def _cmd_import_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_diamond(args: argparse.Namespace) -> int:
-    from diamond_env.import_diamond import import_diamond
+    from diamond_env.training.import_diamond import import_diamond
 
     result = import_diamond(
         args.checkpoint, args.game, args.out, context_steps=args.context_steps,
@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_eval_wm)
 
-    from diamond_env.options import add_dataclass_arguments
+    from diamond_env.run.options import add_dataclass_arguments
     from diamond_env.training.agents import TrainAgentOptions
     from diamond_env.training.loop import TrainOptions
 
@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_arguments(p, TrainAgentOptions)
     p.set_defaults(func=_cmd_train_agent)
 
-    from diamond_env.demo import DemoOptions
+    from diamond_env.cli.demo import DemoOptions
 
     p = sub.add_parser("demo", help="Breakout end to end on a CPU budget, with report.md")
     add_dataclass_arguments(p, DemoOptions)
@@ -526,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 DATA_PARALLEL = ("train-wm", "train")
-"""Commands that run data-parallel under torchrun (:mod:`diamond_env.distributed`)."""
+"""Commands that run data-parallel under torchrun (:mod:`diamond_env.training.distributed`)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -534,8 +534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv  # which options were given (a resumed run takes the others from its files)
     func: Command = args.func
-    from diamond_env.distributed import launched_by_torchrun
-    from diamond_env.safe_io import InputError
+    from diamond_env.run.safe_io import InputError
+    from diamond_env.training.distributed import launched_by_torchrun
 
     try:
         several = launched_by_torchrun()

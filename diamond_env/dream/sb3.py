@@ -1,7 +1,7 @@
 """stable-baselines3 face of the dream simulator.
 
 SB3 cannot consume a Gymnasium ``VectorEnv``, so :class:`DreamSB3VecEnv` implements SB3's own
-``VecEnv`` over one :class:`~diamond_env.envs.simulator.DreamSimulator` (one model for all N
+``VecEnv`` over one :class:`~diamond_env.dream.simulator.DreamSimulator` (one model for all N
 envs). Like ``DummyVecEnv`` it autoresets in the same step, puts the frame an env ended on in
 ``infos[i]["terminal_observation"]`` and sets ``infos[i]["TimeLimit.truncated"]`` every step.
 
@@ -29,9 +29,9 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
 
-from diamond_env.envs.gym_env import check_render_mode, frames_to_numpy, vector_actions
-from diamond_env.envs.registration import VECTOR_ENTRY_POINT
-from diamond_env.envs.simulator import DreamSimulator, make_simulator
+from diamond_env.dream.gym_env import check_render_mode, frames_to_numpy, vector_actions
+from diamond_env.dream.registration import VECTOR_ENTRY_POINT
+from diamond_env.dream.simulator import DreamSimulator, make_simulator
 
 
 class DreamSB3VecEnv(VecEnv):
@@ -142,7 +142,7 @@ def make_sb3_env(env_id: str, num_envs: int = 1, **kwargs: Any) -> VecMonitor:
     """A ``VecMonitor``-wrapped :class:`DreamSB3VecEnv` for a registered dream env id.
 
     ``env_id`` may carry a module prefix (``"diamond_env:DiamondDream-Breakout-v0"``). ``kwargs``
-    are those of :class:`~diamond_env.envs.gym_env.DreamVectorEnv` (``checkpoint``, ``device``,
+    are those of :class:`~diamond_env.dream.gym_env.DreamVectorEnv` (``checkpoint``, ``device``,
     ``horizon``, ``world_model``, ``render_mode``, ...). One world model serves all envs.
     """
     if ":" in env_id:

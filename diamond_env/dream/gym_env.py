@@ -1,7 +1,7 @@
 """Gymnasium faces of the dream simulator: ``DreamVectorEnv`` (``gym.make_vec``) and ``DreamEnv``
 (``gym.make``, one env).
 
-Both hold exactly one :class:`~diamond_env.envs.simulator.DreamSimulator` (so one world model,
+Both hold exactly one :class:`~diamond_env.dream.simulator.DreamSimulator` (so one world model,
 whatever ``num_envs``) and speak numpy at the boundary: observations uint8 ``(64, 64, 3)`` per
 env, like the real ALE env; rewards float32; actions integers in ``[0, n)``.
 
@@ -26,10 +26,10 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from diamond_env.envs.simulator import DreamSimulator, SeedArg, make_simulator
-from diamond_env.envs.window import HumanWindow
+from diamond_env.dream.simulator import DreamSimulator, SeedArg, make_simulator
+from diamond_env.dream.window import HumanWindow
 from diamond_env.frames import to_uint8
-from diamond_env.world_model import WorldModel
+from diamond_env.world_model.model import WorldModel
 
 RENDER_MODES = ["rgb_array", "human"]
 RENDER_FPS = 15
@@ -103,7 +103,7 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
         game: CamelCase game name (``"Breakout"``); the checkpoint must be of this game. None
             (``Dream-v0``): the game of ``checkpoint`` (or ``world_model``), whatever it is: an
             ALE game or a Gymnasium env recorded with ``collect --env-id``.
-        checkpoint: checkpoint directory; None = :func:`diamond_env.paths.resolve_checkpoint`'s lookup.
+        checkpoint: checkpoint directory; None = :func:`diamond_env.run.paths.resolve_checkpoint`'s lookup.
         device: torch device of the simulator; None = the model's (CPU when loading).
         horizon: truncation after this many steps (DIAMOND trains its agent with 15).
         num_denoising_steps, sampler: override the checkpoint's sampler ("euler"/"heun").
@@ -112,7 +112,7 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
             (the frames tiled in a pygame window after every reset and step).
         max_episode_steps: optional extra cap; truncation at ``min(horizon, max_episode_steps)``.
         world_model: an already-loaded model to use instead of loading ``checkpoint``.
-        fastpath: speed options of :mod:`diamond_env.fastpath`, e.g. ``["channels_last", "bf16"]``;
+        fastpath: speed options of :mod:`diamond_env.world_model.fastpath`, e.g. ``["channels_last", "bf16"]``;
             ``"auto"`` (default): those measured to pay on the device for a model loaded from
             ``checkpoint``, none for a ``world_model`` passed in; ``"plain"``: none (see
             BENCHMARKS.md for what each buys on which device).

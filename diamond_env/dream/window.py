@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from diamond_env.safe_io import InputError
+from diamond_env.run.safe_io import InputError
 
 SCALE = 4
 """Screen pixels per frame pixel."""

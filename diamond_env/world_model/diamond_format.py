@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from diamond_env.config import IMG_SIZE, ActorCriticConfig, DenoiserConfig, RewEndConfig
-from diamond_env.safe_io import WEIGHTS_MAX_BYTES, InputError, read_regular
+from diamond_env.run.safe_io import WEIGHTS_MAX_BYTES, InputError, read_regular
 
 PREFIXES = ("denoiser.", "rew_end_model.", "actor_critic.")
 
