@@ -1,10 +1,10 @@
-# The two commands of the README: `make demo` (the main job) and `make test`.
+# The two commands of the README: `make demo` (the main job) and `make test` (what CI runs).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SRC := diamond_env tests $(wildcard examples benchmarks train_wm.py)
+SRC := diamond_env tests docs/hooks.py $(wildcard examples benchmarks tools train_wm.py)
 RUN_DIR ?= runs/demo
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test test-fast lint docs demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,8 +21,16 @@ lint: install
 	$(VENV)/bin/ruff format --check $(SRC)
 	$(VENV)/bin/mypy
 
-test: lint
+docs: install
+	$(VENV)/bin/python docs/hooks.py --check
+	$(VENV)/bin/mkdocs build --strict --quiet
+
+test: lint docs
 	$(VENV)/bin/python -m pytest
+
+# the default suite without its slow end-to-end runs (marker e2e), for local iteration
+test-fast: install
+	$(VENV)/bin/python -m pytest -m "not slow and not gpu and not clients and not e2e"
 
 demo: install
 	$(PY) -m diamond_env demo --game Breakout --run-dir $(RUN_DIR)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import sys
 
+from diamond_env.devices import tune_allocator
 from diamond_env.run.options import parse_options
 from diamond_env.training.train_wm import TrainWMOptions, summary_lines, train_world_model
 
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_options(TrainWMOptions, argv, description=__doc__ or "")
+    tune_allocator()  # this process is ours: keep large freed blocks (diamond_env/devices.py)
     try:
         results = train_world_model(opts)
     except (ValueError, FileNotFoundError, ConnectionError) as err:

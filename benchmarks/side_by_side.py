@@ -126,7 +126,10 @@ def build(d: dict[str, Any], num_envs: int, side: str) -> dict[str, Callable[[],
     their_env = d["wm_env"].WorldModelEnv(ref.denoiser, ref.rew_end_model, _Contexts(num_envs),
                                           env_cfg)  # fmt: skip
     their_env.reset()
-    # only on our side: a simulator sets our allocator options for its whole process
+    if side == "ours":  # what the diamond-env command does for its process; never on DIAMOND's
+        from diamond_env.devices import tune_allocator
+
+        tune_allocator()
     sims = {name: DreamSimulator(model, num_envs, horizon=15, seed=0)
             for name, model in (("ours_plain", ours), ("ours_auto", fast))
             if side == "ours"}  # fmt: skip

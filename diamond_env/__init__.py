@@ -29,6 +29,7 @@ _LAZY = {
     "make_sb3_env": "diamond_env.dream.sb3",
     "import_diamond": "diamond_env.training.import_diamond",
     "pretrained": "diamond_env.run.paths",
+    "tune_allocator": "diamond_env.devices",
 }
 
 __all__ = ["GAMES", "__version__", "env_id", "make_atari_env", "register_envs", *_LAZY]

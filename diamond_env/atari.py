@@ -1,14 +1,14 @@
-"""The one constructor of the real Atari environment (SPEC §1).
+"""The one constructor of the real Atari environment (docs/method.md §1).
 
 Every real env the project uses (collection, evaluation, tests) comes from :func:`make_atari_env`,
 so an agent sees the same frames in the real game as in the dream: no sticky actions, the minimal
 action set, frame-skip 4 with a max over the last two frames, 1-30 random no-ops at reset, and
 64x64 RGB uint8 channel-last observations resized with area interpolation.
 
-Implementation choice (measured, see BENCHMARKS.md): gymnasium's ``AtariPreprocessing`` over
-``ALE/<Game>-v5`` with ``frameskip=1``, batched by :class:`RealAtariVectorEnv`. ale-py's C++
-``AtariVectorEnv`` is about 2x faster at 8 envs on 2 cores, but draws 0-29 no-ops instead of 1-30
-and resets the emulator on episodic life loss; real steps are never the bottleneck of this project
+Implementation choice: gymnasium's ``AtariPreprocessing`` over ``ALE/<Game>-v5`` with
+``frameskip=1``, batched by :class:`RealAtariVectorEnv`. ale-py's C++ ``AtariVectorEnv`` is faster
+at many envs, but draws 0-29 no-ops instead of 1-30 and resets the emulator on episodic life
+loss (docs/studies/benchmarks-log.md, "Real-environment collection"); real steps are never the bottleneck of this project
 (the world model is), so fidelity wins.
 """
 
@@ -52,7 +52,7 @@ ATARI_SETTINGS: dict[str, Any] = {
     "interpolation": "area",
     "max_num_frames_per_episode": MAX_FRAMES_PER_EPISODE,
 }
-"""The settings of SPEC §1, stored in every dataset and checkpoint."""
+"""The settings of docs/method.md §1, stored in every dataset and checkpoint."""
 
 
 def _ale_names() -> dict[str, str]:
@@ -93,7 +93,7 @@ def action_meanings(game: str) -> list[str]:
 
 
 def make_single_atari_env(game: str, render_mode: str | None = None) -> gym.Env:
-    """One real game with the settings of SPEC §1 (a plain ``gym.Env``, full games, no autoreset
+    """One real game with the settings of docs/method.md §1 (a plain ``gym.Env``, full games, no autoreset
     logic of its own): for libraries that build their own vector env, such as SB3's
     ``DummyVecEnv``. Observations uint8 ``(64, 64, 3)``."""
     game = canonical_game(game)
@@ -116,7 +116,7 @@ def make_single_atari_env(game: str, render_mode: str | None = None) -> gym.Env:
 
 
 class RealAtariVectorEnv(gym.vector.VectorEnv):
-    """N real Atari games with the settings of SPEC §1 and same-step autoreset.
+    """N real Atari games with the settings of docs/method.md §1 and same-step autoreset.
 
     Observations are uint8 ``(N, 64, 64, 3)``; rewards are raw (unclipped) float32.
 
@@ -250,7 +250,7 @@ def make_atari_env(
     seed: int | None = None,
     render_mode: str | None = None,
 ) -> RealAtariVectorEnv:
-    """Build ``num_envs`` real games of ``game`` with the settings of SPEC §1.
+    """Build ``num_envs`` real games of ``game`` with the settings of docs/method.md §1.
 
     Args:
         game: an ALE game name ("Breakout", "ms_pacman", ...).

@@ -4,8 +4,8 @@ The ``paper`` preset holds the numbers of DIAMOND (Alonso et al., 2024) for Atar
 changes sizes and step counts only; ``cpu`` and ``small`` also turn on low-budget aids that the
 paper preset leaves off (``predict_change``, ``quantize="round"``, ``change_weight``, the
 sampler's ``min_change``, ``rew_end_event_fraction``, ``denoiser_reward_fraction``, and for the
-reward/end model ``frame_difference``, ``change_grid`` and ``event_weight``; measured in
-BENCHMARKS.md).
+reward/end model ``frame_difference``, ``change_grid`` and ``event_weight``; each measured on held-out
+games: docs/presets.md).
 Game-dependent values (the number of actions) are not part of a preset: models receive them as
 constructor arguments and checkpoints store them beside the config.
 """
@@ -29,7 +29,7 @@ NUM_CONTEXT = 4
 
 @dataclass(frozen=True)
 class DenoiserConfig:
-    """EDM denoiser with DIAMOND's action conditioning (SPEC §2.1)."""
+    """EDM denoiser with DIAMOND's action conditioning (docs/method.md §2.1)."""
 
     channels: tuple[int, ...] = (64, 64, 64, 64)
     """U-Net channels per level; one stride-2 downsampling between consecutive levels."""
@@ -66,9 +66,8 @@ class DenoiserConfig:
     frame weigh ``1 + change_weight`` in the denoising loss (each sample's loss stays a weighted
     mean over its pixels). The ball and the paddle are a few of the 4,096 pixels of a Breakout
     frame; unweighted, a model that leaves them where they were loses almost nothing. Off in
-    ``paper``; 5 in ``cpu`` and ``small``: at 5 the best held-out fidelity of the study at every
-    horizon and on the pixels that move (BENCHMARKS.md, run G2); at 50 the ball moved but left a
-    growing trail (run G)."""
+    ``paper``; 5 in ``cpu`` and ``small`` (docs/presets.md): too large a weight makes the ball
+    move but leave a trail."""
     context_noise: bool = False
     """Anti-drift aid, off in ``paper``: in training, the context frames are noised with their own
     level ``σ_c`` (drawn like the training σ, with offset noise) and the network is told
@@ -81,7 +80,7 @@ class DenoiserConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Karras et al. (2022) sampler settings (SPEC §2.1)."""
+    """Karras et al. (2022) sampler settings (docs/method.md §2.1)."""
 
     num_steps: int = 3
     """Number of denoising steps per imagined frame."""
@@ -111,7 +110,7 @@ class SamplerConfig:
 
 @dataclass(frozen=True)
 class RewEndConfig:
-    """Reward / termination model (SPEC §2.2)."""
+    """Reward / termination model (docs/method.md §2.2)."""
 
     channels: tuple[int, ...] = (32, 32, 32, 32)
     depths: tuple[int, ...] = (2, 2, 2, 2)
@@ -130,7 +129,7 @@ class RewEndConfig:
     ``change_grid`` x ``change_grid`` map (a divisor of the image size). A reward or a life loss
     is a small change at a telling place (a brick, the score, the lives counter) beside the
     ball's and paddle's changes everywhere; the encoder takes thousands of steps to find that
-    cue, a linear read-out of the map finds it in hundreds (BENCHMARKS.md, recipe study)."""
+    cue, a linear read-out of the map finds it much sooner (docs/presets.md)."""
     event_weight: float = 1.0
     """Low-budget aid, 1.0 (off) in ``paper``: the weight of the rare classes (reward -1 and +1,
     end) in the cross-entropy, the common ones keeping weight 1. With a few events per thousand
@@ -142,7 +141,7 @@ class RewEndConfig:
 
 @dataclass(frozen=True)
 class ActorCriticConfig:
-    """DIAMOND's actor-critic (SPEC §4)."""
+    """DIAMOND's actor-critic (docs/method.md §4)."""
 
     channels: tuple[int, ...] = (32, 32, 64, 64)
     lstm_dim: int = 512
@@ -151,7 +150,7 @@ class ActorCriticConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warm-up and gradient-norm clipping (SPEC §2.3)."""
+    """AdamW with linear warm-up and gradient-norm clipping (docs/method.md §2.3)."""
 
     lr: float = 1e-4
     eps: float = 1e-8
@@ -163,7 +162,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ImaginationConfig:
-    """Actor-critic training in imagination (SPEC §4)."""
+    """Actor-critic training in imagination (docs/method.md §4)."""
 
     batch_size: int = 32
     """Parallel dream trajectories."""
@@ -178,7 +177,7 @@ class ImaginationConfig:
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """DIAMOND's Algorithm 1 schedule (SPEC §5)."""
+    """DIAMOND's Algorithm 1 schedule (docs/method.md §5)."""
 
     real_steps: int = 100_000
     initial_steps_min: int = 5_000
@@ -209,10 +208,9 @@ class LoopConfig:
     denoiser_reward_fraction: float = 0.0
     """Low-budget aid, off in ``paper``, 0.3 in ``cpu`` and ``small``: the share of denoiser
     windows drawn in the lead-up to a reward, their last frame among the ``denoiser_reward_lead``
-    frames up to the one that shows it. In random Breakout play the ball goes up in 5 % of the
-    windows (down in 53 %), and a small model dreams every upward ball falling, so no brick ever
-    breaks in its dream; 0.3 balances the two directions (BENCHMARKS.md, "Where the dreamt ball
-    goes")."""
+    frames up to the one that shows it. In random Breakout play the ball rarely goes up, and a
+    small model dreams every upward ball falling, so no brick ever breaks in its dream; 0.3
+    balances the two directions (docs/presets.md)."""
     denoiser_reward_lead: int = 16
     """Frames before a reward that :attr:`denoiser_reward_fraction` draws from (16 = the
     imagination horizon + 1)."""
@@ -318,8 +316,8 @@ def _small() -> Config:
     """Half the paper's widths, with the ``cpu`` preset's low-budget aids (diffusing the change
     from the last frame, pixels that move weighted 6, rounding, ``min_change``; reward/end
     windows around events, the change map, frame differences and weighted events; denoiser
-    windows before rewards); the paper's learning rates (the ``cpu`` preset's 1e-3 was measured
-    on its smaller networks only)."""
+    windows before rewards); the paper's learning rates (the ``cpu`` preset's 1e-3 was chosen
+    for its smaller networks only)."""
     return Config(
         preset="small",
         denoiser=DenoiserConfig(
@@ -352,21 +350,10 @@ def _small() -> Config:
 
 
 def _cpu() -> Config:
-    """Sized for a 2-core CPU in minutes (``make demo``): the tiny networks, widened where it is
-    cheap, with the paper's imagination horizon, and the recipe measured best per CPU-minute
-    (BENCHMARKS.md, "A world model on a CPU budget"): the denoiser diffuses the change from the
-    last frame, learning rates 1e-3 after a 20-step warm-up, half of the reward/end windows
-    around a reward or an end, and a reward/end model that reads where the frame changed
-    (``change_grid``), the frame difference, and weighs rewards and ends 10 (without these it
-    predicts no event after an hour). DIAMOND's 4 + 1 + 1 denoiser loss is kept (without it the
-    change model drifts over long dreams); pixels that move weigh 6 in the denoising loss
-    (``change_weight=5``: without it the ball barely moves in the dream), and 30 % of the
-    denoiser's windows lead up to a reward (``denoiser_reward_fraction``: in random play the ball
-    rarely rises, and without them the dream sends every rising ball down, so no brick breaks in
-    it). In the dream, denoised frames are rounded to the nearest level (DIAMOND floors) and
-    pixels that moved by fewer than 6 levels keep the last frame's colour
-    (``sampler.min_change``): without it the small errors on static pixels pile up into a colour
-    drift that costs 4-5 dB at horizon 15."""
+    """Sized for a 2-core CPU in minutes to hours (``make demo``): the tiny networks, widened where
+    it is cheap, with the paper's imagination horizon, learning rates 1e-3 after a 20-step
+    warm-up, DIAMOND's 4 + 1 + 1 denoiser loss, and every low-budget aid of docs/presets.md (why
+    each one, and what it was measured to buy)."""
     return Config(
         preset="cpu",
         denoiser=DenoiserConfig(

@@ -2,16 +2,17 @@
 
 A paper-size step allocates and frees tensors of tens of MiB many times (a batch of 32 feature
 maps of 64 channels at 64x64 is 32 MiB). glibc serves blocks that large with ``mmap`` and returns
-them with ``munmap``, so every step faults the same pages in again, zero-filled by the kernel:
-measured on this project's 2-core box, a third to a half of a paper-size training step's CPU time
-(and 40 % of a dream step's, until glibc raises its threshold) was system time (BENCHMARKS.md,
-"Side by side with DIAMOND's code"). :func:`tune_allocator` keeps freed blocks in
+them with ``munmap``, so every step faults the same pages in again, zero-filled by the kernel,
+and a large share of a training step's CPU time becomes system time
+(docs/studies/benchmarks-log.md, "Side by side with DIAMOND's code"). :func:`tune_allocator` keeps freed blocks in
 the process instead (``mallopt``: no ``mmap`` for large blocks, no trimming of the heap's top),
 which removes that system time; the memory a step needs stays reserved between steps.
 
-It is process-wide, so it is applied when this package starts CPU work (a dream simulator or a
-trainer on the CPU), once, and ``DIAMOND_ENV_MALLOC=default`` in the environment leaves glibc's
-defaults alone. Elsewhere (musl, macOS, Windows) it does nothing.
+It is process-wide, so the library never applies it behind a caller's back: the ``diamond-env``
+command and ``train_wm.py``, which own their process, call :func:`tune_allocator` once at start
+(``DIAMOND_ENV_MALLOC=default`` in the environment leaves glibc's defaults alone), and a program
+of your own that trains or dreams at paper size on a CPU calls ``diamond_env.tune_allocator()``
+itself. Elsewhere (musl, macOS, Windows) it does nothing.
 """
 
 from __future__ import annotations

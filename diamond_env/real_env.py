@@ -184,7 +184,7 @@ class PixelVectorEnv(gym.vector.VectorEnv):  # type: ignore[type-arg]
 def make_real_env(
     game: str, num_envs: int = 1, *, train: bool = True, env: EnvSpec | None = None
 ) -> Any:
-    """The real env of ``game``: the ALE game (SPEC §1 settings), or, with ``env``, that
+    """The real env of ``game``: the ALE game (docs/method.md §1 settings), or, with ``env``, that
     Gymnasium env (its id is the game's name)."""
     if env is not None:
         return PixelVectorEnv(env, num_envs, train=train)

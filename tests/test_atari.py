@@ -1,4 +1,4 @@
-"""The real-Atari constructor: settings of SPEC §1, checked step by step against a plain pipeline."""
+"""The real-Atari constructor: settings of docs/method.md §1, checked step by step against a plain pipeline."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from diamond_env.atari import GAMES, canonical_game, make_atari_env
 
 
 class PlainAtari:
-    """Reference: raw ALE at frameskip 1, with SPEC §1 preprocessing written out by hand."""
+    """Reference: raw ALE at frameskip 1, with docs/method.md §1 preprocessing written out by hand."""
 
     def __init__(self, game: str) -> None:
         self.env = gym.make(

@@ -1,4 +1,4 @@
-"""The README's snippets for other RL libraries, run as written (the checkpoint path swapped for a
+"""The snippets of docs/other-libraries.md, run as written (the checkpoint path swapped for a
 real tiny world model). Opt-in (``pytest -m clients``): TorchRL, skrl and Tianshou are not
 dependencies of the package (``pip install '.[clients]'``)."""
 
@@ -13,25 +13,24 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "other-libraries.md"
 LIBRARIES = {"TorchRL": "torchrl", "skrl": "skrl", "Tianshou": "tianshou"}
 
 pytestmark = pytest.mark.clients
 
 
 def _snippets() -> dict[str, str]:
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## Using other RL libraries", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    text = PAGE.read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     return {block.split(":", 1)[0].lstrip("# "): block for block in blocks}
 
 
-def test_readme_has_a_snippet_per_library() -> None:
+def test_page_has_a_snippet_per_library() -> None:
     assert sorted(_snippets()) == sorted(LIBRARIES)
 
 
 @pytest.mark.parametrize("name", sorted(LIBRARIES))
-def test_readme_snippet_runs(name: str, tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_page_snippet_runs(name: str, tiny_checkpoint: Path, tmp_path: Path) -> None:
     if importlib.util.find_spec(LIBRARIES[name]) is None:
         pytest.fail(f"{LIBRARIES[name]} is not installed: pip install '.[clients]'")
     code = _snippets()[name]

@@ -1,16 +1,14 @@
 """The allocator setting of CPU work: large freed blocks stay in the process (no page faults when
-the next step allocates them again), off with DIAMOND_ENV_MALLOC=default; the simulator and the
-world-model trainer apply it."""
+the next step allocates them again), off with DIAMOND_ENV_MALLOC=default; the diamond-env command
+applies it to its own process, the library never does."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from typing import Any
 
 import pytest
-import torch
 
 _FAULTS = """
 import resource, sys, torch
@@ -44,18 +42,39 @@ def test_freed_blocks_are_reused_without_page_faults(setting: str) -> None:
         assert applied == "True" and int(faults) < page_faults_per_alloc
 
 
-def test_simulator_and_trainer_apply_it_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fake_world_model import FakeWorldModel
+_WHO_APPLIES = """
+import sys
+import diamond_env.devices as devices
+from diamond_env.config import get_preset
+from diamond_env.dream.simulator import DreamSimulator
+from diamond_env.training.wm_trainer import WorldModelTrainer
+from diamond_env.world_model.model import WorldModel
+import torch
+sys.path.insert(0, sys.argv[1])
+from fake_world_model import FakeWorldModel
+DreamSimulator(FakeWorldModel(), 2)
+wm = WorldModel(get_preset("tiny"), "Breakout", ["NOOP", "FIRE", "RIGHT", "LEFT"])
+WorldModelTrainer(wm, get_preset("tiny"), torch.device("cpu"))
+print(devices._done)  # None: nobody applied it
+"""
 
-    import diamond_env.dream.simulator as simulator
-    import diamond_env.training.wm_trainer as wm_trainer
-    from diamond_env.config import get_preset
-    from diamond_env.world_model.model import WorldModel
+
+def test_the_library_leaves_the_allocator_alone() -> None:
+    """Building a dream or a trainer does not change the host process's allocator."""
+    here = os.path.dirname(__file__)
+    proc = subprocess.run([sys.executable, "-c", _WHO_APPLIES, here], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["None"]
+
+
+def test_the_command_applies_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``diamond-env`` command owns its process and applies it once, before the command."""
+    import diamond_env.devices as devices
+    from diamond_env.cli import main as cli
 
     calls: list[str] = []
-    monkeypatch.setattr(simulator, "tune_allocator", lambda: calls.append("sim"))
-    monkeypatch.setattr(wm_trainer, "tune_allocator", lambda: calls.append("trainer"))
-    simulator.DreamSimulator(FakeWorldModel(), 2)  # type: ignore[arg-type]
-    wm: Any = WorldModel(get_preset("tiny"), "Breakout", ["NOOP", "FIRE", "RIGHT", "LEFT"])
-    wm_trainer.WorldModelTrainer(wm, get_preset("tiny"), torch.device("cpu"))
-    assert calls == ["sim", "trainer"]
+    monkeypatch.setattr(devices, "tune_allocator", lambda: calls.append("tuned") or True)
+    monkeypatch.setattr(cli, "_cmd_dataset", lambda args: calls.append("command") or 0)
+    assert cli.main(["dataset", "verify", "nowhere"]) == 0
+    assert calls == ["tuned", "command"]

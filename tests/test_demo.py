@@ -13,6 +13,8 @@ from diamond_env.cli.main import main
 from diamond_env.run import paths
 from diamond_env.run.metrics import read_metrics
 
+pytestmark = pytest.mark.e2e  # a slow end-to-end run: left out of `make test-fast`
+
 
 def test_demo_end_to_end_then_rerun_then_in_a_shipped_dream(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

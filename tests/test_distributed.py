@@ -24,6 +24,8 @@ sys.path.insert(0, str(TESTS))
 from ddp_worker import fixed_step, gradients, weights  # noqa: E402
 from test_loop import FAST  # noqa: E402
 
+pytestmark = pytest.mark.e2e  # a slow end-to-end run: left out of `make test-fast`
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -14,6 +14,8 @@ import pytest
 
 from diamond_env.evaluation.real_game import SB3Policy, load_agent
 
+pytestmark = pytest.mark.e2e  # a slow end-to-end run: left out of `make test-fast`
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SCORE = r"return\s+(-?\d+\.\d) ±\s+(\d+\.\d)\s+human-normalised (-?\d+\.\d{3})"
 
@@ -41,7 +43,7 @@ def test_ppo_in_dream_trains_saves_and_scores_in_the_real_game(
         assert match, line
         mean, std, hns = (float(g) for g in match.groups())
         assert std == 0.0  # one game
-        # human-normalised as SPEC §6: (score - 1.7) / (30.5 - 1.7) for Breakout
+        # human-normalised as docs/method.md §6: (score - 1.7) / (30.5 - 1.7) for Breakout
         assert hns == pytest.approx((mean - 1.7) / 28.8, abs=1e-3)
 
     meta = json.loads((out / "agent.json").read_text())

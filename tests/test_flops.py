@@ -1,4 +1,4 @@
-"""FLOP counts against hand computations and SPEC figures, and the run projection's arithmetic."""
+"""FLOP counts against hand computations and the figures of docs/method.md, and the run projection's arithmetic."""
 
 from __future__ import annotations
 
@@ -40,10 +40,12 @@ def test_tiny_actor_critic_count_matches_a_hand_computation() -> None:
 def test_paper_counts_match_spec() -> None:
     config = get_preset("paper")
     flops = count_model_flops(config, 4)
-    assert flops.denoiser_forward == pytest.approx(6.09e9, rel=0.01)  # SPEC §2.1: ≈6.1 GFLOP
+    assert flops.denoiser_forward == pytest.approx(
+        6.09e9, rel=0.01
+    )  # docs/method.md §2.1: ≈6.1 GFLOP
     frame = dream_frame_flops(flops, denoiser_passes(config.sampler))
     assert frame == 3 * flops.denoiser_forward + flops.rew_end_step
-    assert frame == pytest.approx(19e9, rel=0.03)  # SPEC §5: ≈19 GFLOP per imagined frame
+    assert frame == pytest.approx(19e9, rel=0.03)  # docs/method.md §5: ≈19 GFLOP per imagined frame
     # every layer of the reward/end model runs once per transition: a segment of 18 costs 18x
     assert flops.rew_end_segment == (config.loop.rew_end_seq_len - 1) * flops.rew_end_step
 

@@ -7,6 +7,7 @@ or of its own wing."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,44 @@ def test_lazy_public_names_resolve(name: str) -> None:
     import diamond_env
 
     assert getattr(diamond_env, name) is not None
+
+
+def test_a_dream_needs_no_optional_dependency() -> None:
+    """``pip install diamond_env`` (no extra) serves gym.make and gym.make_vec: the modules of the
+    ``sb3``, ``train`` and ``viewer`` extras are made unimportable and the dream still steps."""
+    code = (
+        "import sys\n"
+        "for m in ['stable_baselines3', 'tensorboard', 'matplotlib', 'pygame', 'PIL', 'pandas',\n"
+        "          'minari']:\n"
+        "    sys.modules[m] = None\n"
+        "import gymnasium as gym, diamond_env\n"
+        "env = gym.make('DiamondDream-Breakout-v0')\n"
+        "env.reset(seed=0)\n"
+        "print(env.step(1)[0].shape)\n"
+        "envs = gym.make_vec('DiamondDream-Breakout-v0', num_envs=2)\n"
+        "envs.reset(seed=0)\n"
+        "print(envs.step(envs.action_space.sample())[0].shape)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:2] == ["(64, 64, 3)", "(2, 64, 64, 3)"]
+
+
+def test_cli_names_the_extra_of_a_missing_dependency(tmp_path: Path) -> None:
+    """A command whose optional module is missing is refused in one line that names the extra."""
+    old = Path(__file__).parent / "data" / "v0.1.0"
+    code = (
+        "import sys\n"
+        "sys.modules['PIL'] = None\n"
+        "from diamond_env.cli.main import main\n"
+        f"sys.exit(main(['video', '--checkpoint', {str(old / 'world_model')!r}, '--dataset', "
+        f"{str(old / 'dataset')!r}, '--out', {str(tmp_path / 'x.gif')!r}, '--horizon', '2', "
+        "'--rollouts', '1']))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip() == (
+        "diamond-env video: error: needs PIL, an optional dependency: pip install 'diamond_env[train]'"
+    )

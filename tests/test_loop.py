@@ -1,4 +1,4 @@
-"""The full loop (SPEC §5) at the tiny preset: collect → world model → agent → real evaluation,
+"""The full loop (docs/method.md §5) at the tiny preset: collect → world model → agent → real evaluation,
 with the real-step budget, the run directory, a loadable agent, and resume after a stop."""
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from diamond_env.evaluation.real_game import cmd_evaluate
 from diamond_env.run.checkpoint import load_resume_state
 from diamond_env.run.metrics import read_metrics
 from diamond_env.training.loop import TrainOptions, train
+
+pytestmark = pytest.mark.e2e  # a slow end-to-end run: left out of `make test-fast`
 
 # one denoising step per dreamed frame, and a first epoch as short as the others (tiny: 20 world-
 # model and 10 actor-critic steps, 0.8 s each on one core): the loop's logic is under test here,

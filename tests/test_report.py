@@ -102,7 +102,7 @@ def test_report_of_a_loop_run(
     assert "| real steps used | 500 |" in text and "| last training record | epoch 3 |" in text
     assert "| return mean ± std | 2.0 ± 1.0 |" in text and "| min / max | 1 / 3 |" in text
     assert "| human-normalised score | 0.010 |" in text
-    assert "random 1.7, human 30.5, diamond 132.5" in text  # SPEC §6 reference scores
+    assert "random 1.7, human 30.5, diamond 132.5" in text  # docs/method.md §6 reference scores
     fid = json.loads((root / "fidelity.json").read_text())  # computed: no eval_wm.json here
     assert "not held out" in text
     for h, value in fid["psnr"].items():

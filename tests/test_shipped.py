@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SNIPPET = """
 import logging, sys
 import gymnasium as gym, diamond_env
+
+pytestmark = pytest.mark.e2e  # a slow end-to-end run: left out of `make test-fast`
 logging.basicConfig(level=logging.INFO)
 assert diamond_env.__file__.startswith(sys.argv[1]), diamond_env.__file__
 e = gym.make("DiamondDream-Breakout-v0")

@@ -542,7 +542,7 @@ def run_bench(
 def loop_projection(
     results: dict[str, Any], loop: LoopConfig | None = None
 ) -> dict[str, dict[str, float]]:
-    """Hours of a full run of ``loop`` (default ``LoopConfig()``: Atari 100k, SPEC §5) for each
+    """Hours of a full run of ``loop`` (default ``LoopConfig()``: Atari 100k, docs/method.md §5) for each
     preset measured in both the ``train`` and ``imagination`` sections of ``results``, from
     :func:`diamond_env.world_model.flops.project_hours`::
 
@@ -679,7 +679,7 @@ def _fastpath_row(preset: str, num_envs: Any, cell: dict[str, dict[str, float]])
 def format_projection(projection: dict[str, dict[str, float]]) -> list[str]:
     """One line per preset: projected hours of the Atari-100k loop and where they go."""
     return [
-        f"projection  {preset:<6} Atari-100k loop (SPEC §5) {h['total']:.1f} h = denoiser "
+        f"projection  {preset:<6} Atari-100k loop (docs/method.md §5) {h['total']:.1f} h = denoiser "
         f"{h['denoiser']:.1f} + rew/end {h['rew_end']:.1f} + actor-critic {h['actor_critic']:.1f}"
         f" + collection {h['collection']:.1f} h (no evaluation)"
         for preset, h in projection.items()

@@ -77,9 +77,9 @@ class DemoOptions:
                              "which the fresh and the shipped world models are compared")  # fmt: skip
     dream: str = opt("shipped", "world model the agents train in: shipped (the package's model "
                      "of the game; the fresh one when none ships) | fresh (the one trained here)")  # fmt: skip
-    wm_steps: int = opt(200, "world-model gradient steps (about 7 minutes on 2 idle cores)")
-    agent_steps: int = opt(20, "actor-critic gradient steps in the dream (about 4 minutes)")
-    ppo_dream_steps: int = opt(3_000, "SB3 PPO env steps in the dream (about 2.5 minutes)")
+    wm_steps: int = opt(200, "world-model gradient steps")
+    agent_steps: int = opt(20, "actor-critic gradient steps in the dream")
+    ppo_dream_steps: int = opt(3_000, "SB3 PPO env steps in the dream")
     wm_minutes: float = opt(21.0, "cap on the world model's time (a loaded machine does the same "
                             "steps more slowly, up to this)")  # fmt: skip
     agent_minutes: float = opt(12.0, "cap on the actor-critic's time")
@@ -350,7 +350,7 @@ def _report(
         "screen: `diamond-env evaluate --agent AGENT --episodes 100 --baselines` compares it, on "
         "the same games, with a policy blind to the screen that has its action shares.",
         "",
-        f"References (SPEC §6): random {ref['random']:g}, human {ref['human']:g}, DIAMOND "
+        f"References (docs/method.md §6): random {ref['random']:g}, human {ref['human']:g}, DIAMOND "
         f"{ref['diamond']:g} (100k real steps, ≈2.9 GPU-days per game).",
         "",
         f"## World-model fidelity ({opts.heldout_steps:,} held-out steps of other games)",

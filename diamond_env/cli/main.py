@@ -529,11 +529,23 @@ DATA_PARALLEL = ("train-wm", "train")
 """Commands that run data-parallel under torchrun (:mod:`diamond_env.training.distributed`)."""
 
 
+OPTIONAL_MODULES = {
+    "stable_baselines3": "train",
+    "tensorboard": "train",
+    "matplotlib": "train",
+    "PIL": "train",
+    "pygame": "viewer",
+    "minari": "minari",
+}
+"""Modules of the optional extras (pyproject.toml), and the extra that installs each."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv  # which options were given (a resumed run takes the others from its files)
     func: Command = args.func
+    from diamond_env.devices import tune_allocator
     from diamond_env.run.safe_io import InputError
     from diamond_env.training.distributed import launched_by_torchrun
 
@@ -547,6 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"processes (torchrun), but only {' and '.join(DATA_PARALLEL)} run data-parallel; "
               "run it as one process", file=sys.stderr)  # fmt: skip
         return 2
+    tune_allocator()  # this process is ours: keep large freed blocks (diamond_env/devices.py)
     try:
         return func(args)
     except (
@@ -556,6 +569,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ConnectionError,  # a data-parallel run lost one of its processes
     ) as err:  # a refusal: one line; anything else is a bug and keeps its traceback
         print(f"diamond-env {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:  # an optional dependency; any other is a bug
+        extra = OPTIONAL_MODULES.get((err.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"diamond-env {args.command}: error: needs {err.name}, an optional dependency: "
+              f"pip install 'diamond_env[{extra}]'", file=sys.stderr)  # fmt: skip
         return 2
 
 

@@ -132,7 +132,7 @@ class DreamGame:
 
 
 class RealGame:
-    """The real game (full games, SPEC §1 settings); its first reset is seeded."""
+    """The real game (full games, docs/method.md §1 settings); its first reset is seeded."""
 
     def __init__(self, game: str, *, seed: int) -> None:
         from diamond_env.atari import make_atari_env

@@ -218,7 +218,7 @@ def pixel_env_settings(spec: EnvSpec) -> dict[str, Any]:
 
 
 def open_game_dataset(root: Path, game: str) -> EpisodeDataset:
-    """Open (or start) the dataset of real ``game`` play in ``root`` with SPEC §1 settings, as
+    """Open (or start) the dataset of real ``game`` play in ``root`` with docs/method.md §1 settings, as
     its one writer (the lock is taken before the index is read).
 
     Raises:

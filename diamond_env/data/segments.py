@@ -1,4 +1,4 @@
-"""Sampling of fixed-length segments of real play for world-model training (SPEC §2.3), as
+"""Sampling of fixed-length segments of real play for world-model training (docs/method.md §2.3), as
 DIAMOND's ``BatchSampler`` and ``make_segment`` do (``src/data/batch_sampler.py``,
 ``src/data/utils.py``).
 

@@ -106,7 +106,8 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
         checkpoint: checkpoint directory; None = :func:`diamond_env.run.paths.resolve_checkpoint`'s lookup.
         device: torch device of the simulator; None = the model's (CPU when loading).
         horizon: truncation after this many steps (DIAMOND trains its agent with 15).
-        num_denoising_steps, sampler: override the checkpoint's sampler ("euler"/"heun").
+        num_denoising_steps: denoising steps per frame; None = the checkpoint's.
+        sampler: "euler" or "heun"; None = the checkpoint's.
         reward_mode: "sample" (rewards in {-1, 0, 1}, sampled ends) or "mean".
         render_mode: None, "rgb_array" (``render()`` returns the N current frames) or "human"
             (the frames tiled in a pygame window after every reset and step).
@@ -115,7 +116,7 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
         fastpath: speed options of :mod:`diamond_env.world_model.fastpath`, e.g. ``["channels_last", "bf16"]``;
             ``"auto"`` (default): those measured to pay on the device for a model loaded from
             ``checkpoint``, none for a ``world_model`` passed in; ``"plain"``: none (see
-            BENCHMARKS.md for what each buys on which device).
+            docs/benchmarks.md for what each buys on which device).
     """
 
     metadata: dict[str, Any] = {

@@ -65,8 +65,8 @@ def keys_from_seeds(seeds: torch.Tensor) -> torch.Tensor:
 
 
 CPU_CHUNK = 1 << 17
-"""Values hashed at once on a CPU (a block that stays in cache: measured about 1.5-2x faster
-than one pass over 1024 envs at once); a GPU hashes everything in one pass."""
+"""Values hashed at once on a CPU (a block that stays in cache is faster than one pass
+over many envs at once); a GPU hashes everything in one pass."""
 
 
 def _blocks(

@@ -28,7 +28,6 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 from diamond_env.config import IMG_SIZE, Config, SamplerConfig
-from diamond_env.devices import tune_allocator
 from diamond_env.dream import keyed_random
 from diamond_env.frames import to_model
 from diamond_env.models.rew_end import LstmState
@@ -136,7 +135,8 @@ class DreamSimulator:
         device: where buffers and generators live; None = the world model's device. The model
             must already be there (it is shared, so it is never moved behind the owner's back).
         horizon: an env is truncated when its step count since reset reaches ``horizon``.
-        num_denoising_steps, sampler: override the checkpoint's sampler settings.
+        num_denoising_steps: denoising steps per frame; None = the checkpoint's.
+        sampler: "euler" or "heun"; None = the checkpoint's.
         reward_mode: "sample" (reward and end drawn from the predicted categoricals) or "mean"
             (expected reward, end when p(end) > 0.5).
         seed: seeds the generators now (env i gets ``seed + i``); None = from torch's global RNG.
@@ -178,8 +178,6 @@ class DreamSimulator:
                 "move the model first or pass device=None"
             )
         check_memory_for(world_model.config, self.num_envs, self.device)
-        if self.device.type == "cpu":
-            tune_allocator()
         self.world_model = world_model
         self.sampler_config = sampler_config(
             world_model.config.sampler, num_denoising_steps, sampler

@@ -1,8 +1,8 @@
-"""Evaluation of agents in the real game with the test settings of SPEC §1.
+"""Evaluation of agents in the real game with the test settings of docs/method.md §1.
 
 Full games (no life-loss termination, 108k-frame cap), ε = 0 by default, exactly ``episodes``
 finished games: with several envs no more than ``episodes`` games are ever started, so short games
-are not over-represented. Scores are reported raw and human-normalised (SPEC §6).
+are not over-represented. Scores are reported raw and human-normalised (docs/method.md §6).
 
 Every agent is driven through one protocol (:class:`diamond_env.data.collect.Policy`):
 ``reset(mask)`` at each game start, ``__call__(obs)`` with uint8 ``(N, 64, 64, 3)`` frames
@@ -63,7 +63,7 @@ GIF_MAX_FRAMES = 9000
 
 
 def reference_scores(game: str) -> dict[str, float]:
-    """``{"random", "human", "diamond"}`` scores of an Atari 100k game (SPEC §6); ``game`` is
+    """``{"random", "human", "diamond"}`` scores of an Atari 100k game (docs/method.md §6); ``game`` is
     matched ignoring case, ``_`` and ``-``. Raises ``ValueError`` for any other game."""
     data = json.loads(resources.files("diamond_env").joinpath(SCORES_FILE).read_text("utf-8"))
     tables = {"random": data["random"], "human": data["human"], "diamond": data["DIAMOND"]}

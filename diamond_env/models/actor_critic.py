@@ -1,4 +1,4 @@
-"""DIAMOND's recurrent actor-critic (SPEC §4): a small conv encoder, an LSTM cell, two linear heads.
+"""DIAMOND's recurrent actor-critic (docs/method.md §4): a small conv encoder, an LSTM cell, two linear heads.
 
 Observations enter as float ``(B, 3, 64, 64)`` in [-1, 1] (see :func:`diamond_env.frames.to_model`).
 The recurrent state ``(h, c)`` is passed in and returned explicitly, each float32

@@ -1,4 +1,4 @@
-"""EDM denoiser of the next frame, conditioned on past frames and actions (SPEC §2.1).
+"""EDM denoiser of the next frame, conditioned on past frames and actions (docs/method.md §2.1).
 
 Frames are float ``(..., 3, H, W)`` in [-1, 1]; actions are int64 indices of the game's minimal
 action set. Noise levels ``sigma`` are float ``(B,)``.

@@ -1,4 +1,4 @@
-"""Reward / termination model (SPEC §2.2): an action-conditioned residual encoder of each
+"""Reward / termination model (docs/method.md §2.2): an action-conditioned residual encoder of each
 transition (frame, next frame), an LSTM over time and a small head giving 5 logits.
 
 Frames are float ``(B, T, 3, H, W)`` in [-1, 1], actions int64 ``(B, T)``; ``act[:, t]`` is taken

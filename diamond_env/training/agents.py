@@ -39,6 +39,7 @@ from diamond_env.run.checkpoint import (
 )
 from diamond_env.run.metrics import MetricsLogger
 from diamond_env.run.options import opt
+from diamond_env.run.paths import resolve_checkpoint
 from diamond_env.run.progress import BudgetBar
 from diamond_env.run.runinfo import start_session
 from diamond_env.run.safe_io import (
@@ -69,7 +70,12 @@ SB3_SETTINGS: dict[str, dict[str, Any]] = {
 class TrainAgentOptions:
     """What ``diamond-env train-agent`` does; every field is a ``--flag``."""
 
-    checkpoint: str = opt(None, "world-model checkpoint directory (train_wm.py's world_model/)")
+    checkpoint: str | None = opt(
+        None,
+        "world-model checkpoint directory (train_wm.py's world_model/); default: the one "
+        "gym.make would load for --game ($DIAMOND_ENV_HOME, runs/<Game>, the shipped model)",
+    )
+    game: str = opt("Breakout", "game whose world model to load when --checkpoint is not given")
     out: str = opt(None, "agent directory to write")
     algo: str = opt("actor-critic", "actor-critic | ppo | a2c | dqn")
     steps: int = opt(1_000, "actor-critic: gradient steps; SB3: dream environment steps")
@@ -117,7 +123,9 @@ def train_agent(opts: TrainAgentOptions) -> Path:
             f"{out} already holds an agent or a run ({started[0]}); pass --resume or choose "
             "another --out"
         )
-    wm = WorldModel.load(opts.checkpoint, device=opts.device)
+    checkpoint = resolve_checkpoint(opts.game, opts.checkpoint)
+    opts = dataclasses.replace(opts, checkpoint=str(checkpoint))
+    wm = WorldModel.load(checkpoint, device=opts.device)
     from diamond_env.world_model.fastpath import (
         FastPathOptions,
         prepare_from_options,
@@ -127,7 +135,7 @@ def train_agent(opts: TrainAgentOptions) -> Path:
     names = resolve_fastpath(opts.fastpath, wm.device)
     if names:
         wm = prepare_from_options(wm, FastPathOptions.from_names(names))
-    identity = _world_model_identity(Path(opts.checkpoint))
+    identity = _world_model_identity(checkpoint)
     if opts.resume:
         _check_same_world_model(out, identity)
     out.mkdir(parents=True, exist_ok=True)
@@ -359,7 +367,7 @@ def train_sb3_real(
     progress: bool = True,
     max_minutes: float = 0.0,
 ) -> Path:
-    """Model-free baseline: an SB3 agent trained on ``steps`` real steps (SPEC §1 settings, a lost
+    """Model-free baseline: an SB3 agent trained on ``steps`` real steps (docs/method.md §1 settings, a lost
     life ends the learner's episode as in DIAMOND's training env), saved like :func:`train_agent`.
     """
     from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv

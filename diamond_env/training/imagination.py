@@ -1,4 +1,4 @@
-"""Training the actor-critic in imagination only (SPEC §4), as DIAMOND's env loop does it.
+"""Training the actor-critic in imagination only (docs/method.md §4), as DIAMOND's env loop does it.
 
 One gradient step = ``horizon`` steps of ``B`` dreams on a :class:`DreamSimulator` (all tensors on
 the simulator's device, no numpy). The dreams **run on across gradient steps** (DIAMOND,

@@ -1,4 +1,4 @@
-"""The full DIAMOND loop (SPEC §5, Algorithm 1): ``diamond-env train``.
+"""The full DIAMOND loop (docs/method.md §5, Algorithm 1): ``diamond-env train``.
 
 1. Initial collection with a uniform policy: at least ``initial_steps_min`` real steps, going on
    (100 at a time) up to ``initial_steps_max`` until the rewards whose sign is not the most

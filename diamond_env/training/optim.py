@@ -1,4 +1,4 @@
-"""Optimisers of SPEC §2.3: AdamW, linear warm-up, gradient-norm clipping."""
+"""Optimisers of docs/method.md §2.3: AdamW, linear warm-up, gradient-norm clipping."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""λ-returns and the actor-critic loss of DIAMOND (SPEC §4), as pure functions.
+"""λ-returns and the actor-critic loss of DIAMOND (docs/method.md §4), as pure functions.
 
 Time convention (a rollout of ``T`` steps in ``B`` parallel envs with same-step autoreset):
 
@@ -108,7 +108,7 @@ def actor_critic_loss(
     mask: torch.Tensor | None = None,
     entropy_weight: float = 1e-3,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """REINFORCE with a value baseline, value regression and an entropy bonus (SPEC §4).
+    """REINFORCE with a value baseline, value regression and an entropy bonus (docs/method.md §4).
 
     ``loss = mean[-log π(a_t) · sg(G_t - V_t) + (sg(G_t) - V_t)² - entropy_weight · H(π_t)]``
 

@@ -13,7 +13,6 @@ from torch import nn
 from diamond_env.config import Config
 from diamond_env.data.episode import FlatData
 from diamond_env.data.segments import SegmentSampler, life_index, to_torch
-from diamond_env.devices import tune_allocator
 from diamond_env.training.distributed import Distributed
 from diamond_env.training.optim import make_optimizer, optimizer_step
 from diamond_env.world_model.model import ContextBank, WorldModel
@@ -93,7 +92,7 @@ def make_samplers(
 
 
 class WorldModelTrainer:
-    """One gradient step at a time for the denoiser and the reward/end model (SPEC §2.3).
+    """One gradient step at a time for the denoiser and the reward/end model (docs/method.md §2.3).
 
     ``dist``: the data-parallel run this process belongs to (None: a plain run). Each rank then
     trains on ``batch_per_rank`` segments (default: the preset's batch divided by the number of
@@ -114,8 +113,6 @@ class WorldModelTrainer:
         self.config = config
         self.device = device
         self.dist = dist if dist is not None else Distributed(device=device)
-        if device.type == "cpu":
-            tune_allocator()
         self.den_opt, self.den_sched = make_optimizer(world_model.denoiser, config.denoiser_optim)
         self.re_opt, self.re_sched = make_optimizer(world_model.rew_end, config.rew_end_optim)
         self.den_batch, self.re_batch = (

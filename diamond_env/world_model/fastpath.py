@@ -41,15 +41,13 @@ AUTOCAST_NAMES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 FLAG_NAMES = ("channels_last", "compile", "inference_mode", "cuda_graphs")
 """The on/off options of :class:`FastPathOptions`."""
 DEVICE_DEFAULTS: dict[str, tuple[str, ...]] = {"cpu": ("channels_last",), "cuda": ("cuda_graphs",)}
-"""What ``fastpath="auto"`` turns on, per device type, chosen by measurement (BENCHMARKS.md,
-"Fast-path defaults"). CPU: channels-last was never slower in any cell measured (x1.00-1.38 over
-the tiny, small, cpu and paper presets at 1-32 envs) and matches the plain path up to rare
-one-level rounding flips of 8-bit pixels; inference mode made no measurable difference; bf16
-changes the numbers and was x1.8-2.5 faster on one CPU but x0.45-0.67 on another without native
-bf16 instructions, so it stays a choice. CUDA (BENCHMARKS.md, "CUDA on a lent H200"): CUDA
-graphs were x1.4-4.3 faster over the cpu and paper presets at 1-128 envs and match the plain path
-up to one level; channels-last (x0.73-1.10) and bf16 (x0.58-0.80) were slower there. Devices not
-listed have not been measured and run the plain path."""
+"""What ``fastpath="auto"`` turns on, per device type, chosen by measurement
+(docs/studies/benchmarks-log.md, "Fast-path defaults" and "CUDA on a lent H200"). CPU:
+channels-last was never slower over the presets and env counts measured and matches the plain
+path up to rare one-level rounding flips of 8-bit pixels; bf16 changes the numbers and pays only
+on CPUs with native bf16 instructions, so it stays a choice. CUDA: CUDA graphs pay and match the
+plain path up to one level; channels-last and bf16 were slower there. Devices not listed have
+not been measured and run the plain path."""
 
 
 @dataclass(frozen=True)

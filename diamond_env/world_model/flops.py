@@ -126,7 +126,7 @@ def imagination_update_flops(flops: ModelFlops, config: Config, passes: int) -> 
 
 @dataclass(frozen=True)
 class LoopCounts:
-    """How much work a full run of a :class:`LoopConfig` schedule does (SPEC §5).
+    """How much work a full run of a :class:`LoopConfig` schedule does (docs/method.md §5).
 
     Attributes:
         epochs: ``ceil((real_steps - initial_steps_min) / steps_per_epoch) + extra_epochs``.
