@@ -32,14 +32,39 @@ def run_once(
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        args = ["-m", "diamond_env", "train-wm", "--preset", preset, "--dataset", dataset,
-                "--run-dir", str(run_dir), "--steps", str(steps), "--log-every", "1",
-                "--eval-every", "0", "--save-every", str(steps), "--no-progress"]  # fmt: skip
+        args = [
+            "-m",
+            "diamond_env",
+            "train-wm",
+            "--preset",
+            preset,
+            "--dataset",
+            dataset,
+            "--run-dir",
+            str(run_dir),
+            "--steps",
+            str(steps),
+            "--log-every",
+            "1",
+            "--eval-every",
+            "0",
+            "--save-every",
+            str(steps),
+            "--no-progress",
+        ]
         if overrides:
             args += ["--overrides", overrides]
         if processes > 1:
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
-                   str(processes), "--master_port", str(29_500 + os.getpid() % 1000), *args]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node",
+                str(processes),
+                "--master_port",
+                str(29_500 + os.getpid() % 1000),
+                *args,
+            ]
         else:
             cmd = [sys.executable, *args]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
@@ -70,9 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     config = apply_overrides(get_preset(args.preset), args.overrides)
     batch = config.denoiser_optim.batch_size + config.rew_end_optim.batch_size
     configs = [(1, args.threads), (args.processes, max(1, args.threads // args.processes))]
-    print(f"{args.preset} preset, global batch {config.denoiser_optim.batch_size} denoiser + "
-          f"{config.rew_end_optim.batch_size} reward/end segments, {args.steps} steps "
-          f"(timed from step {FIRST_TIMED_STEP}), {os.cpu_count()} CPUs")  # fmt: skip
+    print(
+        f"{args.preset} preset, global batch {config.denoiser_optim.batch_size} denoiser + "
+        f"{config.rew_end_optim.batch_size} reward/end segments, {args.steps} steps "
+        f"(timed from step {FIRST_TIMED_STEP}), {os.cpu_count()} CPUs"
+    )
     rows = []
     for r in range(args.rounds):
         rates = []
@@ -80,15 +107,25 @@ def main(argv: list[str] | None = None) -> int:
             fig = run_once(
                 args.dataset, args.preset, args.overrides, args.steps, processes, threads
             )
-            fig.update(round=r + 1, processes=processes, threads=threads,
-                       segments_per_s=fig["steps_per_s"] * batch)  # fmt: skip
+            fig.update(
+                round=r + 1,
+                processes=processes,
+                threads=threads,
+                segments_per_s=fig["steps_per_s"] * batch,
+            )
             rows.append(fig)
             rates.append(fig["steps_per_s"])
-            print(f"round {r + 1}: {processes} process(es) x {threads} thread(s): "
-                  f"{fig['steps_per_s']:.3f} steps/s, {fig['segments_per_s']:.1f} segments/s "
-                  f"(load before {fig['load_before']:.2f})", flush=True)  # fmt: skip
-        print(f"round {r + 1}: {configs[1][0]} x {configs[1][1]} / {configs[0][0]} x "
-              f"{configs[0][1]} = {rates[1] / rates[0]:.2f}", flush=True)  # fmt: skip
+            print(
+                f"round {r + 1}: {processes} process(es) x {threads} thread(s): "
+                f"{fig['steps_per_s']:.3f} steps/s, {fig['segments_per_s']:.1f} segments/s "
+                f"(load before {fig['load_before']:.2f})",
+                flush=True,
+            )
+        print(
+            f"round {r + 1}: {configs[1][0]} x {configs[1][1]} / {configs[0][0]} x "
+            f"{configs[0][1]} = {rates[1] / rates[0]:.2f}",
+            flush=True,
+        )
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0

@@ -30,8 +30,9 @@ class NetworkTimer:
     """Seconds spent inside the forward calls of the given modules and in the given bound
     methods (outermost calls only)."""
 
-    def __init__(self, modules: list[nn.Module], methods: list[tuple[Any, str]],
-                 device: torch.device) -> None:  # fmt: skip
+    def __init__(
+        self, modules: list[nn.Module], methods: list[tuple[Any, str]], device: torch.device
+    ) -> None:
         self.seconds, self.device, self._depth, self._start = 0.0, device, 0, 0.0
         for m in modules:
             m.register_forward_pre_hook(self._enter)
@@ -146,19 +147,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     info = machine_info()
-    print(f"{args.preset} preset, {args.device}, {torch.get_num_threads()} threads, "
-          f"load {os.getloadavg()[0]:.2f}, {info.get('cpu', '')}")  # fmt: skip
+    print(
+        f"{args.preset} preset, {args.device}, {torch.get_num_threads()} threads, "
+        f"load {os.getloadavg()[0]:.2f}, {info.get('cpu', '')}"
+    )
     print("draw     num_envs steps  step ms  networks ms  outside ms  outside %  draw ms  frames/s")
     rows = []
     for n in args.num_envs:
         steps = min(30, max(2, args.frames // n))
         for kind in args.draws:  # alternating, so both see the same machine state
-            r = {"draw": kind, "steps": steps,
-                 **measure(args.preset, n, steps, args.horizon, args.device, kind)}  # fmt: skip
+            r = {
+                "draw": kind,
+                "steps": steps,
+                **measure(args.preset, n, steps, args.horizon, args.device, kind),
+            }
             rows.append(r)
-            print(f"{kind:8s} {n:8d} {steps:5d} {r['step_ms']:8.1f} {r['network_ms']:12.1f} "
-                  f"{r['outside_ms']:11.2f} {100 * r['outside_share']:9.1f} {r['draw_ms']:8.2f} "
-                  f"{r['frames_per_s']:9.0f}", flush=True)  # fmt: skip
+            print(
+                f"{kind:8s} {n:8d} {steps:5d} {r['step_ms']:8.1f} {r['network_ms']:12.1f} "
+                f"{r['outside_ms']:11.2f} {100 * r['outside_share']:9.1f} {r['draw_ms']:8.2f} "
+                f"{r['frames_per_s']:9.0f}",
+                flush=True,
+            )
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump({"machine": info, "preset": args.preset, "rows": rows}, f, indent=1)

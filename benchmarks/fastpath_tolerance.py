@@ -18,11 +18,17 @@ import torch
 import diamond_env  # noqa: F401  (registers DiamondDream-<Game>-v0)
 
 
-def rollout(checkpoint: str, fastpath: str, threads: int, steps: int, num_envs: int
-            ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def rollout(
+    checkpoint: str, fastpath: str, threads: int, steps: int, num_envs: int
+) -> tuple[np.ndarray, np.ndarray]:
     torch.set_num_threads(threads)
-    env = gym.make_vec("DiamondDream-Breakout-v0", num_envs=num_envs, checkpoint=checkpoint,
-                       fastpath=fastpath, horizon=10**6)  # fmt: skip
+    env = gym.make_vec(
+        "DiamondDream-Breakout-v0",
+        num_envs=num_envs,
+        checkpoint=checkpoint,
+        fastpath=fastpath,
+        horizon=10**6,
+    )
     obs, _ = env.reset(seed=0)
     rng = np.random.default_rng(0)
     frames, rewards = [obs], []
@@ -46,9 +52,12 @@ def main() -> None:
         diff = np.abs(frames - ref)
         per_step = diff.reshape(len(diff), -1).max(axis=1)
         first = int(np.argmax(per_step > 0)) if per_step.any() else None
-        print(f"{fastpath} on {threads} threads: first differing step {first}, largest difference "
-              f"per step {per_step.tolist()}, share of differing values {(diff > 0).mean():.2e}, "
-              f"rewards equal {bool((rewards == ref_rew).all())}", flush=True)  # fmt: skip
+        print(
+            f"{fastpath} on {threads} threads: first differing step {first}, largest difference "
+            f"per step {per_step.tolist()}, share of differing values {(diff > 0).mean():.2e}, "
+            f"rewards equal {bool((rewards == ref_rew).all())}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,12 @@ def main() -> None:
     modes = ["auto", "plain"] if args.fastpath == "both" else [args.fastpath]
     for _ in range(args.repeats):
         for mode in modes:
-            out = subprocess.run([sys.executable, "-c", _CHILD, args.checkpoint, mode],
-                                 capture_output=True, text=True, check=True)  # fmt: skip
+            out = subprocess.run(
+                [sys.executable, "-c", _CHILD, args.checkpoint, mode],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             print(out.stdout.strip().splitlines()[-1], flush=True)
 
 

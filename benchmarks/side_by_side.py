@@ -62,11 +62,20 @@ def load_diamond(checkout: Path) -> dict[str, Any]:
     import utils as diamond_utils  # type: ignore[import-not-found]
     from data import Batch  # type: ignore[import-not-found]
 
-    models = {"agent": diamond_agent, "diffusion": diamond_diffusion,
-              "rew_end": diamond_rew_end, "actor_critic": diamond_ac}  # fmt: skip
-    return {"config": diamond_agent_config(models, paper=True), "agent": diamond_agent,
-            "diffusion": diamond_diffusion, "wm_env": diamond_wm_env, "utils": diamond_utils,
-            "Batch": Batch}  # fmt: skip
+    models = {
+        "agent": diamond_agent,
+        "diffusion": diamond_diffusion,
+        "rew_end": diamond_rew_end,
+        "actor_critic": diamond_ac,
+    }
+    return {
+        "config": diamond_agent_config(models, paper=True),
+        "agent": diamond_agent,
+        "diffusion": diamond_diffusion,
+        "wm_env": diamond_wm_env,
+        "utils": diamond_utils,
+        "Batch": Batch,
+    }
 
 
 class _Contexts:
@@ -108,9 +117,10 @@ def build(d: dict[str, Any], num_envs: int, side: str) -> dict[str, Callable[[],
     if (ckpt.denoiser_config, ckpt.rew_end_config) != (config.denoiser, config.rew_end):
         raise SystemExit("DIAMOND's paper config converts to something other than our paper preset")
     gen = torch.Generator().manual_seed(1)
-    bank = ContextBank(obs=torch.randint(0, 256, (64, 4, 64, 64, 3), generator=gen,
-                                         dtype=torch.uint8),
-                       act=torch.randint(0, NUM_ACTIONS, (64, 4), generator=gen))  # fmt: skip
+    bank = ContextBank(
+        obs=torch.randint(0, 256, (64, 4, 64, 64, 3), generator=gen, dtype=torch.uint8),
+        act=torch.randint(0, NUM_ACTIONS, (64, 4), generator=gen),
+    )
     ours = WorldModel(config, "Breakout", action_meanings("Breakout"), bank)
     load_into(ours.denoiser, ckpt.denoiser, "denoiser")
     load_into(ours.rew_end, ckpt.rew_end, "rew_end")
@@ -121,18 +131,22 @@ def build(d: dict[str, Any], num_envs: int, side: str) -> dict[str, Callable[[],
 
     # --- dream: DIAMOND's WorldModelEnv against our simulator (horizon 15 both)
     sampler_cfg = d["diffusion"].DiffusionSamplerConfig(num_steps_denoising=3)
-    env_cfg = d["wm_env"].WorldModelEnvConfig(horizon=15, num_batches_to_preload=1,
-                                              diffusion_sampler=sampler_cfg)  # fmt: skip
-    their_env = d["wm_env"].WorldModelEnv(ref.denoiser, ref.rew_end_model, _Contexts(num_envs),
-                                          env_cfg)  # fmt: skip
+    env_cfg = d["wm_env"].WorldModelEnvConfig(
+        horizon=15, num_batches_to_preload=1, diffusion_sampler=sampler_cfg
+    )
+    their_env = d["wm_env"].WorldModelEnv(
+        ref.denoiser, ref.rew_end_model, _Contexts(num_envs), env_cfg
+    )
     their_env.reset()
     if side == "ours":  # what the diamond-env command does for its process; never on DIAMOND's
         from diamond_env.devices import tune_allocator
 
         tune_allocator()
-    sims = {name: DreamSimulator(model, num_envs, horizon=15, seed=0)
-            for name, model in (("ours_plain", ours), ("ours_auto", fast))
-            if side == "ours"}  # fmt: skip
+    sims = {
+        name: DreamSimulator(model, num_envs, horizon=15, seed=0)
+        for name, model in (("ours_plain", ours), ("ours_auto", fast))
+        if side == "ours"
+    }
     for sim in sims.values():
         sim.reset()
     acts = torch.randint(0, NUM_ACTIONS, (num_envs,), generator=gen)
@@ -150,15 +164,31 @@ def build(d: dict[str, Any], num_envs: int, side: str) -> dict[str, Callable[[],
     re_end = torch.zeros(b, t + 1, dtype=torch.long)
     re_mask = torch.ones(b, t + 1, dtype=torch.bool)
     batch = d["Batch"]
-    den_batch = batch(obs=den_obs, act=den_act, rew=torch.zeros(b, 6), end=torch.zeros(b, 6).long(),
-                      trunc=torch.zeros(b, 6).long(), mask_padding=den_mask, info=[{}] * b,
-                      segment_ids=[None] * b)  # fmt: skip
-    re_batch = batch(obs=re_obs, act=re_act, rew=re_rew, end=re_end, trunc=torch.zeros_like(re_end),
-                     mask_padding=re_mask, info=[{}] * b, segment_ids=[None] * b)  # fmt: skip
+    den_batch = batch(
+        obs=den_obs,
+        act=den_act,
+        rew=torch.zeros(b, 6),
+        end=torch.zeros(b, 6).long(),
+        trunc=torch.zeros(b, 6).long(),
+        mask_padding=den_mask,
+        info=[{}] * b,
+        segment_ids=[None] * b,
+    )
+    re_batch = batch(
+        obs=re_obs,
+        act=re_act,
+        rew=re_rew,
+        end=re_end,
+        trunc=torch.zeros_like(re_end),
+        mask_padding=re_mask,
+        info=[{}] * b,
+        segment_ids=[None] * b,
+    )
 
     their_den, their_re = ref.denoiser.train(), ref.rew_end_model.train()
-    their_den.setup_training(d["diffusion"].SigmaDistributionConfig(loc=-0.4, scale=1.2,
-                                                                     sigma_min=2e-3, sigma_max=20))  # fmt: skip
+    their_den.setup_training(
+        d["diffusion"].SigmaDistributionConfig(loc=-0.4, scale=1.2, sigma_min=2e-3, sigma_max=20)
+    )
     utils = d["utils"]
     their_den_opt = utils.configure_opt(their_den, lr=1e-4, weight_decay=1e-2, eps=1e-8)
     their_re_opt = utils.configure_opt(their_re, lr=1e-4, weight_decay=1e-2, eps=1e-8)
@@ -189,7 +219,7 @@ def build(d: dict[str, Any], num_envs: int, side: str) -> dict[str, Callable[[],
             our_den_opt,
             our_den_sched,
             1.0,
-        ),  # fmt: skip
+        ),
         "rew_end_train/diamond": lambda: their_step(their_re, their_re_opt, re_batch, 100.0),
         "rew_end_train/ours": lambda: optimizer_step(
             train_wm.rew_end.compute_loss(
@@ -204,7 +234,7 @@ def build(d: dict[str, Any], num_envs: int, side: str) -> dict[str, Callable[[],
             our_re_opt,
             our_re_sched,
             100.0,
-        ),  # fmt: skip
+        ),
     }
     return {k: v for k, v in ops.items() if (k.endswith("/diamond")) == (side == "diamond")}
 
@@ -222,9 +252,11 @@ def work_per_call(num_envs: int) -> dict[str, int]:
     )
 
     flops = count_model_flops(get_preset("paper"), NUM_ACTIONS)
-    return {"dream": num_envs * dream_frame_flops(flops, 3),
-            "denoiser_train": 32 * denoiser_sample_flops(flops, targets=2),
-            "rew_end_train": 32 * rew_end_sample_flops(flops)}  # fmt: skip
+    return {
+        "dream": num_envs * dream_frame_flops(flops, 3),
+        "denoiser_train": 32 * denoiser_sample_flops(flops, targets=2),
+        "rew_end_train": 32 * rew_end_sample_flops(flops),
+    }
 
 
 def fp32_peak() -> tuple[float, str]:
@@ -236,8 +268,11 @@ def fp32_peak() -> tuple[float, str]:
             text = f.read()
     except OSError:
         return 0.0, "no /proc/cpuinfo"
-    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines()
-                      if ln.startswith("flags")), []))  # fmt: skip
+    flags = set(
+        next(
+            (ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []
+        )
+    )
     mhz = [float(ln.split(":", 1)[1]) for ln in text.splitlines() if ln.startswith("cpu MHz")]
     if not mhz or "fma" not in flags:
         return 0.0, "clock or FMA flag not found"
@@ -245,8 +280,10 @@ def fp32_peak() -> tuple[float, str]:
     per_cycle = 2 * lanes * 2
     cpus = os.cpu_count() or 1
     peak = cpus * max(mhz) / 1000 * per_cycle
-    how = (f"{cpus} CPUs x {max(mhz) / 1000:.2f} GHz x {per_cycle} FLOP/cycle "
-           f"(2 FMA units x {lanes} fp32 lanes x 2)")  # fmt: skip
+    how = (
+        f"{cpus} CPUs x {max(mhz) / 1000:.2f} GHz x {per_cycle} FLOP/cycle "
+        f"(2 FMA units x {lanes} fp32 lanes x 2)"
+    )
     return peak, how
 
 
@@ -261,9 +298,13 @@ def measure(op: Callable[[], None], seconds: float) -> dict[str, float]:
         if elapsed >= seconds:
             break
     after = resource.getrusage(resource.RUSAGE_SELF)
-    return {"per_s": calls / elapsed, "calls": calls, "seconds": elapsed,
-            "user_s": after.ru_utime - before.ru_utime,
-            "sys_s": after.ru_stime - before.ru_stime}  # fmt: skip
+    return {
+        "per_s": calls / elapsed,
+        "calls": calls,
+        "seconds": elapsed,
+        "user_s": after.ru_utime - before.ru_utime,
+        "sys_s": after.ru_stime - before.ru_stime,
+    }
 
 
 def _worker(conn: Any, side: str, diamond: Path, num_envs: int, threads: int) -> None:
@@ -291,17 +332,20 @@ def main() -> None:
     workers, names = {}, {}
     for side in ("diamond", "ours"):
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(child, side, args.diamond.resolve(),
-                                                 args.num_envs, args.threads))  # fmt: skip
+        proc = ctx.Process(
+            target=_worker, args=(child, side, args.diamond.resolve(), args.num_envs, args.threads)
+        )
         proc.start()
         workers[side] = (parent, proc)
         names[side] = parent.recv()
     with open("/proc/loadavg", encoding="ascii") as f:
         load = f.read().split()[:3]
     threads = args.threads or torch.get_num_threads()
-    print(f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} "
-          f"threads, load average {' '.join(load)}, {time.strftime('%Y-%m-%d %H:%M')}; each side "
-          "in its own process, alternating")  # fmt: skip
+    print(
+        f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} "
+        f"threads, load average {' '.join(load)}, {time.strftime('%Y-%m-%d %H:%M')}; each side "
+        "in its own process, alternating"
+    )
     peak, how = fp32_peak()
     work = work_per_call(args.num_envs)
     print(f"fp32 peak {peak:.0f} GFLOP/s = {how}")

@@ -62,8 +62,11 @@ class EnvSpec:
         if self.render_obs:
             env = gym.wrappers.AddRenderObservation(env, render_only=True)
         space = env.observation_space
-        if not (isinstance(space, gym.spaces.Box) and space.dtype == np.uint8
-                and (len(space.shape) == 2 or (len(space.shape) == 3 and space.shape[2] in (1, 3)))):  # fmt: skip
+        if not (
+            isinstance(space, gym.spaces.Box)
+            and space.dtype == np.uint8
+            and (len(space.shape) == 2 or (len(space.shape) == 3 and space.shape[2] in (1, 3)))
+        ):
             env.close()
             raise InputError(
                 f"env {self.id}: observations are {space}, expected uint8 images (H, W), (H, W, 1) "
@@ -169,8 +172,11 @@ class PixelVectorEnv(gym.vector.VectorEnv):  # type: ignore[type-arg]
                 frame = to_model_frame(env.reset()[0])
             self._obs[i] = frame
         done = terms | truncs
-        infos: dict[str, Any] = {"lives": np.zeros(n, dtype=np.int64),
-                                 "life_loss": np.zeros(n, dtype=bool), "game_over": done.copy()}  # fmt: skip
+        infos: dict[str, Any] = {
+            "lives": np.zeros(n, dtype=np.int64),
+            "life_loss": np.zeros(n, dtype=bool),
+            "game_over": done.copy(),
+        }
         if done.any():
             infos["final_obs"] = final_obs
             infos["_final_obs"] = done

@@ -31,8 +31,15 @@ def benchmarks_table(link_prefix: str = "") -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cells = [r["topic"], r["what"], f"**{r['figure']}**", r["baseline"], f"`{r['command']}`",
-                 f"{r['machine']}, {r['date']}", f"[log]({link_prefix}{r['page']})"]  # fmt: skip
+        cells = [
+            r["topic"],
+            r["what"],
+            f"**{r['figure']}**",
+            r["baseline"],
+            f"`{r['command']}`",
+            f"{r['machine']}, {r['date']}",
+            f"[log]({link_prefix}{r['page']})",
+        ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -47,9 +47,11 @@ def main() -> None:
             returns[i] = 0.0
     rate = args.steps / (time.perf_counter() - start)
     envs.close()
-    print(f"batched: {args.num_envs} envs, {rate:.1f} dream steps/s, {len(finished)} dreams "
-          f"ended, mean return {np.mean(finished) if finished else 0.0:.2f}, obs {obs.shape} "
-          f"{obs.dtype}")  # fmt: skip
+    print(
+        f"batched: {args.num_envs} envs, {rate:.1f} dream steps/s, {len(finished)} dreams "
+        f"ended, mean return {np.mean(finished) if finished else 0.0:.2f}, obs {obs.shape} "
+        f"{obs.dtype}"
+    )
 
     # 2. one env per subprocess worker
     if args.workers:

@@ -51,7 +51,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--out", default=None, help="agent directory to write (default: runs/<Game>/ppo_in_dream)"
     )
-    return p.parse_args()  # fmt: skip
+    return p.parse_args()
 
 
 def score_line(name: str, result: EvalResult) -> str:
@@ -65,36 +65,63 @@ def main() -> None:
     out = Path(args.out or default_run_dir(args.game) / "ppo_in_dream")
 
     # 1. The dream: num_envs games imagined by one world model, 4 frames stacked for the CNN.
-    venv = make_sb3_env(diamond_env.env_id(args.game), num_envs=args.num_envs,
-                        checkpoint=checkpoint, horizon=args.horizon)  # fmt: skip
+    venv = make_sb3_env(
+        diamond_env.env_id(args.game),
+        num_envs=args.num_envs,
+        checkpoint=checkpoint,
+        horizon=args.horizon,
+    )
     dream = VecFrameStack(venv, n_stack=N_STACK)
     dream.seed(args.seed)
 
     # 2. PPO with Atari-style settings (rl-baselines3-zoo), rollouts shortened for small budgets.
     n_steps = min(128, max(8, args.steps // args.num_envs))
-    model = PPO("CnnPolicy", dream, n_steps=n_steps, batch_size=min(256, n_steps * args.num_envs),
-                n_epochs=4, learning_rate=2.5e-4, clip_range=0.1, ent_coef=0.01,
-                seed=args.seed, verbose=0)  # fmt: skip
+    model = PPO(
+        "CnnPolicy",
+        dream,
+        n_steps=n_steps,
+        batch_size=min(256, n_steps * args.num_envs),
+        n_epochs=4,
+        learning_rate=2.5e-4,
+        clip_range=0.1,
+        ent_coef=0.01,
+        seed=args.seed,
+        verbose=0,
+    )
     model.learn(total_timesteps=args.steps)
     dream_returns = [float(ep["r"]) for ep in model.ep_info_buffer or []]
     if dream_returns:
-        print(f"dream: {model.num_timesteps} steps, last {len(dream_returns)} dream episodes "
-              f"returned {np.mean(dream_returns):.2f} on average")  # fmt: skip
+        print(
+            f"dream: {model.num_timesteps} steps, last {len(dream_returns)} dream episodes "
+            f"returned {np.mean(dream_returns):.2f} on average"
+        )
     dream.close()
 
     # 3. An agent directory that load_agent / `diamond-env evaluate --agent` understand.
     #    The policy goes in as safetensors + JSON (loading it unpickles nothing); SB3's own
     #    model.zip is written beside it for PPO.load.
-    save_sb3_agent(model, out, {"n_stack": N_STACK, "game": args.game,
-                                "deterministic": args.deterministic,
-                                "world_model": str(checkpoint)})  # fmt: skip
+    save_sb3_agent(
+        model,
+        out,
+        {
+            "n_stack": N_STACK,
+            "game": args.game,
+            "deterministic": args.deterministic,
+            "world_model": str(checkpoint),
+        },
+    )
     print(f"saved agent: {out}")
 
     # 4. The real game: full games, same seeds for both policies.
     agent = SB3Policy(model, n_stack=N_STACK, deterministic=args.deterministic, seed=args.seed)
     ppo = evaluate(agent, args.game, args.eval_episodes, seed=args.seed, progress=False)
-    random = evaluate(RandomPolicy(agent.num_actions, seed=args.seed), args.game,
-                      args.eval_episodes, seed=args.seed, progress=False)  # fmt: skip
+    random = evaluate(
+        RandomPolicy(agent.num_actions, seed=args.seed),
+        args.game,
+        args.eval_episodes,
+        seed=args.seed,
+        progress=False,
+    )
     print(f"real {args.game}, {args.eval_episodes} full games each:")
     print(score_line("PPO (dream-trained)", ppo))
     print(score_line("random policy", random))

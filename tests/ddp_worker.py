@@ -74,8 +74,9 @@ def fixed_step(
     """One training step on the fixed global batch (see the module doc)."""
     wm = WorldModel.load(checkpoint)
     data = EpisodeDataset.open(dataset).load_all()
-    trainer = WorldModelTrainer(wm, wm.config, torch.device("cpu"), dist=dist,
-                                batch_per_rank=batch_per_rank)  # fmt: skip
+    trainer = WorldModelTrainer(
+        wm, wm.config, torch.device("cpu"), dist=dist, batch_per_rank=batch_per_rank
+    )
     global_batch = batch_per_rank * world_size
     den, re = make_samplers(wm.config, data, seed=123)  # the same draw on every rank
     rows = slice(rank * batch_per_rank, (rank + 1) * batch_per_rank)
@@ -117,8 +118,9 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(1)
     dist = distributed.setup(torch.device("cpu"))
     try:
-        wm, trainer, metrics = fixed_step(checkpoint, dataset, dist.rank, dist.world_size,
-                                          batch_per_rank, dist)  # fmt: skip
+        wm, trainer, metrics = fixed_step(
+            checkpoint, dataset, dist.rank, dist.world_size, batch_per_rank, dist
+        )
         save_file(weights(wm), out / f"rank-{dist.rank}.fixed.safetensors")
         save_file(gradients(wm), out / f"rank-{dist.rank}.grads.safetensors")
         metrics["bytes/denoiser"] = trainer.bytes_reduced["denoiser"]

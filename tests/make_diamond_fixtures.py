@@ -66,28 +66,51 @@ def diamond_agent_config(models: dict[str, types.ModuleType], paper: bool) -> ob
     (attention in the middle blocks with 2 heads, several levels, LSTMs)."""
     diff = models["diffusion"]
     if paper:
-        den = diff.InnerModelConfig(img_channels=3, num_steps_conditioning=4, cond_channels=256,
-                                    depths=[2, 2, 2, 2], channels=[64, 64, 64, 64],
-                                    attn_depths=[0, 0, 0, 0])  # fmt: skip
+        den = diff.InnerModelConfig(
+            img_channels=3,
+            num_steps_conditioning=4,
+            cond_channels=256,
+            depths=[2, 2, 2, 2],
+            channels=[64, 64, 64, 64],
+            attn_depths=[0, 0, 0, 0],
+        )
         rew = models["rew_end"].RewEndModelConfig(
-            lstm_dim=512, img_channels=3, img_size=64, cond_channels=128, depths=[2, 2, 2, 2],
-            channels=[32, 32, 32, 32], attn_depths=[0, 0, 0, 0])  # fmt: skip
+            lstm_dim=512,
+            img_channels=3,
+            img_size=64,
+            cond_channels=128,
+            depths=[2, 2, 2, 2],
+            channels=[32, 32, 32, 32],
+            attn_depths=[0, 0, 0, 0],
+        )
         ac = models["actor_critic"].ActorCriticConfig(
             lstm_dim=512, img_channels=3, img_size=64, channels=[32, 32, 64, 64], down=[1, 1, 1, 1]
         )
     else:
-        den = diff.InnerModelConfig(img_channels=3, num_steps_conditioning=4, cond_channels=16,
-                                    depths=[1, 2, 1], channels=[8, 16, 16],
-                                    attn_depths=[0, 1, 0])  # fmt: skip
+        den = diff.InnerModelConfig(
+            img_channels=3,
+            num_steps_conditioning=4,
+            cond_channels=16,
+            depths=[1, 2, 1],
+            channels=[8, 16, 16],
+            attn_depths=[0, 1, 0],
+        )
         rew = models["rew_end"].RewEndModelConfig(
-            lstm_dim=16, img_channels=3, img_size=64, cond_channels=8, depths=[1, 1, 1, 1],
-            channels=[4, 4, 4, 4], attn_depths=[0, 0, 0, 0])  # fmt: skip
+            lstm_dim=16,
+            img_channels=3,
+            img_size=64,
+            cond_channels=8,
+            depths=[1, 1, 1, 1],
+            channels=[4, 4, 4, 4],
+            attn_depths=[0, 0, 0, 0],
+        )
         ac = models["actor_critic"].ActorCriticConfig(
             lstm_dim=16, img_channels=3, img_size=64, channels=[4, 4, 8, 8], down=[1, 1, 1, 1]
         )
     den_cfg = diff.DenoiserConfig(inner_model=den, sigma_data=0.5, sigma_offset_noise=0.3)
-    return models["agent"].AgentConfig(denoiser=den_cfg, rew_end_model=rew, actor_critic=ac,
-                                       num_actions=NUM_ACTIONS)  # fmt: skip
+    return models["agent"].AgentConfig(
+        denoiser=den_cfg, rew_end_model=rew, actor_critic=ac, num_actions=NUM_ACTIONS
+    )
 
 
 def _levels(gen: torch.Generator, *shape: int) -> torch.Tensor:
@@ -114,8 +137,12 @@ def run_diamond(src: Path, paper: bool) -> tuple[dict[str, torch.Tensor], dict[s
     import models.rew_end_model as diamond_rew_end  # type: ignore[import-not-found]
     from data import Batch  # type: ignore[import-not-found]
 
-    models = {"agent": diamond_agent, "diffusion": diamond_diffusion,
-              "rew_end": diamond_rew_end, "actor_critic": diamond_ac}  # fmt: skip
+    models = {
+        "agent": diamond_agent,
+        "diffusion": diamond_diffusion,
+        "rew_end": diamond_rew_end,
+        "actor_critic": diamond_ac,
+    }
     torch.manual_seed(0)
     model = diamond_agent.Agent(diamond_agent_config(models, paper)).eval()
     # DIAMOND zero-initialises several layers; give them values so that every weight matters.
@@ -165,8 +192,9 @@ def run_diamond(src: Path, paper: bool) -> tuple[dict[str, torch.Tensor], dict[s
         lr, le, (h2, c2) = rew_end.predict_rew_end(
             seq[:, 3:7], seq_act[:, 3:7], seq[:, 4:8], (h, c)
         )
-    io.update(re_burn_h=h[0], re_burn_c=c[0], re_logits_rew=lr, re_logits_end=le,
-              re_h=h2[0], re_c=c2[0])  # fmt: skip
+    io.update(
+        re_burn_h=h[0], re_burn_c=c[0], re_logits_rew=lr, re_logits_end=le, re_h=h2[0], re_c=c2[0]
+    )
 
     # Actor-critic over 5 steps from a zero state
     ac_obs_u8 = _levels(gen, b, 5, 3, 64, 64)
@@ -205,9 +233,9 @@ def run_diamond(src: Path, paper: bool) -> tuple[dict[str, torch.Tensor], dict[s
             return None, loss_act, rew, end, trunc, loss_logits, loss_val, vb, None
 
     ac.env_loop = FixedLoop()
-    ac.loss_cfg = diamond_ac.ActorCriticLossConfig(backup_every=T, gamma=0.985, lambda_=0.95,
-                                                   weight_value_loss=1.0,
-                                                   weight_entropy_loss=0.001)  # fmt: skip
+    ac.loss_cfg = diamond_ac.ActorCriticLossConfig(
+        backup_every=T, gamma=0.985, lambda_=0.95, weight_value_loss=1.0, weight_entropy_loss=0.001
+    )
     io["ac_loss"] = ac()[0].detach()
 
     # Denoiser loss on one batch of 4 + 1 + 1 frames (sample 1 padded before its start)
@@ -222,8 +250,16 @@ def run_diamond(src: Path, paper: bool) -> tuple[dict[str, torch.Tensor], dict[s
     dl_obs = to_float(dl_obs_u8, dl_mask)  # DIAMOND pads with 0.0
     dl_act[1, :2] = 0
     io.update(dl_obs=dl_obs_u8, dl_act=dl_act, dl_mask=dl_mask)
-    batch = Batch(dl_obs.clone(), dl_act, torch.zeros(b, 6), torch.zeros(b, 6), torch.zeros(b, 6),
-                  dl_mask, [{}, {}], [])  # fmt: skip
+    batch = Batch(
+        dl_obs.clone(),
+        dl_act,
+        torch.zeros(b, 6),
+        torch.zeros(b, 6),
+        torch.zeros(b, 6),
+        dl_mask,
+        [{}, {}],
+        [],
+    )
     torch.manual_seed(5)
     io["den_loss"] = den(batch)[0].detach()
 
@@ -240,10 +276,24 @@ def run_diamond(src: Path, paper: bool) -> tuple[dict[str, torch.Tensor], dict[s
     rl_act[0, 5:] = 0
     final_u8 = _levels(gen, 3, 64, 64)
     final = to_float(final_u8)
-    io.update(rl_obs=rl_obs_u8, rl_act=rl_act, rl_rew=rl_rew, rl_end=rl_end, rl_mask=rl_mask,
-              rl_final=final_u8)  # fmt: skip
-    batch = Batch(rl_obs.clone(), rl_act, rl_rew, rl_end, torch.zeros(b, 8), rl_mask,
-                  [{"final_observation": final}, {}], [])  # fmt: skip
+    io.update(
+        rl_obs=rl_obs_u8,
+        rl_act=rl_act,
+        rl_rew=rl_rew,
+        rl_end=rl_end,
+        rl_mask=rl_mask,
+        rl_final=final_u8,
+    )
+    batch = Batch(
+        rl_obs.clone(),
+        rl_act,
+        rl_rew,
+        rl_end,
+        torch.zeros(b, 8),
+        rl_mask,
+        [{"final_observation": final}, {}],
+        [],
+    )
     with torch.no_grad():
         io["rew_end_loss"] = rew_end(batch)[0]
     return state, {k: v.contiguous() for k, v in io.items()}

@@ -146,9 +146,12 @@ def test_run_bench_projects_the_loop_and_compares_fast_paths() -> None:
     from diamond_env.world_model.flops import loop_counts, project_hours
 
     results = run_bench(
-        sections=("train", "imagination"), dream_presets=("tiny",), dream_num_envs=(1,),
-        dream_min_seconds=0.01, fastpath={"inference_mode": True, "channels_last": False},
-    )  # fmt: skip
+        sections=("train", "imagination"),
+        dream_presets=("tiny",),
+        dream_num_envs=(1,),
+        dream_min_seconds=0.01,
+        fastpath={"inference_mode": True, "channels_last": False},
+    )
     train, imag = results["train"]["grid"]["tiny"], results["imagination"]["grid"]["tiny"]
     expected = project_hours(
         loop_counts(LoopConfig()),
@@ -182,8 +185,9 @@ def test_cpu_features_reads_model_and_bf16_flags(tmp_path: Path) -> None:
         + core.format(i=1, extra="amx_bf16 avx512_bf16")
     )
     assert cpu_features(str(info)) == {
-        "cpu_model": "Test CPU @ 2.8GHz", "cpu_bf16": ["amx_bf16", "avx512_bf16"],
-    }  # fmt: skip
+        "cpu_model": "Test CPU @ 2.8GHz",
+        "cpu_bf16": ["amx_bf16", "avx512_bf16"],
+    }
     info.write_text(core.format(i=0, extra=""))
     assert cpu_features(str(info))["cpu_bf16"] == []
     assert cpu_features(str(tmp_path / "missing")) == {}

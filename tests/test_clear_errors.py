@@ -26,9 +26,11 @@ def test_resolve_device_says_why() -> None:
 def test_commands_refuse_a_device_in_one_line(
     device: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for argv in (["train-wm", "--steps", "1", "--run-dir", str(tmp_path / "wm")],
-                 ["train", "--run-dir", str(tmp_path / "full")],
-                 ["train-agent", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "a")]):  # fmt: skip
+    for argv in (
+        ["train-wm", "--steps", "1", "--run-dir", str(tmp_path / "wm")],
+        ["train", "--run-dir", str(tmp_path / "full")],
+        ["train-agent", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "a")],
+    ):
         assert main([*argv, "--device", device]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "device:" in err[0], err

@@ -15,21 +15,52 @@ def test_video_command(
     tiny_checkpoint: Path, breakout_dataset: EpisodeDataset, tmp_path: Path
 ) -> None:
     out = tmp_path / "clip.gif"
-    args = ["video", "--checkpoint", str(tiny_checkpoint), "--dataset", str(breakout_dataset.root),
-            "--out", str(out), "--horizon", "6", "--rollouts", "2", "--scale", "1"]  # fmt: skip
+    args = [
+        "video",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--dataset",
+        str(breakout_dataset.root),
+        "--out",
+        str(out),
+        "--horizon",
+        "6",
+        "--rollouts",
+        "2",
+        "--scale",
+        "1",
+    ]
     assert main(args) == 0
     with Image.open(out) as gif:
         assert gif.n_frames == 4 + 6 and gif.size[0] >= 2 * 64  # context + horizon
 
 
 def test_play_command_headless(
-    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     monkeypatch.setenv("SDL_AUDIODRIVER", "dummy")
-    assert main(["play", "--checkpoint", str(tiny_checkpoint), "--max-frames", "5",
-                 "--horizon", "3", "--fps", "1000", "--record", str(tmp_path)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "play",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--max-frames",
+                "5",
+                "--horizon",
+                "3",
+                "--fps",
+                "1000",
+                "--record",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "keys:" in out and "steps" in out
 

@@ -37,8 +37,14 @@ def test_page_snippet_runs(name: str, tiny_checkpoint: Path, tmp_path: Path) -> 
     assert 'CHECKPOINT = "runs/Breakout/world_model"' in code
     code = code.replace("runs/Breakout/world_model", str(tiny_checkpoint))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=240, cwd=tmp_path, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     expected = re.search(r"print\(.*\)  # (.*)", code)
     assert expected is not None

@@ -21,9 +21,12 @@ from diamond_env.data.collect import Collector, RandomPolicy
 def _dataset(root: Path, game: str = "Breakout") -> EpisodeDataset:
     env = make_atari_env(game)
     return EpisodeDataset.open_or_create(
-        root, game=env.game, settings=ATARI_SETTINGS,
-        num_actions=int(env.single_action_space.n), action_meanings=env.get_action_meanings(),
-    )  # fmt: skip
+        root,
+        game=env.game,
+        settings=ATARI_SETTINGS,
+        num_actions=int(env.single_action_space.n),
+        action_meanings=env.get_action_meanings(),
+    )
 
 
 def test_collect_steps_and_reload_identically(tmp_path: Path) -> None:
@@ -96,8 +99,19 @@ def test_cli_refuses_another_games_dataset(tmp_path: Path, capsys: pytest.Captur
 
 def test_sigkill_mid_collection_leaves_consistent_dataset(tmp_path: Path) -> None:
     out = tmp_path / "d"
-    cmd = [sys.executable, "-m", "diamond_env", "collect", "--game", "Breakout",
-           "--steps", "200000", "--out", str(out), "--quiet"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "diamond_env",
+        "collect",
+        "--game",
+        "Breakout",
+        "--steps",
+        "200000",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     index = out / "dataset.json"
     deadline = time.time() + 60
@@ -114,8 +128,12 @@ def test_sigkill_mid_collection_leaves_consistent_dataset(tmp_path: Path) -> Non
     flat = ds.load_all()  # every part passes its checksum
     assert len(flat.act) == held
     target = held + 150
-    assert main(["collect", "--game", "Breakout", "--steps", str(target), "--out", str(out),
-                 "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            ["collect", "--game", "Breakout", "--steps", str(target), "--out", str(out), "--quiet"]
+        )
+        == 0
+    )
     assert EpisodeDataset.open(out).num_steps >= target
 
 
@@ -142,12 +160,30 @@ def test_collect_with_an_agent_appends_its_play_mixed_with_random_actions(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "d"
-    assert main(["collect", "--game", "Breakout", "--steps", "100", "--out", str(out),
-                 "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(["collect", "--game", "Breakout", "--steps", "100", "--out", str(out), "--quiet"]) == 0
+    )
     before = EpisodeDataset.open(out).load_all()
     agent = _fire_agent(tmp_path / "agent")
-    assert main(["collect", "--game", "Breakout", "--steps", "600", "--out", str(out), "--agent",
-                 str(agent), "--epsilon", "0.25", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "collect",
+                "--game",
+                "Breakout",
+                "--steps",
+                "600",
+                "--out",
+                str(out),
+                "--agent",
+                str(agent),
+                "--epsilon",
+                "0.25",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     after = EpisodeDataset.open(out).load_all()
     assert after.num_steps == 600
     np.testing.assert_array_equal(after.act[:100], before.act)  # the random play is kept
@@ -156,8 +192,25 @@ def test_collect_with_an_agent_appends_its_play_mixed_with_random_actions(
     # FIRE from the agent on 75 % of the steps, plus a quarter of the random 25 %.
     assert 0.75 < fire < 0.88, fire
     assert set(np.unique(agent_acts)) == {0, 1, 2, 3}  # every action still appears
-    assert main(["collect", "--game", "Breakout", "--steps", "700", "--out", str(out), "--agent",
-                 str(agent), "--epsilon", "0", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "collect",
+                "--game",
+                "Breakout",
+                "--steps",
+                "700",
+                "--out",
+                str(out),
+                "--agent",
+                str(agent),
+                "--epsilon",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert (EpisodeDataset.open(out).load_all().act[600:] == 1).all()
 
 
@@ -169,11 +222,34 @@ def test_collect_refuses_an_agent_of_another_game_or_action_count(
         (_fire_agent(tmp_path / "pong", game="Pong"), "trained on 'Pong'"),
         (_fire_agent(tmp_path / "six", num_actions=6), "6 actions, but Breakout has 4"),
     ):
-        code = main(["collect", "--game", "Breakout", "--steps", "50", "--out", str(out),
-                     "--agent", str(agent), "--quiet"])  # fmt: skip
+        code = main(
+            [
+                "collect",
+                "--game",
+                "Breakout",
+                "--steps",
+                "50",
+                "--out",
+                str(out),
+                "--agent",
+                str(agent),
+                "--quiet",
+            ]
+        )
         assert code == 2
         assert words in capsys.readouterr().err
     assert not out.exists()  # refused before the dataset was created
     with pytest.raises(SystemExit):
-        main(["collect", "--game", "Breakout", "--steps", "50", "--out", str(out), "--epsilon",
-              "1.5"])  # fmt: skip
+        main(
+            [
+                "collect",
+                "--game",
+                "Breakout",
+                "--steps",
+                "50",
+                "--out",
+                str(out),
+                "--epsilon",
+                "1.5",
+            ]
+        )

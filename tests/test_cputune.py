@@ -31,8 +31,9 @@ print(applied, faults())
 @pytest.mark.parametrize("setting", ["", "default"])
 def test_freed_blocks_are_reused_without_page_faults(setting: str) -> None:
     env = {**os.environ, "DIAMOND_ENV_MALLOC": setting, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True,
-                          timeout=120, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", _FAULTS], capture_output=True, text=True, timeout=120, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     applied, faults = proc.stdout.split()
     page_faults_per_alloc = 2**26 // os.sysconf("SC_PAGE_SIZE")  # 16,384 with 4 KiB pages
@@ -62,8 +63,13 @@ print(devices._done)  # None: nobody applied it
 def test_the_library_leaves_the_allocator_alone() -> None:
     """Building a dream or a trainer does not change the host process's allocator."""
     here = os.path.dirname(__file__)
-    proc = subprocess.run([sys.executable, "-c", _WHO_APPLIES, here], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", _WHO_APPLIES, here],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["None"]
 

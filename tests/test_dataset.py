@@ -153,8 +153,13 @@ def test_crash_between_part_and_index_leaves_an_orphan_that_is_never_read_nor_de
     (parts / ".000009_00000.npz.123.tmp").write_bytes(b"half written")  # a killed writer's temp
     (parts / "notes.txt").write_text("a user's file")
     before = {p.name: p.read_bytes() for p in parts.iterdir()}
-    assert sorted(before) == [".000009_00000.npz.123.tmp", "000000_00000.npz",
-                              "000000_00001.npz", "000001_00000.npz", "notes.txt"]  # fmt: skip
+    assert sorted(before) == [
+        ".000009_00000.npz.123.tmp",
+        "000000_00000.npz",
+        "000000_00001.npz",
+        "000001_00000.npz",
+        "notes.txt",
+    ]
 
     ds = EpisodeDataset.open(tmp_path)
     assert (ds.num_steps, ds.num_episodes) == (3, 1)
@@ -179,20 +184,31 @@ def test_a_second_writer_is_refused_until_the_first_dies(tmp_path: Path) -> None
 
     new_dataset(tmp_path).append(make_part(3, 1))
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\n"
-         "from diamond_env.data.dataset import EpisodeDataset\n"
-         f"d = EpisodeDataset.open({str(tmp_path)!r})\nd.lock()\n"
-         "print('locked', flush=True)\ntime.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from diamond_env.data.dataset import EpisodeDataset\n"
+            f"d = EpisodeDataset.open({str(tmp_path)!r})\nd.lock()\n"
+            "print('locked', flush=True)\ntime.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         ds = EpisodeDataset.open(tmp_path)  # reading needs no lock
         with pytest.raises(DatasetLockedError, match=f"process {holder.pid}"):
             ds.append(make_part(2, 2))
         with pytest.raises(DatasetLockedError, match=f"process {holder.pid}"):
-            EpisodeDataset.open_or_create(tmp_path, game="Breakout", settings=SETTINGS,
-                                          num_actions=4, action_meanings=MEANINGS, lock=True)  # fmt: skip
+            EpisodeDataset.open_or_create(
+                tmp_path,
+                game="Breakout",
+                settings=SETTINGS,
+                num_actions=4,
+                action_meanings=MEANINGS,
+                lock=True,
+            )
         assert EpisodeDataset.open(tmp_path).num_steps == 3  # nothing was written
     finally:
         os.kill(holder.pid, signal.SIGKILL)
@@ -222,8 +238,10 @@ def test_a_lost_index_is_refused_then_rebuilt(tmp_path: Path) -> None:
     parts = sorted(p.name for p in (tmp_path / "parts").iterdir())
     with pytest.raises(FileExistsError, match="dataset repair"):
         new_dataset(tmp_path)
-    assert main(["collect", "--game", "Breakout", "--steps", "10", "--out", str(tmp_path),
-                 "--quiet"]) == 2  # fmt: skip
+    assert (
+        main(["collect", "--game", "Breakout", "--steps", "10", "--out", str(tmp_path), "--quiet"])
+        == 2
+    )
     assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == parts  # nothing deleted
     assert main(["dataset", "repair", str(tmp_path)]) == 2  # needs --game
     assert main(["dataset", "repair", str(tmp_path), "--game", "Breakout"]) == 0

@@ -25,9 +25,26 @@ def test_demo_end_to_end_then_rerun_then_in_a_shipped_dream(
     and compares the shipped and the fresh model on the same held-out games."""
     monkeypatch.setattr(paths, "PRETRAINED_ROOT", tmp_path / "nothing_ships")
     run = tmp_path / "demo"
-    args = ["demo", "--run-dir", str(run), "--preset", "tiny", "--real-steps", "600",
-            "--heldout-steps", "300", "--wm-steps", "4", "--agent-steps", "2",
-            "--ppo-dream-steps", "256", "--eval-episodes", "1", "--no-progress"]  # fmt: skip
+    args = [
+        "demo",
+        "--run-dir",
+        str(run),
+        "--preset",
+        "tiny",
+        "--real-steps",
+        "600",
+        "--heldout-steps",
+        "300",
+        "--wm-steps",
+        "4",
+        "--agent-steps",
+        "2",
+        "--ppo-dream-steps",
+        "256",
+        "--eval-episodes",
+        "1",
+        "--no-progress",
+    ]
     assert main(args) == 0
     # stages are budgeted in steps (minutes only cap them): a loaded machine does the same work
     assert json.loads((run / "wm" / "eval_wm.json").read_text())["grad_steps"] == 4
@@ -63,9 +80,26 @@ def test_demo_end_to_end_then_rerun_then_in_a_shipped_dream(
     assert main(args) == 2  # its agents trained in the fresh dream: not silently mixed
 
     run = tmp_path / "demo_shipped"
-    args = ["demo", "--run-dir", str(run), "--preset", "tiny", "--real-steps", "300",
-            "--heldout-steps", "200", "--wm-steps", "2", "--agent-steps", "1",
-            "--ppo-dream-steps", "128", "--eval-episodes", "1", "--no-progress"]  # fmt: skip
+    args = [
+        "demo",
+        "--run-dir",
+        str(run),
+        "--preset",
+        "tiny",
+        "--real-steps",
+        "300",
+        "--heldout-steps",
+        "200",
+        "--wm-steps",
+        "2",
+        "--agent-steps",
+        "1",
+        "--ppo-dream-steps",
+        "128",
+        "--eval-episodes",
+        "1",
+        "--no-progress",
+    ]
     assert main(args) == 0
     dream = shipped / "world_model"
     for agent in ("actor_critic", "ppo_dream"):

@@ -91,8 +91,11 @@ def _network_diffs(
     def denoise(xx: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return quantize_floor(den.denoise(xx, sigma, obs, act))
 
-    samplers = {"euler": SamplerConfig(), "heun": SamplerConfig(method="heun"),
-                "churn": SamplerConfig(s_churn=1.0)}  # fmt: skip
+    samplers = {
+        "euler": SamplerConfig(),
+        "heun": SamplerConfig(method="heun"),
+        "churn": SamplerConfig(s_churn=1.0),
+    }
     for name, cfg in samplers.items():
         gen = torch.Generator().manual_seed(11)
         noise = torch.randn(x.shape, generator=gen)
@@ -127,8 +130,15 @@ def _returns(io: dict[str, torch.Tensor]) -> torch.Tensor:
     led to, which is our ``values[t + 1]`` (no end) and ``final_values[t]`` (truncation)."""
     vb = io["lr_val_bootstrap"]
     values = torch.cat([torch.zeros_like(vb[:, :1]), vb], dim=1)
-    return lambda_returns(io["lr_rew"], values, io["lr_end"].bool(), io["lr_trunc"].bool(),
-                          0.985, 0.95, final_values=vb)  # fmt: skip
+    return lambda_returns(
+        io["lr_rew"],
+        values,
+        io["lr_end"].bool(),
+        io["lr_trunc"].bool(),
+        0.985,
+        0.95,
+        final_values=vb,
+    )
 
 
 def _loss_diffs(
@@ -136,8 +146,9 @@ def _loss_diffs(
 ) -> dict[str, float]:
     den, rew_end, _ = nets
     diffs = {"lambda_returns": _max_diff(_returns(io), io["lambda_returns"])}
-    loss, _ = actor_critic_loss(io["acl_logits"], io["acl_val"], io["acl_act"], _returns(io),
-                                entropy_weight=0.001)  # fmt: skip
+    loss, _ = actor_critic_loss(
+        io["acl_logits"], io["acl_val"], io["acl_act"], _returns(io), entropy_weight=0.001
+    )
     diffs["ac_loss"] = _max_diff(loss.detach(), io["ac_loss"])
     gen = torch.Generator().manual_seed(5)
     dl_obs = to_float(io["dl_obs"], io["dl_mask"])
@@ -150,9 +161,14 @@ def _loss_diffs(
         io["rl_final"]
     )  # the real frame after the end, where DIAMOND has padding
     with torch.no_grad():
-        loss, _ = rew_end.compute_loss(obs[:, :-1], io["rl_act"][:, :-1], next_obs,
-                                       io["rl_rew"][:, :-1], io["rl_end"][:, :-1].bool(),
-                                       mask[:, :-1])  # fmt: skip
+        loss, _ = rew_end.compute_loss(
+            obs[:, :-1],
+            io["rl_act"][:, :-1],
+            next_obs,
+            io["rl_rew"][:, :-1],
+            io["rl_end"][:, :-1].bool(),
+            mask[:, :-1],
+        )
     diffs["rew_end_loss"] = _max_diff(loss, io["rew_end_loss"])
     return diffs
 
@@ -172,9 +188,21 @@ def diffs() -> dict[str, float]:
 
 @pytest.mark.parametrize(
     "group",
-    ["den_F", "den_D", "sample_euler", "sample_heun", "sample_churn", "re_", "ac_logits",
-     "ac_values", "lambda_returns", "ac_loss", "den_loss", "rew_end_loss"],
-)  # fmt: skip
+    [
+        "den_F",
+        "den_D",
+        "sample_euler",
+        "sample_heun",
+        "sample_churn",
+        "re_",
+        "ac_logits",
+        "ac_values",
+        "lambda_returns",
+        "ac_loss",
+        "den_loss",
+        "rew_end_loss",
+    ],
+)
 def test_matches_diamond(diffs: dict[str, float], group: str) -> None:
     selected = {k: v for k, v in diffs.items() if k.startswith(group)}
     assert selected, f"no output named {group}*"

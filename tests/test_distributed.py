@@ -35,8 +35,16 @@ def free_port() -> int:
 
 def rank_env(rank: int, world_size: int, port: int, **extra: str) -> dict[str, str]:
     """The variables torchrun (or srun with a few exports) gives each process."""
-    env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1", **extra)  # fmt: skip
+    env = dict(
+        os.environ,
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",
+        **extra,
+    )
     return env
 
 
@@ -49,7 +57,7 @@ def launch(args: list[str], world_size: int = 2, **extra: str) -> list[subproces
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-        )  # fmt: skip
+        )
         for r in range(world_size)
     ]
 
@@ -86,8 +94,15 @@ def test_a_data_parallel_step_is_the_single_process_step_on_the_whole_batch(
     weights within 1e-5, the ranks' shares holding different numbers of real targets), and after
     more steps on their own samples both ranks hold the same weights."""
     b = 2
-    worker = [sys.executable, str(TESTS / "ddp_worker.py"), str(tiny_checkpoint),
-              str(breakout_dataset.root), str(tmp_path), str(b), "5"]  # fmt: skip
+    worker = [
+        sys.executable,
+        str(TESTS / "ddp_worker.py"),
+        str(tiny_checkpoint),
+        str(breakout_dataset.root),
+        str(tmp_path),
+        str(b),
+        "5",
+    ]
     procs = launch(worker)
     wm, trainer, metrics = fixed_step(tiny_checkpoint, breakout_dataset.root, 0, 1, 2 * b)
     for code, err in finish(procs):
@@ -108,8 +123,10 @@ def test_a_data_parallel_step_is_the_single_process_step_on_the_whole_batch(
     ddp_metrics = json.loads((tmp_path / "rank-0.metrics.json").read_text())
     for key in ("denoiser/loss", "rew_end/loss", "rew_end/acc_rew", "denoiser/grad_norm"):
         assert ddp_metrics[key] == pytest.approx(metrics[key], rel=1e-5, abs=1e-6), key
-    params = {n: sum(p.numel() for p in m.parameters())
-              for n, m in (("denoiser", wm.denoiser), ("rew_end", wm.rew_end))}  # fmt: skip
+    params = {
+        n: sum(p.numel() for p in m.parameters())
+        for n, m in (("denoiser", wm.denoiser), ("rew_end", wm.rew_end))
+    }
     assert ddp_metrics["bytes/denoiser"] == 4 * params["denoiser"]
     assert ddp_metrics["bytes/rew_end"] == 4 * params["rew_end"]
 
@@ -120,17 +137,35 @@ def test_a_data_parallel_step_is_the_single_process_step_on_the_whole_batch(
 
 
 def _train_wm(run_dir: Path, dataset: EpisodeDataset, *extra: str) -> list[str]:
-    return ["-m", "diamond_env", "train-wm", "--preset", "tiny", "--dataset",
-            str(dataset.root), "--run-dir", str(run_dir), "--no-progress", "--eval-every", "0",
-            "--eval-rollouts", "4", *extra]  # fmt: skip
+    return [
+        "-m",
+        "diamond_env",
+        "train-wm",
+        "--preset",
+        "tiny",
+        "--dataset",
+        str(dataset.root),
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+        "--eval-every",
+        "0",
+        "--eval-rollouts",
+        "4",
+        *extra,
+    ]
 
 
 def test_a_rank_that_dies_makes_the_other_exit_with_a_clear_error(
     breakout_dataset: EpisodeDataset, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    args = [sys.executable, *_train_wm(run_dir, breakout_dataset, "--steps", "100000",
-                                       "--save-every", "2", "--log-every", "1")]  # fmt: skip
+    args = [
+        sys.executable,
+        *_train_wm(
+            run_dir, breakout_dataset, "--steps", "100000", "--save-every", "2", "--log-every", "1"
+        ),
+    ]
     procs = launch(args, DIAMOND_ENV_DIST_TIMEOUT="30")
     try:
         deadline = time.monotonic() + 120
@@ -157,13 +192,27 @@ def test_torchrun_run_killed_with_kill_9_resumes(
     """``torchrun --nproc_per_node 2 -m diamond_env train-wm`` killed with SIGKILL (launcher and
     workers) after a save continues from it with ``--resume``, and cannot be resumed by another process count."""
     run_dir = tmp_path / "run"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--master_port", str(free_port())]  # fmt: skip
-    args = _train_wm(run_dir, breakout_dataset, "--steps", "8", "--save-every", "2",
-                     "--log-every", "1")  # fmt: skip
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+    ]
+    args = _train_wm(
+        run_dir, breakout_dataset, "--steps", "8", "--save-every", "2", "--log-every", "1"
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    run = subprocess.Popen([*torchrun, *args], env=env, start_new_session=True, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    run = subprocess.Popen(
+        [*torchrun, *args],
+        env=env,
+        start_new_session=True,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 150
         while True:
@@ -183,13 +232,19 @@ def test_torchrun_run_killed_with_kill_9_resumes(
     assert 2 <= saved < 8
     logged_before = len((run_dir / "metrics.jsonl").read_text().splitlines())
 
-    one = subprocess.run([sys.executable, *args, "--resume"], env=env, text=True,
-                         capture_output=True, timeout=120)  # fmt: skip
+    one = subprocess.run(
+        [sys.executable, *args, "--resume"], env=env, text=True, capture_output=True, timeout=120
+    )
     assert one.returncode == 2
     assert "trained by 2 process(es)" in one.stderr and "--nproc_per_node 2" in one.stderr
 
-    again = subprocess.run([*torchrun[:-1], str(free_port()), *args, "--resume"], env=env,
-                           text=True, capture_output=True, timeout=240)  # fmt: skip
+    again = subprocess.run(
+        [*torchrun[:-1], str(free_port()), *args, "--resume"],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=240,
+    )
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     results = json.loads((run_dir / "eval_wm.json").read_text())
     assert results["grad_steps"] == 8 and results["processes"] == 2
@@ -204,9 +259,23 @@ def test_full_loop_under_two_processes_stops_and_resumes(tmp_path: Path) -> None
     ranks dream their own envs (their states travel in resume.pt), stop together at the
     deadline and resume from the same epoch."""
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "diamond_env", "train", "--preset", "tiny", "--run-dir",
-            str(run_dir), "--real-steps", "300", "--num-contexts", "16", "--no-progress",
-            "--overrides", FAST]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "diamond_env",
+        "train",
+        "--preset",
+        "tiny",
+        "--run-dir",
+        str(run_dir),
+        "--real-steps",
+        "300",
+        "--num-contexts",
+        "16",
+        "--no-progress",
+        "--overrides",
+        FAST,
+    ]
     results = finish(launch([*args, "--max-minutes", "1e-6"]))
     assert all(code == 0 for code, _ in results), results[0][1][-3000:] + results[1][1][-3000:]
     state = load_resume_state(run_dir / "resume.pt")
@@ -223,8 +292,11 @@ def test_full_loop_under_two_processes_stops_and_resumes(tmp_path: Path) -> None
     final = json.loads((run_dir / "eval.json").read_text())
     assert final["finished"] and final["processes"] == 2 and final["real_steps"] == 300
     assert EpisodeDataset.open(run_dir / "dataset").num_steps == 300
-    epochs = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").open()
-              if json.loads(line)["kind"] == "train"]  # fmt: skip
+    epochs = [
+        json.loads(line)["step"]
+        for line in (run_dir / "metrics.jsonl").open()
+        if json.loads(line)["kind"] == "train"
+    ]
     assert epochs == list(range(1, final["epochs"] + 1))  # rank 0 logs, no epoch twice
 
 

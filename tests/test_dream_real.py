@@ -73,8 +73,16 @@ def test_sb3_ppo_in_the_dream_then_scored_in_the_real_game(
     # a bare SB3 zip (the user's own): read only when trusted, as --trust-pickle says
     # (sampled actions: a greedy policy this untrained may never press FIRE and play the game's
     # whole 27k-step limit)
-    result = cmd_evaluate(agent, None, 1, tmp_path / "eval.json", seed=0, progress=False,
-                          trust_pickle=True, deterministic=False)  # fmt: skip
+    result = cmd_evaluate(
+        agent,
+        None,
+        1,
+        tmp_path / "eval.json",
+        seed=0,
+        progress=False,
+        trust_pickle=True,
+        deterministic=False,
+    )
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["episodes"] == 1 and saved["returns"] == result.returns
     assert result.lengths[0] > 0 and result.hns is not None

@@ -165,13 +165,27 @@ def test_cmd_evaluate_baselines_play_the_same_games(
 ) -> None:
     ActorCritic(TINY_AC, num_actions=4).save(tmp_path / "agent")
     (tmp_path / "agent" / "agent.json").write_text('{"game": "Breakout"}')
-    result = cmd_evaluate(tmp_path / "agent", None, 2, tmp_path / "eval.json", seed=3,
-                          num_envs=2, progress=False, baselines=True)  # fmt: skip
+    result = cmd_evaluate(
+        tmp_path / "agent",
+        None,
+        2,
+        tmp_path / "eval.json",
+        seed=3,
+        num_envs=2,
+        progress=False,
+        baselines=True,
+    )
     saved = json.loads((tmp_path / "eval.json").read_text())["baselines"]
     assert set(saved) == {"random", "action_frequency"}
     random = evaluate(RandomPolicy(4, seed=3), "Breakout", 2, seed=3, num_envs=2, progress=False)
-    blind = evaluate(ActionFrequencyPolicy(result.action_shares, seed=3), "Breakout", 2, seed=3,
-                     num_envs=2, progress=False)  # fmt: skip
+    blind = evaluate(
+        ActionFrequencyPolicy(result.action_shares, seed=3),
+        "Breakout",
+        2,
+        seed=3,
+        num_envs=2,
+        progress=False,
+    )
     for name, other in (("random", random), ("action_frequency", blind)):
         m = saved[name]
         assert m["result"]["returns"] == other.returns
@@ -292,9 +306,18 @@ def test_crafted_sb3_zip_runs_nothing_without_trust_pickle(
     with zipfile.ZipFile(agent / "model.zip", "w") as archive:
         archive.writestr("data", json.dumps({"policy_class": {":serialized:": payload}}))
     (agent / "agent.json").write_text('{"kind": "sb3", "algo": "ppo", "game": "Breakout"}')
-    for command in (["evaluate", "--agent", str(agent), "--episodes", "1", "--quiet"],
-                    ["video", "--checkpoint", str(tmp_path / "none"), "--agent", str(agent),
-                     "--out", str(tmp_path / "v.gif")]):  # fmt: skip
+    for command in (
+        ["evaluate", "--agent", str(agent), "--episodes", "1", "--quiet"],
+        [
+            "video",
+            "--checkpoint",
+            str(tmp_path / "none"),
+            "--agent",
+            str(agent),
+            "--out",
+            str(tmp_path / "v.gif"),
+        ],
+    ):
         assert main(command) == 2
         assert not marker.exists() and "--trust-pickle" in capsys.readouterr().err
     with pytest.raises(Exception):  # noqa: B017  (whatever SB3 makes of the rest of the zip)

@@ -25,10 +25,21 @@ def test_ppo_in_dream_trains_saves_and_scores_in_the_real_game(
 ) -> None:
     out = tmp_path / "agent"
     cmd = [
-        sys.executable, str(EXAMPLES / "ppo_in_dream.py"), "--checkpoint", str(tiny_checkpoint),
-        "--steps", "64", "--num-envs", "2", "--eval-episodes", "1", "--seed", "3",
-        "--out", str(out),
-    ]  # fmt: skip
+        sys.executable,
+        str(EXAMPLES / "ppo_in_dream.py"),
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--steps",
+        "64",
+        "--num-envs",
+        "2",
+        "--eval-episodes",
+        "1",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+    ]
     # one torch thread: on a shared 2-core box, 2 threads competing with other jobs run ~7x slower
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
@@ -59,8 +70,18 @@ def test_ppo_in_dream_trains_saves_and_scores_in_the_real_game(
 
 
 def test_plain_gymnasium_loop_and_subprocess_workers(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    cmd = [sys.executable, str(EXAMPLES / "plain_gymnasium_loop.py"), "--checkpoint",
-           str(tiny_checkpoint), "--steps", "24", "--num-envs", "3", "--workers", "2"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(EXAMPLES / "plain_gymnasium_loop.py"),
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--steps",
+        "24",
+        "--num-envs",
+        "3",
+        "--workers",
+        "2",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -72,11 +93,20 @@ def test_own_env_script_goes_from_an_env_to_a_scored_agent(tmp_path: Path) -> No
     """examples/own_env.sh with tiny budgets: collect CartPole-v1 through its frames, train a
     world model, PPO in its dream, score it in the real env with its baselines."""
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{bin_dir}:{os.environ['PATH']}",
-           "OUT": str(tmp_path / "run"), "REAL_STEPS": "200", "PRESET": "tiny", "WM_STEPS": "2",
-           "AGENT_STEPS": "128", "EPISODES": "2"}  # fmt: skip
-    proc = subprocess.run(["bash", str(EXAMPLES / "own_env.sh")], capture_output=True, text=True,
-                          timeout=600, env=env)  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "OUT": str(tmp_path / "run"),
+        "REAL_STEPS": "200",
+        "PRESET": "tiny",
+        "WM_STEPS": "2",
+        "AGENT_STEPS": "128",
+        "EPISODES": "2",
+    }
+    proc = subprocess.run(
+        ["bash", str(EXAMPLES / "own_env.sh")], capture_output=True, text=True, timeout=600, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "run" / "ppo" / "eval.json").read_text())
     assert result["game"] == "CartPole-v1" and len(result["returns"]) == 2

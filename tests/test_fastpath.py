@@ -174,8 +174,13 @@ print(sorted(m for m in set(sys.modules) - before if m.startswith("torch.")))
 def test_prepare_loads_no_meta_device_machinery() -> None:
     """Building the fast copy on the meta device imported torch's decompositions in every new
     process (1.3-5 s per subprocess worker on this box); it is built directly now."""
-    proc = subprocess.run([sys.executable, "-c", _IMPORTS_OF_PREPARE], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_OF_PREPARE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 

@@ -62,8 +62,14 @@ def test_event_scores_against_hand_counts() -> None:
     pred = np.array([0, 1, 0, 1, 0, -1, -1, 0, 0, 0])
     ev = event_scores(pred, target, (-1, 1))
     assert ev["majority_class"] == 0 and ev["steps"] == 10
-    assert ev["1"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2, "predicted": 2,
-                       "majority_f1": 0.0}  # fmt: skip
+    assert ev["1"] == {
+        "precision": 0.5,
+        "recall": 0.5,
+        "f1": 0.5,
+        "support": 2,
+        "predicted": 2,
+        "majority_f1": 0.0,
+    }
     assert ev["-1"]["precision"] == 0.5 and ev["-1"]["recall"] == 1.0
     assert ev["-1"]["f1"] == pytest.approx(2 / 3)
     assert rare_f1(ev, (-1, 1)) == pytest.approx(2 * 2 / (3 + 4))  # tp 2, support 3, predicted 4

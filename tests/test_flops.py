@@ -85,8 +85,11 @@ def test_loop_counts_of_atari_100k() -> None:
 def test_project_hours_by_hand() -> None:
     counts = dataclasses.replace(
         loop_counts(LoopConfig()),
-        denoiser_steps=3600, rew_end_steps=7200, actor_critic_steps=360, real_steps=36_000,
-    )  # fmt: skip
+        denoiser_steps=3600,
+        rew_end_steps=7200,
+        actor_critic_steps=360,
+        real_steps=36_000,
+    )
     hours = project_hours(
         counts, denoiser_steps_per_s=1.0, rew_end_steps_per_s=4.0, actor_critic_steps_per_s=0.05
     )
@@ -94,9 +97,12 @@ def test_project_hours_by_hand() -> None:
         {"denoiser": 1.0, "rew_end": 0.5, "actor_critic": 2.0, "collection": 0.0, "total": 3.5}
     )
     with_collection = project_hours(
-        counts, denoiser_steps_per_s=1.0, rew_end_steps_per_s=4.0, actor_critic_steps_per_s=0.05,
+        counts,
+        denoiser_steps_per_s=1.0,
+        rew_end_steps_per_s=4.0,
+        actor_critic_steps_per_s=0.05,
         collection_steps_per_s=100.0,
-    )  # fmt: skip
+    )
     assert with_collection["collection"] == pytest.approx(0.1)
     assert with_collection["total"] == pytest.approx(3.6)
     with pytest.raises(ValueError, match="actor_critic"):

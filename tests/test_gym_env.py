@@ -265,8 +265,9 @@ def test_human_render_mode_shows_the_frames_in_a_window_single_and_vector(
     shown = envs.unwrapped._window.screen_pixels()  # 2 x 2 grid, the fourth cell black
     assert shown.shape == (512, 512, 3)
     for i, (r, c) in enumerate([(0, 0), (0, 1), (1, 0)]):
-        np.testing.assert_array_equal(shown[r * 256 : (r + 1) * 256 : 4, c * 256 :: 4][:, :64],
-                                      obs[i])  # fmt: skip
+        np.testing.assert_array_equal(
+            shown[r * 256 : (r + 1) * 256 : 4, c * 256 :: 4][:, :64], obs[i]
+        )
     assert not shown[256:, 256:].any()
     envs.close()
 
@@ -353,10 +354,16 @@ def test_single_env_time_limit_and_missing_checkpoint(
 
 
 def test_fastpath_kwarg_serves_a_prepared_copy(tiny_checkpoint: Path) -> None:
-    plain = gym.make_vec(ID, num_envs=2, checkpoint=tiny_checkpoint, num_denoising_steps=1,
-                         fastpath="plain")  # fmt: skip
-    fast = gym.make_vec(ID, num_envs=2, checkpoint=tiny_checkpoint, num_denoising_steps=1,
-                        fastpath=["channels_last"])  # fmt: skip
+    plain = gym.make_vec(
+        ID, num_envs=2, checkpoint=tiny_checkpoint, num_denoising_steps=1, fastpath="plain"
+    )
+    fast = gym.make_vec(
+        ID,
+        num_envs=2,
+        checkpoint=tiny_checkpoint,
+        num_denoising_steps=1,
+        fastpath=["channels_last"],
+    )
     auto = gym.make_vec(ID, num_envs=2, checkpoint=tiny_checkpoint)  # the CPU default
     assert type(plain.unwrapped.simulator.world_model) is WorldModel
     for env in (fast, auto):

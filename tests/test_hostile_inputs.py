@@ -42,8 +42,9 @@ def _one_line(capsys: pytest.CaptureFixture[str], *words: str) -> str:
     return err[0]
 
 
-def _refused(argv: list[str], capsys: pytest.CaptureFixture[str], *words: str,
-             seconds: float = 20.0) -> str:  # fmt: skip
+def _refused(
+    argv: list[str], capsys: pytest.CaptureFixture[str], *words: str, seconds: float = 20.0
+) -> str:
     start = time.monotonic()
     assert main(argv) == 2
     assert time.monotonic() - start < seconds
@@ -75,15 +76,29 @@ def _sb3_agent(root: Path, policy_kwargs: dict[str, Any]) -> Path:
     """agent.json of an SB3 CnnPolicy agent with a real (tiny) weights file and its digest."""
     root.mkdir(parents=True)
     save_file({"w": torch.zeros(2)}, str(root / "sb3_policy.safetensors"))
-    (root / "agent.json").write_text(json.dumps({
-        "kind": "sb3", "algo": "ppo", "format": "diamond_env.sb3_policy", "format_version": 1,
-        "policy": "CnnPolicy", "policy_kwargs": policy_kwargs, "game": "Breakout",
-        "observation_space": {"type": "Box", "shape": [12, 64, 64], "dtype": "uint8",
-                              "low": 0, "high": 255},
-        "action_space": {"type": "Discrete", "n": 4, "start": 0},
-        "weights": "sb3_policy.safetensors",
-        "sha256": file_sha256(root / "sb3_policy.safetensors"),
-    }))  # fmt: skip
+    (root / "agent.json").write_text(
+        json.dumps(
+            {
+                "kind": "sb3",
+                "algo": "ppo",
+                "format": "diamond_env.sb3_policy",
+                "format_version": 1,
+                "policy": "CnnPolicy",
+                "policy_kwargs": policy_kwargs,
+                "game": "Breakout",
+                "observation_space": {
+                    "type": "Box",
+                    "shape": [12, 64, 64],
+                    "dtype": "uint8",
+                    "low": 0,
+                    "high": 255,
+                },
+                "action_space": {"type": "Discrete", "n": 4, "start": 0},
+                "weights": "sb3_policy.safetensors",
+                "sha256": file_sha256(root / "sb3_policy.safetensors"),
+            }
+        )
+    )
     return root
 
 
@@ -92,8 +107,9 @@ def test_sb3_net_arch_is_checked_before_allocation(
     width: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     agent = _sb3_agent(tmp_path / "a", {"net_arch": [width, width]})
-    _refused(["evaluate", "--agent", str(agent), "--episodes", "1"], capsys, "agent.json",
-             str(width))  # fmt: skip
+    _refused(
+        ["evaluate", "--agent", str(agent), "--episodes", "1"], capsys, "agent.json", str(width)
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -101,8 +117,7 @@ def test_sb3_meta_shapes_must_match_the_weights(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     agent = _sb3_agent(tmp_path / "a", {"net_arch": [64]})
-    _refused(["evaluate", "--agent", str(agent), "--episodes", "1"], capsys,
-             "weights do not match")  # fmt: skip
+    _refused(["evaluate", "--agent", str(agent), "--episodes", "1"], capsys, "weights do not match")
 
 
 @pytest.mark.parametrize(
@@ -123,10 +138,26 @@ def test_world_model_config_sizes(
     before = _tree(wm)
     with pytest.raises(InputError, match=words):
         WorldModel.load(wm)
-    _refused(["eval-wm", "--checkpoint", str(wm), "--dataset", str(_small_dataset(tmp_path))],
-             capsys, words)  # fmt: skip
-    _refused(["train-wm", "--game", "Breakout", "--preset", "cpu", "--init-from", str(wm),
-              "--run-dir", str(tmp_path / "run")], capsys, words)  # fmt: skip
+    _refused(
+        ["eval-wm", "--checkpoint", str(wm), "--dataset", str(_small_dataset(tmp_path))],
+        capsys,
+        words,
+    )
+    _refused(
+        [
+            "train-wm",
+            "--game",
+            "Breakout",
+            "--preset",
+            "cpu",
+            "--init-from",
+            str(wm),
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        capsys,
+        words,
+    )
     assert _tree(wm) == before and not (tmp_path / "run").exists()
 
 
@@ -149,8 +180,19 @@ def test_diamond_file_declaring_huge_shapes(
     state[key] = torch.zeros(1).expand(100_000, 100_000, 3, 3)  # 4 bytes on disk
     torch.save(state, tmp_path / "Breakout.pt")
     assert (tmp_path / "Breakout.pt").stat().st_size < 10**7
-    _refused(["import-diamond", "--checkpoint", str(tmp_path / "Breakout.pt"), "--game",
-              "Breakout", "--out", str(tmp_path / "out")], capsys, "not backed by its data")  # fmt: skip
+    _refused(
+        [
+            "import-diamond",
+            "--checkpoint",
+            str(tmp_path / "Breakout.pt"),
+            "--game",
+            "Breakout",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capsys,
+        "not backed by its data",
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -171,8 +213,19 @@ def test_options_json_overrides_on_resume(
     before = _tree(run)
     _refused(["train-wm", "--resume", "--run-dir", str(run)], capsys, words)
     assert _tree(run) == before
-    _refused(["train-wm", "--preset", "tiny", "--overrides", overrides, "--run-dir",
-              str(tmp_path / "fresh")], capsys, words)  # fmt: skip
+    _refused(
+        [
+            "train-wm",
+            "--preset",
+            "tiny",
+            "--overrides",
+            overrides,
+            "--run-dir",
+            str(tmp_path / "fresh"),
+        ],
+        capsys,
+        words,
+    )
     assert not (tmp_path / "fresh").exists()
 
 
@@ -186,8 +239,10 @@ def test_dataset_index_sizes_and_paths(tmp_path: Path) -> None:
         EpisodeDataset.open(root)
     shutil.rmtree(root)
     shutil.copytree(_small_dataset(tmp_path), root)
-    _edit_json(root / "dataset.json",
-               lambda i: i["episodes"][0]["parts"][0].update(file="../../outside.npz"))  # fmt: skip
+    _edit_json(
+        root / "dataset.json",
+        lambda i: i["episodes"][0]["parts"][0].update(file="../../outside.npz"),
+    )
     with pytest.raises(DatasetCorruptError, match="not a part file name"):
         EpisodeDataset.open(root)
 
@@ -198,8 +253,10 @@ _SMALL: dict[str, Path] = {}
 def _small_dataset(tmp_path: Path) -> Path:
     if "ds" not in _SMALL or not _SMALL["ds"].exists():
         root = tmp_path / "small"
-        assert main(["collect", "--game", "Breakout", "--steps", "60", "--out", str(root),
-                     "--quiet"]) == 0  # fmt: skip
+        assert (
+            main(["collect", "--game", "Breakout", "--steps", "60", "--out", str(root), "--quiet"])
+            == 0
+        )
         _SMALL["ds"] = root
     return _SMALL["ds"]
 
@@ -238,8 +295,12 @@ def test_writer_lock_symlink_is_refused(tmp_path: Path, capsys: pytest.CaptureFi
     out = tmp_path / "ds"
     out.mkdir()
     (out / ".writer.lock").symlink_to(notes)
-    _refused(["collect", "--game", "Breakout", "--steps", "10", "--out", str(out), "--quiet"],
-             capsys, ".writer.lock", "symlink")  # fmt: skip
+    _refused(
+        ["collect", "--game", "Breakout", "--steps", "10", "--out", str(out), "--quiet"],
+        capsys,
+        ".writer.lock",
+        "symlink",
+    )
     assert notes.read_text() == "my notes\n"
     assert not (out / "dataset.json").exists()
 
@@ -254,8 +315,20 @@ def test_import_diamond_keeps_an_existing_model(
     out = tmp_path / "run"
     shutil.copytree(SHIPPED / "world_model", out / "world_model")
     before = _tree(out)
-    _refused(["import-diamond", "--checkpoint", str(tmp_path / "Breakout.pt"), "--game",
-              "Breakout", "--out", str(out), "--quiet"], capsys, "--force")  # fmt: skip
+    _refused(
+        [
+            "import-diamond",
+            "--checkpoint",
+            str(tmp_path / "Breakout.pt"),
+            "--game",
+            "Breakout",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        capsys,
+        "--force",
+    )
     assert _tree(out) == before
 
 
@@ -270,8 +343,9 @@ def test_resume_ignores_a_run_dir_in_the_stored_options(
 
     run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
     run.mkdir()
-    (run / "options.json").write_text(json.dumps({"game": "Breakout", "run_dir": str(elsewhere),
-                                                  "steps": 7}))  # fmt: skip
+    (run / "options.json").write_text(
+        json.dumps({"game": "Breakout", "run_dir": str(elsewhere), "steps": 7})
+    )
     opts = with_stored_options(TrainWMOptions(run_dir=str(run), resume=True), {"run_dir"})
     assert opts.run_dir == str(run) and opts.steps == 7
     (run / "options.json").write_text(json.dumps({"steps": "many"}))
@@ -343,8 +417,12 @@ def test_run_json_holding_a_list_is_refused(tmp_path: Path) -> None:
 
 
 def test_crafted_resume_states(tmp_path: Path) -> None:
-    state = {"python": "(" * 200_000 + ")" * 200_000, "numpy_keys": torch.zeros(3),
-             "numpy_pos": 0, "torch": torch.get_rng_state()}  # fmt: skip
+    state = {
+        "python": "(" * 200_000 + ")" * 200_000,
+        "numpy_keys": torch.zeros(3),
+        "numpy_pos": 0,
+        "torch": torch.get_rng_state(),
+    }
     with pytest.raises(InputError, match="rng.python"):
         set_rng_state(state)
     state["python"] = "((" * 5000 + "))" * 5000
@@ -385,8 +463,20 @@ def test_diamond_weights_must_be_finite_floats(
         state[key] = state[key].clone()
         state[key].view(-1)[0] = value
     torch.save(state, tmp_path / "Breakout.pt")
-    _refused(["import-diamond", "--checkpoint", str(tmp_path / "Breakout.pt"), "--game",
-              "Breakout", "--out", str(tmp_path / "out"), "--quiet"], capsys, key)  # fmt: skip
+    _refused(
+        [
+            "import-diamond",
+            "--checkpoint",
+            str(tmp_path / "Breakout.pt"),
+            "--game",
+            "Breakout",
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+        ],
+        capsys,
+        key,
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -397,8 +487,10 @@ def test_world_model_weights_of_another_dtype(dtype: torch.dtype, tmp_path: Path
     key = next(k for k, v in tensors.items() if v.is_floating_point())
     tensors[key] = tensors[key].to(dtype)
     save_file(tensors, str(wm / "model.safetensors"))
-    _edit_json(wm / "config.json",
-               lambda c: c["sha256"].update({"model.safetensors": file_sha256(wm / "model.safetensors")}))  # fmt: skip
+    _edit_json(
+        wm / "config.json",
+        lambda c: c["sha256"].update({"model.safetensors": file_sha256(wm / "model.safetensors")}),
+    )
     with pytest.raises(InputError, match="expected floating point"):
         WorldModel.load(wm)
 
@@ -417,9 +509,12 @@ def test_world_model_weights_of_another_dtype(dtype: torch.dtype, tmp_path: Path
     ],
 )
 def test_malformed_launch_variables(
-    env: dict[str, str], words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    words: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     for name in ("RANK", "LOCAL_RANK", "DIAMOND_ENV_DIST_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
@@ -441,13 +536,23 @@ def test_a_peer_that_never_comes(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "DIAMOND_ENV_DIST_TIMEOUT": "3"}  # fmt: skip
-    code = ("from diamond_env.training.distributed import setup\nimport torch\n"
-            "from diamond_env.cli.main import main\nimport sys\n"
-            f"sys.exit(main(['train-wm', '--steps', '1', '--run-dir', {str(tmp_path / 'r')!r}]))")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    env = {
+        **os.environ,
+        "WORLD_SIZE": "2",
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "DIAMOND_ENV_DIST_TIMEOUT": "3",
+    }
+    code = (
+        "from diamond_env.training.distributed import setup\nimport torch\n"
+        "from diamond_env.cli.main import main\nimport sys\n"
+        f"sys.exit(main(['train-wm', '--steps', '1', '--run-dir', {str(tmp_path / 'r')!r}]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "could not join" in lines[0], done.stderr[-2000:]
@@ -498,12 +603,13 @@ def test_refusals_stay_small_in_memory(tmp_path: Path) -> None:
     agent = _sb3_agent(tmp_path / "a", {"net_arch": [100_000, 100_000]})
     # VmHWM, the peak of this process's own memory map (ru_maxrss would also count the parent's
     # pages that the fork briefly shared, as Linux keeps it across exec)
-    code = ("import sys\nfrom diamond_env.cli.main import main\n"
-            f"code = main(['evaluate', '--agent', {str(agent)!r}, '--episodes', '1'])\n"
-            "status = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
-            "print(status)\nsys.exit(code)")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    code = (
+        "import sys\nfrom diamond_env.cli.main import main\n"
+        f"code = main(['evaluate', '--agent', {str(agent)!r}, '--episodes', '1'])\n"
+        "status = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
+        "print(status)\nsys.exit(code)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]
     peak_mb = int(done.stdout.strip().splitlines()[-1]) / 1024
     assert peak_mb < 1024, peak_mb

@@ -35,12 +35,16 @@ def _real_episodes(count: int, steps: int, seed: int = 0) -> list[dict[str, np.n
             if term or trunc:
                 break
         ended = bool(terms[-1])
-        out.append({
-            "observations": np.stack(frames), "actions": np.array(acts),
-            "rewards": np.array(rews, dtype=np.float32),
-            "terminations": np.array(terms, dtype=bool),
-            "truncations": np.zeros(len(acts), dtype=bool), "lives": np.array(lives),
-        })  # fmt: skip
+        out.append(
+            {
+                "observations": np.stack(frames),
+                "actions": np.array(acts),
+                "rewards": np.array(rews, dtype=np.float32),
+                "terminations": np.array(terms, dtype=bool),
+                "truncations": np.zeros(len(acts), dtype=bool),
+                "lives": np.array(lives),
+            }
+        )
         if ended:
             obs, info = env.reset()
     env.close()
@@ -64,8 +68,23 @@ def test_npz_folder_is_imported_and_trained_on(
 ) -> None:
     folder = _write(tmp_path / "episodes", real_episodes)
     out = tmp_path / "ds"
-    assert main(["import-data", "--game", "Breakout", "--npz", str(folder), "--out", str(out),
-                 "--frame-skip", "4", "--no-max-pool"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "import-data",
+                "--game",
+                "Breakout",
+                "--npz",
+                str(folder),
+                "--out",
+                str(out),
+                "--frame-skip",
+                "4",
+                "--no-max-pool",
+            ]
+        )
+        == 0
+    )
     assert "imported 3 episodes" in capsys.readouterr().out
     ds = EpisodeDataset.open(out)
     data = ds.load_all()
@@ -77,9 +96,30 @@ def test_npz_folder_is_imported_and_trained_on(
     assert int(data.life_loss.sum()) == drops
     settings = json.loads((out / "dataset.json").read_text())["settings"]
     assert settings["source"] == "npz:episodes" and settings["frame_skip"] == 4
-    assert main(["train-wm", "--game", "Breakout", "--preset", "tiny", "--dataset", str(out),
-                 "--steps", "2", "--eval-every", "0", "--run-dir", str(tmp_path / "run"),
-                 "--eval-rollouts", "2", "--test-fraction", "0.34"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train-wm",
+                "--game",
+                "Breakout",
+                "--preset",
+                "tiny",
+                "--dataset",
+                str(out),
+                "--steps",
+                "2",
+                "--eval-every",
+                "0",
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--eval-rollouts",
+                "2",
+                "--test-fraction",
+                "0.34",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "run" / "world_model" / "config.json").exists()
 
 
@@ -114,14 +154,16 @@ def _broken(ep: dict[str, np.ndarray], how: str) -> dict[str, np.ndarray]:
     ],
 )
 def test_bad_episodes_are_refused_before_anything_is_written(
-    how: str, words: str, real_episodes: list[dict[str, np.ndarray]], tmp_path: Path,
+    how: str,
+    words: str,
+    real_episodes: list[dict[str, np.ndarray]],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     episodes = [real_episodes[0], _broken(real_episodes[1], how)]  # the bad one comes second
     folder = _write(tmp_path / "episodes", episodes)
     out = tmp_path / "ds"
-    assert main(["import-data", "--game", "Breakout", "--npz", str(folder), "--out",
-                 str(out)]) == 2  # fmt: skip
+    assert main(["import-data", "--game", "Breakout", "--npz", str(folder), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0] and "episode_001.npz" in err[0], err
     assert not out.exists()
@@ -132,16 +174,28 @@ def test_another_games_dataset_or_an_empty_folder_is_refused(
 ) -> None:
     folder = _write(tmp_path / "episodes", real_episodes[:1])
     other = tmp_path / "pong"
-    assert main(["collect", "--game", "Pong", "--steps", "20", "--out", str(other),
-                 "--quiet"]) == 0  # fmt: skip
+    assert main(["collect", "--game", "Pong", "--steps", "20", "--out", str(other), "--quiet"]) == 0
     before = (other / "dataset.json").read_text()
-    assert main(["import-data", "--game", "Breakout", "--npz", str(folder), "--out",
-                 str(other)]) == 2  # fmt: skip
+    assert (
+        main(["import-data", "--game", "Breakout", "--npz", str(folder), "--out", str(other)]) == 2
+    )
     assert "holds Pong" in capsys.readouterr().err
     assert (other / "dataset.json").read_text() == before
     (tmp_path / "empty").mkdir()
-    assert main(["import-data", "--game", "Breakout", "--npz", str(tmp_path / "empty"),
-                 "--out", str(tmp_path / "ds")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "import-data",
+                "--game",
+                "Breakout",
+                "--npz",
+                str(tmp_path / "empty"),
+                "--out",
+                str(tmp_path / "ds"),
+            ]
+        )
+        == 2
+    )
     assert "no .npz" in capsys.readouterr().err
     # Pong has 6 actions: Breakout episodes are refused by their action set only if they use
     # actions Pong lacks; episodes with 4 actions recorded for a 6-action game import fine.
@@ -168,15 +222,27 @@ def _minari_dataset(root: Path, dataset_id: str, game: str, steps: int) -> None:
         truncs.append(bool(trunc or t == steps - 1))
         lives.append(info["lives"])
         if term or trunc or t == steps - 1:
-            buffers.append(EpisodeBuffer(
-                id=len(buffers), observations=np.stack(frames), actions=np.array(acts),
-                rewards=rews, terminations=terms, truncations=truncs,
-                infos={"lives": np.array(lives)},
-            ))  # fmt: skip
+            buffers.append(
+                EpisodeBuffer(
+                    id=len(buffers),
+                    observations=np.stack(frames),
+                    actions=np.array(acts),
+                    rewards=rews,
+                    terminations=terms,
+                    truncations=truncs,
+                    infos={"lives": np.array(lives)},
+                )
+            )
             obs, info = env.reset()
             frames, acts, rews, terms, truncs, lives = [obs], [], [], [], [], [info["lives"]]
-    minari.create_dataset_from_buffers(dataset_id, buffers, env=env, eval_env=env.spec,
-                                       algorithm_name="random", description="test data")  # fmt: skip
+    minari.create_dataset_from_buffers(
+        dataset_id,
+        buffers,
+        env=env,
+        eval_env=env.spec,
+        algorithm_name="random",
+        description="test data",
+    )
     env.close()
 
 
@@ -188,24 +254,82 @@ def test_minari_dataset_is_imported(
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
     _minari_dataset(root, "atari/breakout/random-v0", "Breakout", 150)
     out = tmp_path / "ds"
-    assert main(["import-data", "--game", "Breakout", "--minari", "atari/breakout/random-v0",
-                 "--minari-root", str(root), "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "import-data",
+                "--game",
+                "Breakout",
+                "--minari",
+                "atari/breakout/random-v0",
+                "--minari-root",
+                str(root),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     ds = EpisodeDataset.open(out)
     assert ds.num_steps == 150 and ds.load_all().obs.shape[1:] == (64, 64, 3)
-    assert main(["train-wm", "--game", "Breakout", "--preset", "tiny", "--dataset", str(out),
-                 "--steps", "2", "--eval-every", "0", "--run-dir", str(tmp_path / "run"),
-                 "--eval-rollouts", "2"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train-wm",
+                "--game",
+                "Breakout",
+                "--preset",
+                "tiny",
+                "--dataset",
+                str(out),
+                "--steps",
+                "2",
+                "--eval-every",
+                "0",
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--eval-rollouts",
+                "2",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     # A dataset of another game's action set is refused before anything is written.
     _minari_dataset(root, "atari/pong/random-v0", "Pong", 30)
-    code = main(["import-data", "--game", "Breakout", "--minari", "atari/pong/random-v0",
-                 "--minari-root", str(root), "--out", str(tmp_path / "other")])  # fmt: skip
+    code = main(
+        [
+            "import-data",
+            "--game",
+            "Breakout",
+            "--minari",
+            "atari/pong/random-v0",
+            "--minari-root",
+            str(root),
+            "--out",
+            str(tmp_path / "other"),
+        ]
+    )
     assert code == 2
     assert "6 actions, but the game has 4" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
     # An id that is not on disk is not fetched from the network: one line.
-    assert main(["import-data", "--game", "Breakout", "--minari", "atari/nosuch-v0",
-                 "--minari-root", str(root), "--out", str(tmp_path / "other")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "import-data",
+                "--game",
+                "Breakout",
+                "--minari",
+                "atari/nosuch-v0",
+                "--minari-root",
+                str(root),
+                "--out",
+                str(tmp_path / "other"),
+            ]
+        )
+        == 2
+    )
     assert "not found locally" in capsys.readouterr().err
 
 

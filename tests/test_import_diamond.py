@@ -31,8 +31,22 @@ def diamond_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def imported(diamond_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("imported")
-    code = main(["import-diamond", "--checkpoint", str(diamond_file), "--game", "Breakout",
-                 "--out", str(out), "--context-steps", "120", "--num-contexts", "8", "--quiet"])  # fmt: skip
+    code = main(
+        [
+            "import-diamond",
+            "--checkpoint",
+            str(diamond_file),
+            "--game",
+            "Breakout",
+            "--out",
+            str(out),
+            "--context-steps",
+            "120",
+            "--num-contexts",
+            "8",
+            "--quiet",
+        ]
+    )
     assert code == 0
     return out
 
@@ -48,8 +62,9 @@ def test_import_writes_a_dream_env_and_an_agent(imported: Path) -> None:
         obs, rew, term, trunc, _ = env.step(env.action_space.sample())
         assert rew in (-1.0, 0.0, 1.0)
     env.close()
-    venv = diamond_env.make_sb3_env("DiamondDream-Breakout-v0", num_envs=2,
-                                    checkpoint=str(imported / "world_model"))  # fmt: skip
+    venv = diamond_env.make_sb3_env(
+        "DiamondDream-Breakout-v0", num_envs=2, checkpoint=str(imported / "world_model")
+    )
     assert venv.reset().shape == (2, 3, 64, 64)
     venv.close()
 
@@ -87,18 +102,28 @@ def test_bad_files_are_refused_naming_what_was_expected(
         "weights_only": _pickled_object(tmp_path / "code.pt"),
         "missing key": _save(
             {k: v for k, v in state.items() if "conv_in" not in k}, tmp_path / "missing.pt"
-        ),  # fmt: skip
+        ),
         "unexpected keys": _save(
             {**state, "denoiser.inner_model.extra.weight": torch.zeros(1)}, tmp_path / "extra.pt"
-        ),  # fmt: skip
+        ),
         "fit no": _save(
             {**state, "actor_critic.lstm.weight_hh": torch.zeros(64, 3)}, tmp_path / "shape.pt"
-        ),  # fmt: skip
+        ),
         "not a DIAMOND agent": _save({"model": torch.zeros(3)}, tmp_path / "other.pt"),
     }
     for expected, path in cases.items():
-        code = main(["import-diamond", "--checkpoint", str(path), "--game", "Breakout",
-                     "--out", str(out), "--quiet"])  # fmt: skip
+        code = main(
+            [
+                "import-diamond",
+                "--checkpoint",
+                str(path),
+                "--game",
+                "Breakout",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
         err = capsys.readouterr().err
         assert code == 2 and expected in err, (expected, err)
     with pytest.raises(ValueError, match="6"):

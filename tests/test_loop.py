@@ -19,14 +19,23 @@ pytestmark = pytest.mark.e2e  # a slow end-to-end run: left out of `make test-fa
 # one denoising step per dreamed frame, and a first epoch as short as the others (tiny: 20 world-
 # model and 10 actor-critic steps, 0.8 s each on one core): the loop's logic is under test here,
 # not the sampler or the schedule
-FAST = ("sampler.num_steps=1 loop.first_epoch_denoiser_steps=5 loop.first_epoch_rew_end_steps=5 "
-        "loop.first_epoch_actor_critic_steps=5")  # fmt: skip
+FAST = (
+    "sampler.num_steps=1 loop.first_epoch_denoiser_steps=5 loop.first_epoch_rew_end_steps=5 "
+    "loop.first_epoch_actor_critic_steps=5"
+)
 
 
 def test_tiny_loop_end_to_end_then_evaluate(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    opts = TrainOptions(game="Breakout", preset="tiny", run_dir=str(run_dir), real_steps=600,
-                        num_contexts=16, progress=False, overrides=FAST)  # fmt: skip
+    opts = TrainOptions(
+        game="Breakout",
+        preset="tiny",
+        run_dir=str(run_dir),
+        real_steps=600,
+        num_contexts=16,
+        progress=False,
+        overrides=FAST,
+    )
     result = train(opts)
     assert result["finished"] and result["episodes"] == 2  # tiny: final_eval_episodes
     dataset = EpisodeDataset.open(run_dir / "dataset")
@@ -48,8 +57,15 @@ def test_tiny_loop_end_to_end_then_evaluate(tmp_path: Path) -> None:
 
 def test_stop_then_resume_finishes_within_budget(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    base = dict(game="Breakout", preset="tiny", run_dir=str(run_dir), real_steps=500,
-                num_contexts=16, progress=False, overrides=FAST)  # fmt: skip
+    base = dict(
+        game="Breakout",
+        preset="tiny",
+        run_dir=str(run_dir),
+        real_steps=500,
+        num_contexts=16,
+        progress=False,
+        overrides=FAST,
+    )
     with pytest.raises(FileNotFoundError, match="resume.pt"):
         train(TrainOptions(**base, resume=True))  # type: ignore[arg-type]
     stopped = train(TrainOptions(**base, max_minutes=1e-6))  # type: ignore[arg-type]
@@ -87,9 +103,12 @@ def test_paper_schedule_is_diamonds() -> None:
     config = get_preset("paper")
     loop = config.loop
     assert loop.extra_epochs == 50 and loop.steps_per_epoch == 100
-    assert (loop.first_epoch_denoiser_steps, loop.first_epoch_rew_end_steps,
-            loop.first_epoch_actor_critic_steps, loop.grad_steps_per_epoch) == (
-        10_000, 10_000, 5_000, 400)  # fmt: skip
+    assert (
+        loop.first_epoch_denoiser_steps,
+        loop.first_epoch_rew_end_steps,
+        loop.first_epoch_actor_critic_steps,
+        loop.grad_steps_per_epoch,
+    ) == (10_000, 10_000, 5_000, 400)
     assert loop.denoiser_seq_len == 6 and loop.rew_end_seq_len == 19
     assert loop.initial_min_minority_rewards == 10
     assert config.imagination.context_preload == 256 * 32

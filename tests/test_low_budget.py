@@ -19,9 +19,10 @@ from diamond_env.models.sampler import sample
 def test_overrides_replace_fields_and_refuse_what_does_not_fit() -> None:
     base = get_preset("cpu")
     cfg = apply_overrides(
-        base, "denoiser.predict_change=true denoiser_optim.lr=1e-3 loop.denoiser_seq_len=5 "
-        "denoiser.channels=[16,16,16,16] loop.rew_end_event_fraction=1"
-    )  # fmt: skip
+        base,
+        "denoiser.predict_change=true denoiser_optim.lr=1e-3 loop.denoiser_seq_len=5 "
+        "denoiser.channels=[16,16,16,16] loop.rew_end_event_fraction=1",
+    )
     assert cfg.denoiser.predict_change is True
     assert cfg.denoiser_optim.lr == 1e-3 and cfg.loop.denoiser_seq_len == 5
     assert cfg.denoiser.channels == (16, 16, 16, 16)
@@ -94,8 +95,12 @@ def test_a_change_model_that_predicts_no_change_repeats_the_last_frame() -> None
     half = sample(lambda x, s: 0.5 * x, noise, one, origin=obs[:, -1])
     no_origin = sample(lambda x, s: 0.5 * x, noise, one)
     assert not torch.allclose(half, no_origin)
-    torch.testing.assert_close(half, ((0.5 * (noise + obs[:, -1])).clamp(-1, 1) + 1).mul(
-        127.5).round().div(127.5).sub(1), atol=1e-6, rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        half,
+        ((0.5 * (noise + obs[:, -1])).clamp(-1, 1) + 1).mul(127.5).round().div(127.5).sub(1),
+        atol=1e-6,
+        rtol=0,
+    )
 
 
 def test_round_quantisation_keeps_a_frame_that_floor_lowers() -> None:
@@ -247,8 +252,9 @@ def test_reward_lead_draws_denoiser_windows_before_a_reward() -> None:
     pairs = zip(life_of, reward_steps, strict=True)
     rewards = {int(e): int(s - lives.step_starts[e]) for e, s in pairs}
     lead, seq = 4, 6
-    sampler = SegmentSampler(data, seq, pad_after_end=False, event_fraction=1.0,
-                             reward_lead=lead, seed=0)  # fmt: skip
+    sampler = SegmentSampler(
+        data, seq, pad_after_end=False, event_fraction=1.0, reward_lead=lead, seed=0
+    )
     batch = sampler.sample(600)
     check_against_reference(batch, data, pad_after_end=False)
     # every window ends in one of the `lead` frames up to the first one showing a reward (life
@@ -258,8 +264,9 @@ def test_reward_lead_draws_denoiser_windows_before_a_reward() -> None:
     s = np.array([rewards[int(e)] for e in batch.episode])
     assert set((s + 1 - last).tolist()) == set(range(lead))
     # a share of them only; the rest as before
-    half = SegmentSampler(data, seq, pad_after_end=False, event_fraction=0.5, reward_lead=lead,
-                          seed=1).sample(2000)  # fmt: skip
+    half = SegmentSampler(
+        data, seq, pad_after_end=False, event_fraction=0.5, reward_lead=lead, seed=1
+    ).sample(2000)
     ends_near = np.array([rewards.get(int(e), -99) for e in half.episode]) + 1 - (half.start + 5)
     assert 0.4 < np.isin(ends_near, range(lead)).mean() < 0.7
     for kwargs, words in [

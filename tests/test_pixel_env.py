@@ -23,11 +23,44 @@ pytest.importorskip("pygame")  # CartPole renders with pygame
 @pytest.fixture(scope="module")
 def cartpole_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cartpole")
-    assert main(["collect", "--env-id", "CartPole-v1", "--render-obs", "--steps", "300",
-                 "--out", str(root / "ds"), "--quiet"]) == 0  # fmt: skip
-    assert main(["train-wm", "--game", "CartPole-v1", "--preset", "tiny", "--dataset",
-                 str(root / "ds"), "--steps", "3", "--eval-every", "0", "--eval-rollouts", "2",
-                 "--run-dir", str(root / "run")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "collect",
+                "--env-id",
+                "CartPole-v1",
+                "--render-obs",
+                "--steps",
+                "300",
+                "--out",
+                str(root / "ds"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train-wm",
+                "--game",
+                "CartPole-v1",
+                "--preset",
+                "tiny",
+                "--dataset",
+                str(root / "ds"),
+                "--steps",
+                "3",
+                "--eval-every",
+                "0",
+                "--eval-rollouts",
+                "2",
+                "--run-dir",
+                str(root / "run"),
+            ]
+        )
+        == 0
+    )
     return root / "run" / "world_model"
 
 
@@ -64,13 +97,34 @@ def test_sb3_agent_trained_in_the_dream_plays_the_real_env(
     cartpole_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     agent = tmp_path / "ppo"
-    assert main(["train-agent", "--checkpoint", str(cartpole_model), "--algo", "ppo", "--steps",
-                 "256", "--num-envs", "4", "--out", str(agent), "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train-agent",
+                "--checkpoint",
+                str(cartpole_model),
+                "--algo",
+                "ppo",
+                "--steps",
+                "256",
+                "--num-envs",
+                "4",
+                "--out",
+                str(agent),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((agent / "agent.json").read_text())
     assert meta["game"] == "CartPole-v1" and meta["env"]["render_obs"] is True
     out = tmp_path / "eval.json"
-    assert main(["evaluate", "--agent", str(agent), "--episodes", "3", "--out", str(out),
-                 "--baselines"]) == 0  # fmt: skip
+    assert (
+        main(
+            ["evaluate", "--agent", str(agent), "--episodes", "3", "--out", str(out), "--baselines"]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert result["game"] == "CartPole-v1" and len(result["returns"]) == 3
     assert min(result["returns"]) >= 8  # CartPole pays 1 a step; a game lasts >= 8 steps

@@ -19,9 +19,26 @@ from diamond_env.world_model.model import WorldModel
 pytest.importorskip("pygame")
 
 BREAKOUT = ["NOOP", "FIRE", "RIGHT", "LEFT"]
-FULL = ["NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "DOWNRIGHT",
-        "DOWNLEFT", "UPFIRE", "RIGHTFIRE", "LEFTFIRE", "DOWNFIRE", "UPRIGHTFIRE", "UPLEFTFIRE",
-        "DOWNRIGHTFIRE", "DOWNLEFTFIRE"]  # fmt: skip
+FULL = [
+    "NOOP",
+    "FIRE",
+    "UP",
+    "RIGHT",
+    "LEFT",
+    "DOWN",
+    "UPRIGHT",
+    "UPLEFT",
+    "DOWNRIGHT",
+    "DOWNLEFT",
+    "UPFIRE",
+    "RIGHTFIRE",
+    "LEFTFIRE",
+    "DOWNFIRE",
+    "UPRIGHTFIRE",
+    "UPLEFTFIRE",
+    "DOWNRIGHTFIRE",
+    "DOWNLEFTFIRE",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -149,10 +166,16 @@ def _episodes(directory: Path) -> list[dict[str, np.ndarray]]:
 
 
 def test_play_the_dream_headless(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    script = [(0, "down", "right"), (2, "up", "right"), (3, "down", "p"), (5, "down", "."),
-              (6, "down", "p")]  # fmt: skip
-    result = play(tiny_checkpoint, fps=0, max_frames=8, horizon=5, seed=0,
-                  record=tmp_path, script=script)  # fmt: skip
+    script = [
+        (0, "down", "right"),
+        (2, "up", "right"),
+        (3, "down", "p"),
+        (5, "down", "."),
+        (6, "down", "p"),
+    ]
+    result = play(
+        tiny_checkpoint, fps=0, max_frames=8, horizon=5, seed=0, record=tmp_path, script=script
+    )
     # frames 0-2 step, 3-4 paused, 5 single step, 6-7 step again
     assert (result.frames, result.steps) == (8, 6)
     episodes = _episodes(tmp_path)
@@ -172,8 +195,16 @@ def test_play_the_dream_headless(tiny_checkpoint: Path, tmp_path: Path) -> None:
 def test_play_the_real_game_with_an_agent(tmp_path: Path) -> None:
     agent = _agent(tmp_path / "agent")
     script = [(3, "down", "m"), (3, "down", "space"), (5, "down", "escape")]
-    result = play(None, real=True, game="Breakout", agent=agent, fps=0, max_frames=50,
-                  record=tmp_path / "rec", script=script)  # fmt: skip
+    result = play(
+        None,
+        real=True,
+        game="Breakout",
+        agent=agent,
+        fps=0,
+        max_frames=50,
+        record=tmp_path / "rec",
+        script=script,
+    )
     assert (result.frames, result.steps, result.returns) == (5, 5, [])  # Esc before frame 5 draws
     (ep,) = _episodes(tmp_path / "rec")
     np.testing.assert_array_equal(ep["agent"], [True, True, True, False, False])

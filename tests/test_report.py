@@ -44,9 +44,17 @@ def _check_links(root: Path, report: str) -> list[str]:
 
 def test_report_of_a_real_train_wm_run(breakout_dataset: EpisodeDataset, tmp_path: Path) -> None:
     root = tmp_path / "run"
-    opts = TrainWMOptions(game="Breakout", preset="tiny", run_dir=str(root), steps=4, log_every=2,
-                          dataset=str(breakout_dataset.root), eval_every=0, num_contexts=8,
-                          progress=False)  # fmt: skip
+    opts = TrainWMOptions(
+        game="Breakout",
+        preset="tiny",
+        run_dir=str(root),
+        steps=4,
+        log_every=2,
+        dataset=str(breakout_dataset.root),
+        eval_every=0,
+        num_contexts=8,
+        progress=False,
+    )
     train_world_model(opts)
     path = write_report(root, horizon=3)
     assert path == root / "report.md"
@@ -82,8 +90,14 @@ def _loop_run(root: Path, checkpoint: Path, dataset: Path) -> dict[str, float]:
     (root / "options.json").write_text(json.dumps({"game": "Breakout", "preset": "tiny"}))
     with MetricsLogger(root, tensorboard=False) as log:
         for epoch in (1, 2, 3):
-            log.log(epoch, {"denoiser/loss": 1.0 / epoch, "actor_critic/loss": 0.5,
-                            "real_steps": 200 + 100 * epoch})  # fmt: skip
+            log.log(
+                epoch,
+                {
+                    "denoiser/loss": 1.0 / epoch,
+                    "actor_critic/loss": 0.5,
+                    "real_steps": 200 + 100 * epoch,
+                },
+            )
             log.log(epoch, {"collect/return": float(epoch)}, kind="collect")
         log.log(2, {"return_mean": 1.5, "return_std": 0.5}, kind="eval")
         log.log(3, {"return_mean": 2.0, "return_std": 1.0}, kind="final_eval")
@@ -117,8 +131,18 @@ def test_report_of_a_loop_run(
 
 
 def test_curve_keys_and_missing_run(tmp_path: Path) -> None:
-    records = [{"kind": "train", "step": 1, "time": 0.0, "zeta": 1.0, "rew_end/loss": 2.0,
-                "denoiser/loss": 3.0, "flag": True, "real_steps": 5}]  # fmt: skip
+    records = [
+        {
+            "kind": "train",
+            "step": 1,
+            "time": 0.0,
+            "zeta": 1.0,
+            "rew_end/loss": 2.0,
+            "denoiser/loss": 3.0,
+            "flag": True,
+            "real_steps": 5,
+        }
+    ]
     assert curve_keys(records) == ["denoiser/loss", "rew_end/loss"]  # known ones, in order
     assert curve_keys([{"kind": "train", "step": 1, "b": 1, "a": 2.0, "s": "x"}]) == ["b", "a"]
     with pytest.raises(FileNotFoundError, match="expected metrics.jsonl or world_model"):

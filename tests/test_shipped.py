@@ -44,8 +44,10 @@ def test_the_wheel_carries_the_shipped_models_and_steps_the_default_env(tmp_path
     shutil.copy2(ROOT / "pyproject.toml", source / "pyproject.toml")
     shutil.copy2(ROOT / "README.md", source / "README.md")
     pip = [sys.executable, "-m", "pip", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
-                    str(source)], check=True)  # fmt: skip
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(source)],
+        check=True,
+    )
     (wheel,) = tmp_path.glob("diamond_env-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert [f for f in files if f not in names] == []
@@ -58,8 +60,14 @@ def test_the_wheel_carries_the_shipped_models_and_steps_the_default_env(tmp_path
     env["PYTHONPATH"] = str(site)
     run = tmp_path / "elsewhere"  # no runs/ here: the lookup ends at the shipped model
     run.mkdir()
-    out = subprocess.run([sys.executable, "-c", SNIPPET, str(site)], cwd=run, env=env,
-                         capture_output=True, text=True, timeout=240)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", SNIPPET, str(site)],
+        cwd=run,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("stepped")
     shipped_path = site / "diamond_env" / "pretrained" / "Breakout" / "world_model"

@@ -17,8 +17,18 @@ def test_actor_critic_in_the_dream_then_real_evaluation(
     tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "ac"
-    args = ["train-agent", "--checkpoint", str(tiny_checkpoint), "--out", str(out),
-            "--steps", "4", "--save-every", "2", "--no-progress"]  # fmt: skip
+    args = [
+        "train-agent",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--out",
+        str(out),
+        "--steps",
+        "4",
+        "--save-every",
+        "2",
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert json.loads((out / "agent.json").read_text())["kind"] == "actor_critic"
     assert [m["step"] for m in read_metrics(out)] == [4]
@@ -27,8 +37,22 @@ def test_actor_critic_in_the_dream_then_real_evaluation(
     assert main([*args[:5], "--steps", "6", "--save-every", "2", "--resume", "--no-progress"]) == 0
     assert [m["step"] for m in read_metrics(out)] == [4, 6]
     eval_json = tmp_path / "eval.json"
-    assert main(["evaluate", "--agent", str(out), "--episodes", "1", "--out", str(eval_json),
-                 "--quiet", "--baselines"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--agent",
+                str(out),
+                "--episodes",
+                "1",
+                "--out",
+                str(eval_json),
+                "--quiet",
+                "--baselines",
+            ]
+        )
+        == 0
+    )
     report = json.loads(eval_json.read_text())
     assert report["game"] == "Breakout" and report["episodes"] == 1
     assert set(report["baselines"]) == {"random", "action_frequency"}
@@ -40,19 +64,50 @@ def test_actor_critic_in_the_dream_then_real_evaluation(
 @pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn"])
 def test_sb3_in_the_dream_is_loadable(algo: str, tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / algo
-    assert main(["train-agent", "--checkpoint", str(tiny_checkpoint), "--out", str(out),
-                 "--algo", algo, "--steps", "256", "--num-envs", "2",
-                 "--num-denoising-steps", "1", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train-agent",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--out",
+                str(out),
+                "--algo",
+                algo,
+                "--steps",
+                "256",
+                "--num-envs",
+                "2",
+                "--num-denoising-steps",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     policy, meta = load_agent(out)
     assert meta["algo"] == algo and meta["n_stack"] == 4
     assert meta["observation_shape"] == [12, 64, 64]
 
 
-def test_bad_requests_are_clear(tiny_checkpoint: Path, tmp_path: Path,
-                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_bad_requests_are_clear(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["train-agent", "--checkpoint", str(tmp_path / "nope"), "--out", "x"]) == 2
-    assert main(["train-agent", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path),
-                 "--algo", "sac"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "train-agent",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--out",
+                str(tmp_path),
+                "--algo",
+                "sac",
+            ]
+        )
+        == 2
+    )
     assert main(["evaluate", "--agent", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert "algo: expected one of" in err and "agent directory not found" in err
@@ -60,12 +115,38 @@ def test_bad_requests_are_clear(tiny_checkpoint: Path, tmp_path: Path,
 
 def test_fastpath_option_reaches_the_dream(tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "fast"
-    assert main(["train-agent", "--checkpoint", str(tiny_checkpoint), "--out", str(out),
-                 "--steps", "2", "--fastpath", "channels_last,inference_mode",
-                 "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train-agent",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                "--fastpath",
+                "channels_last,inference_mode",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert load_agent(out)[1]["kind"] == "actor_critic"
-    assert main(["train-agent", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "x"),
-                 "--fastpath", "warp_drive"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "train-agent",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--out",
+                str(tmp_path / "x"),
+                "--fastpath",
+                "warp_drive",
+            ]
+        )
+        == 2
+    )
 
 
 def test_sb3_saves_periodically_and_resumes_in_the_same_world_model_only(
@@ -76,9 +157,22 @@ def test_sb3_saves_periodically_and_resumes_in_the_same_world_model_only(
     from diamond_env.world_model.model import WorldModel
 
     out = tmp_path / "ppo"
-    base = ["train-agent", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--algo",
-            "ppo", "--num-envs", "2", "--num-denoising-steps", "1", "--save-every", "1",
-            "--no-progress"]  # fmt: skip
+    base = [
+        "train-agent",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--out",
+        str(out),
+        "--algo",
+        "ppo",
+        "--num-envs",
+        "2",
+        "--num-denoising-steps",
+        "1",
+        "--save-every",
+        "1",
+        "--no-progress",
+    ]
     assert main([*base, "--steps", "512"]) == 0
     assert json.loads((out / "sb3_resume.json").read_text())["num_timesteps"] == 512
     first = load_agent(out)[0].model.state_dict()

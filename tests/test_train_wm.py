@@ -31,22 +31,54 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _opts(tmp: Path, dataset: EpisodeDataset, **kw: object) -> TrainWMOptions:
-    base = TrainWMOptions(game="Breakout", preset="tiny", run_dir=str(tmp / "run"),
-                          dataset=str(dataset.root), steps=6, save_every=3, eval_every=0,
-                          log_every=1, num_contexts=16, progress=False,
-                          eval_rollouts=4)  # fmt: skip
+    base = TrainWMOptions(
+        game="Breakout",
+        preset="tiny",
+        run_dir=str(tmp / "run"),
+        dataset=str(dataset.root),
+        steps=6,
+        save_every=3,
+        eval_every=0,
+        log_every=1,
+        num_contexts=16,
+        progress=False,
+        eval_rollouts=4,
+    )
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
 def test_script_collects_trains_and_writes_outputs(tmp_path: Path) -> None:
     run = tmp_path / "D"
-    cmd = [sys.executable, str(ROOT / "train_wm.py"), "--game", "Breakout", "--preset", "tiny",
-           "--real-steps", "400", "--steps", "4", "--run-dir", str(run), "--no-progress",
-           "--num-contexts", "8", "--eval-rollouts", "4"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "train_wm.py"),
+        "--game",
+        "Breakout",
+        "--preset",
+        "tiny",
+        "--real-steps",
+        "400",
+        "--steps",
+        "4",
+        "--run-dir",
+        str(run),
+        "--no-progress",
+        "--num-contexts",
+        "8",
+        "--eval-rollouts",
+        "4",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
     assert "PSNR" in out and "copy" in out  # every figure beside its baseline
-    for name in ("world_model/config.json", "world_model/model.safetensors", "metrics.jsonl",
-                 "eval_wm.json", "real_vs_imagined.png", "resume.pt", "dataset/dataset.json"):  # fmt: skip
+    for name in (
+        "world_model/config.json",
+        "world_model/model.safetensors",
+        "metrics.jsonl",
+        "eval_wm.json",
+        "real_vs_imagined.png",
+        "resume.pt",
+        "dataset/dataset.json",
+    ):
         assert (run / name).exists(), name
     records = read_metrics(run, kind="train")
     assert records[-1]["step"] == 4 and "rew_end/loss" in records[-1]
@@ -61,10 +93,28 @@ def test_installed_command_takes_the_same_options(
 ) -> None:
     from diamond_env.cli.main import main
 
-    argv = ["train-wm", "--game", "Breakout", "--preset", "tiny", "--dataset",
-            str(breakout_dataset.root), "--steps", "2", "--run-dir", str(tmp_path / "run"),
-            "--no-progress", "--num-contexts", "8", "--eval-every", "0", "--eval-rollouts", "4",
-            "--overrides", "denoiser.predict_change=true loop.rew_end_event_fraction=0.5"]  # fmt: skip
+    argv = [
+        "train-wm",
+        "--game",
+        "Breakout",
+        "--preset",
+        "tiny",
+        "--dataset",
+        str(breakout_dataset.root),
+        "--steps",
+        "2",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--no-progress",
+        "--num-contexts",
+        "8",
+        "--eval-every",
+        "0",
+        "--eval-rollouts",
+        "4",
+        "--overrides",
+        "denoiser.predict_change=true loop.rew_end_event_fraction=0.5",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "gradient steps" in out and "copy" in out
@@ -108,10 +158,27 @@ def test_resume_refuses_changed_configuration(
 
 def test_resume_after_sigkill(tmp_path: Path, breakout_dataset: EpisodeDataset) -> None:
     run = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "train_wm.py"), "--preset", "tiny", "--run-dir", str(run),
-           "--dataset", str(breakout_dataset.root), "--steps", "100000", "--save-every", "2",
-           "--no-progress", "--num-contexts", "8", "--eval-every", "0",
-           "--eval-rollouts", "4"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "train_wm.py"),
+        "--preset",
+        "tiny",
+        "--run-dir",
+        str(run),
+        "--dataset",
+        str(breakout_dataset.root),
+        "--steps",
+        "100000",
+        "--save-every",
+        "2",
+        "--no-progress",
+        "--num-contexts",
+        "8",
+        "--eval-every",
+        "0",
+        "--eval-rollouts",
+        "4",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "resume.pt").exists():
@@ -121,9 +188,16 @@ def test_resume_after_sigkill(tmp_path: Path, breakout_dataset: EpisodeDataset) 
     proc.wait()
     saved = torch.load(run / "resume.pt", weights_only=True)["grad_steps"]
     assert saved >= 2
-    results = train_world_model(replace(_opts(tmp_path, breakout_dataset), run_dir=str(run),
-                                        steps=saved + 2, save_every=2, num_contexts=8,
-                                        resume=True))  # fmt: skip
+    results = train_world_model(
+        replace(
+            _opts(tmp_path, breakout_dataset),
+            run_dir=str(run),
+            steps=saved + 2,
+            save_every=2,
+            num_contexts=8,
+            resume=True,
+        )
+    )
     assert results["grad_steps"] == saved + 2
 
 
@@ -175,8 +249,9 @@ def test_init_from_starts_from_the_checkpoint(
     source = tmp_path / "a" / "run" / "world_model"
     # with learning rates 0 the fine-tuned run's weights stay exactly the checkpoint's
     frozen = "denoiser_optim.lr=0 rew_end_optim.lr=0 loop.denoiser_seq_len=5"
-    train_world_model(_opts(tmp_path / "b", breakout_dataset, steps=2, init_from=str(source),
-                            overrides=frozen))  # fmt: skip
+    train_world_model(
+        _opts(tmp_path / "b", breakout_dataset, steps=2, init_from=str(source), overrides=frozen)
+    )
     a = WorldModel.load(source).state_dict()
     b = WorldModel.load(tmp_path / "b" / "run" / "world_model")
     assert b.config.loop.denoiser_seq_len == 5  # the recipe is this run's own
@@ -198,11 +273,23 @@ def test_init_from_refuses_other_networks(tmp_path: Path, breakout_dataset: Epis
     train_world_model(_opts(tmp_path / "a", breakout_dataset, steps=1))
     source = str(tmp_path / "a" / "run" / "world_model")
     with pytest.raises(ValueError, match=r"denoiser\.channels.*this run"):
-        train_world_model(_opts(tmp_path / "b", breakout_dataset, init_from=source,
-                                overrides="denoiser.channels=[8,8,8,8]"))  # fmt: skip
+        train_world_model(
+            _opts(
+                tmp_path / "b",
+                breakout_dataset,
+                init_from=source,
+                overrides="denoiser.channels=[8,8,8,8]",
+            )
+        )
     with pytest.raises(ValueError, match="predict_change"):
-        train_world_model(_opts(tmp_path / "c", breakout_dataset, init_from=source,
-                                overrides="denoiser.predict_change=true"))  # fmt: skip
+        train_world_model(
+            _opts(
+                tmp_path / "c",
+                breakout_dataset,
+                init_from=source,
+                overrides="denoiser.predict_change=true",
+            )
+        )
     with pytest.raises(ValueError, match="a model of Breakout, not Pong"):
         train_world_model(_opts(tmp_path / "d", breakout_dataset, init_from=source, game="Pong"))
     with pytest.raises(FileNotFoundError, match="does not exist"):

@@ -114,9 +114,16 @@ def test_cmd_video_writes_both_clips(
     tmp_path: Path,
 ) -> None:
     L, horizon, steps = 4, 3, 2
-    out = cmd_video(tiny_checkpoint, breakout_dataset.root, tmp_path / f"v{suffix}",
-                    agent=agent_dir, horizon=horizon, num_rollouts=2, agent_steps=steps,
-                    scale=2)  # fmt: skip
+    out = cmd_video(
+        tiny_checkpoint,
+        breakout_dataset.root,
+        tmp_path / f"v{suffix}",
+        agent=agent_dir,
+        horizon=horizon,
+        num_rollouts=2,
+        agent_steps=steps,
+        scale=2,
+    )
     assert out == tmp_path / f"v{suffix}" and out.is_file()
     assert not list(tmp_path.glob(".*tmp*"))  # the temp file was renamed
     width, height = 2 * 128 + GAP, 2 * TEXT_HEIGHT + 2 * 128  # two rollouts stacked

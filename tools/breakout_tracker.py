@@ -79,9 +79,14 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=1)
     args = parser.parse_args()
     dataset, stats = collect_until(
-        args.out, "Breakout", args.steps, policy=TrackerPolicy(args.num_envs),
-        epsilon=args.epsilon, num_envs=args.num_envs, seed=args.seed,
-    )  # fmt: skip
+        args.out,
+        "Breakout",
+        args.steps,
+        policy=TrackerPolicy(args.num_envs),
+        epsilon=args.epsilon,
+        num_envs=args.num_envs,
+        seed=args.seed,
+    )
     if stats is not None:
         returns = stats.game_returns
         mean = f"{np.mean(returns):.1f}" if returns else "n/a"

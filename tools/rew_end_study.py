@@ -54,14 +54,29 @@ def main(argv: list[str] | None = None) -> int:
         if step % args.eval_every == 0:
             minutes = (time.monotonic() - start) / 60
             with torch.no_grad():
-                m = rew_end_metrics(wm, heldout, seq_len=config.loop.rew_end_seq_len,
-                                    batches=8, batch_size=32, seed=0)  # fmt: skip
+                m = rew_end_metrics(
+                    wm,
+                    heldout,
+                    seq_len=config.loop.rew_end_seq_len,
+                    batches=8,
+                    batch_size=32,
+                    seed=0,
+                )
             r, e = m["reward_events"], m["end_events"]
-            row = {"step": step, "minutes": round(minutes, 2), "reward_f1": r["rare_f1"],
-                   "end_f1": e["rare_f1"], "reward": r, "end": e}  # fmt: skip
+            row = {
+                "step": step,
+                "minutes": round(minutes, 2),
+                "reward_f1": r["rare_f1"],
+                "end_f1": e["rare_f1"],
+                "reward": r,
+                "end": e,
+            }
             rows.append(row)
-            print(f"step {step:5d} {minutes:5.1f} min: reward F1 {r['rare_f1']:.2f}, "
-                  f"life-loss F1 {e['rare_f1']:.2f} (majority class: 0)", flush=True)  # fmt: skip
+            print(
+                f"step {step:5d} {minutes:5.1f} min: reward F1 {r['rare_f1']:.2f}, "
+                f"life-loss F1 {e['rare_f1']:.2f} (majority class: 0)",
+                flush=True,
+            )
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             for row in rows:

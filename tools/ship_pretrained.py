@@ -42,8 +42,14 @@ AGENT_FILES = ("agent.json", "actor_critic.json", "actor_critic.safetensors")
 def measure(path: Path, heldout: EpisodeDataset, rollouts: int, seed: int) -> dict[str, Any]:
     wm = WorldModel.load(path, expected_game=heldout.game)
     with torch.no_grad():
-        return evaluate_world_model(wm, heldout.load_all(), seq_len=wm.config.loop.rew_end_seq_len,
-                                    seed=seed, batches=8, num_rollouts=rollouts)  # fmt: skip
+        return evaluate_world_model(
+            wm,
+            heldout.load_all(),
+            seq_len=wm.config.loop.rew_end_seq_len,
+            seed=seed,
+            batches=8,
+            num_rollouts=rollouts,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,10 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         "training": json.loads(args.training.read_text(encoding="utf-8")),
         "weights": "float16" if use_fp16 else "float32",
         "fp16_psnr_gap_db": {str(h): round(float(g), 4) for h, g in gaps.items()},
-        "heldout": {"dataset": str(args.heldout.name), "steps": heldout.num_steps,
-                    "games": heldout.num_episodes, "rollouts": args.rollouts, "seed": args.seed},
+        "heldout": {
+            "dataset": str(args.heldout.name),
+            "steps": heldout.num_steps,
+            "games": heldout.num_episodes,
+            "rollouts": args.rollouts,
+            "seed": args.seed,
+        },
         "fidelity": fidelity,
-    }  # fmt: skip
+    }
     if args.agent is not None:
         (root / "agent").mkdir()
         for name in AGENT_FILES:
@@ -92,15 +103,18 @@ def main(argv: list[str] | None = None) -> int:
         meta = json.loads((root / "agent" / "agent.json").read_text(encoding="utf-8"))
         if "world_model" in meta:  # the shipped agent's world is the model beside it
             meta["world_model"] = "../world_model"
-        (root / "agent" / "agent.json").write_text(json.dumps(meta, indent=2) + "\n",
-                                                   encoding="utf-8")  # fmt: skip
+        (root / "agent" / "agent.json").write_text(
+            json.dumps(meta, indent=2) + "\n", encoding="utf-8"
+        )
         if scores is not None:
             card["agent_scores"] = portable(scores)
     (root / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (root / "MODEL_CARD.md").write_text(model_card(card), encoding="utf-8")
     size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
-    print(f"wrote {root} ({size / 2**20:.1f} MiB, {card['weights']} weights, "
-          f"fp16 PSNR gap {max(gaps.values()):.3f} dB)")  # fmt: skip
+    print(
+        f"wrote {root} ({size / 2**20:.1f} MiB, {card['weights']} weights, "
+        f"fp16 PSNR gap {max(gaps.values()):.3f} dB)"
+    )
     return 0
 
 
@@ -146,12 +160,18 @@ def model_card(card: dict[str, Any]) -> str:
     ]
     scores = card.get("agent_scores")
     if scores:
-        lines += ["", "## Agent scores in the real game", "", "| agent | games | mean | std | SE |",
-                  "|---|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "## Agent scores in the real game",
+            "",
+            "| agent | games | mean | std | SE |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for name, r in scores.items():
             se = r["std"] / max(1, r["episodes"]) ** 0.5
-            lines.append(f"| {name} | {r['episodes']} | {r['mean']:.2f} | {r['std']:.2f} | "
-                         f"{se:.2f} |")  # fmt: skip
+            lines.append(
+                f"| {name} | {r['episodes']} | {r['mean']:.2f} | {r['std']:.2f} | {se:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -40,8 +40,9 @@ def row(name: str, minutes: float, r: dict[str, Any]) -> str:
     psnr = " / ".join(f(f"psnr/{h}") for h in (1, 5, 15))
     copy = " / ".join(f(f"psnr_copy/{h}") for h in (1, 5, 15))
     mae = f"{f('changed_pixels/model_mae')} (copy {f('changed_pixels/copy_mae')})"
-    events = " / ".join(f(k, 2) for k in ("reward_events/rare_f1", "end_events/rare_f1",
-                                          "dream_end_events/rare_f1"))  # fmt: skip
+    events = " / ".join(
+        f(k, 2) for k in ("reward_events/rare_f1", "end_events/rare_f1", "dream_end_events/rare_f1")
+    )
     return f"| {name} | {minutes:.1f} | {r['step']} | {psnr} | {copy} | {mae} | {events} |"
 
 

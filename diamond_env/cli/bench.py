@@ -99,10 +99,12 @@ def bench_collection(game: str, num_envs: int, steps: int) -> dict[str, float]:
     env = make_atari_env(game, num_envs)
     with tempfile.TemporaryDirectory() as tmp:
         ds = EpisodeDataset.create(
-            Path(tmp) / "d", env.game, ATARI_SETTINGS,
+            Path(tmp) / "d",
+            env.game,
+            ATARI_SETTINGS,
             int(env.single_action_space.n),  # type: ignore[attr-defined]
             env.get_action_meanings(),
-        )  # fmt: skip
+        )
         collector = Collector(env, ds, seed=0)
         stats = collector.collect(RandomPolicy(ds.num_actions, seed=0), steps=steps, progress=False)
     env.close()
@@ -119,9 +121,16 @@ def bench_ale_paths(game: str, num_envs: int, steps: int) -> dict[str, float]:
     ours = make_atari_env(game, num_envs, seed=0)
     n_act = int(ours.single_action_space.n)  # type: ignore[attr-defined]
     cpp = AtariVectorEnv(
-        _rom_id(canonical_game(game)), num_envs, grayscale=False, img_height=64, img_width=64,
-        stack_num=1, reward_clipping=False, use_fire_reset=False, autoreset_mode="SameStep",
-    )  # fmt: skip
+        _rom_id(canonical_game(game)),
+        num_envs,
+        grayscale=False,
+        img_height=64,
+        img_width=64,
+        stack_num=1,
+        reward_clipping=False,
+        use_fire_reset=False,
+        autoreset_mode="SameStep",
+    )
     cpp.reset(seed=0)
     out = {}
     for name, env in (("gymnasium_wrappers", ours), ("ale_cpp_vector", cpp)):
@@ -294,28 +303,42 @@ def _synthetic_data(num_actions: int, seed: int, episodes: int = 4, steps: int =
     games = []
     for _ in range(episodes):
         flags = np.zeros(steps, dtype=bool)
-        games.append(Episode(
-            obs=rng.integers(0, 256, (steps + 1, IMG_SIZE, IMG_SIZE, 3), dtype=np.uint8),
-            act=rng.integers(0, num_actions, steps, dtype=np.int64),
-            rew=rng.choice(np.array([-1.0, 0.0, 1.0], dtype=np.float32), steps),
-            term=np.concatenate([flags[1:], [True]]), trunc=flags, life_loss=flags,
-        ))  # fmt: skip
+        games.append(
+            Episode(
+                obs=rng.integers(0, 256, (steps + 1, IMG_SIZE, IMG_SIZE, 3), dtype=np.uint8),
+                act=rng.integers(0, num_actions, steps, dtype=np.int64),
+                rew=rng.choice(np.array([-1.0, 0.0, 1.0], dtype=np.float32), steps),
+                term=np.concatenate([flags[1:], [True]]),
+                trunc=flags,
+                life_loss=flags,
+            )
+        )
     return FlatData.from_episodes(games)
 
 
 def _work_figures(taken: int, elapsed: float, batch: int, flops: int) -> dict[str, float]:
     per_s = taken / elapsed
     return {
-        "samples_per_s": per_s * batch, "steps_per_s": per_s, "batch_size": batch,
-        "seconds": elapsed, "steps": taken, "gflop_per_sample": flops / 1e9,
+        "samples_per_s": per_s * batch,
+        "steps_per_s": per_s,
+        "batch_size": batch,
+        "seconds": elapsed,
+        "steps": taken,
+        "gflop_per_sample": flops / 1e9,
         "gflop_per_s": per_s * batch * flops / 1e9,
-    }  # fmt: skip
+    }
 
 
 def bench_train(
-    preset: str, steps: int, device: str = "cpu", warmup: int = 1, *, min_seconds: float = 0.0,
-    game: str = "Breakout", seed: int = 0,
-) -> dict[str, Any]:  # fmt: skip
+    preset: str,
+    steps: int,
+    device: str = "cpu",
+    warmup: int = 1,
+    *,
+    min_seconds: float = 0.0,
+    game: str = "Breakout",
+    seed: int = 0,
+) -> dict[str, Any]:
     """World-model training throughput of ``preset``: :class:`WorldModelTrainer` steps (segment
     sampling from random in-RAM data, forward, backward, AdamW) at the preset's batch sizes,
     timed as in :func:`_time_calls`, the denoiser first, then the reward/end model.
@@ -353,9 +376,15 @@ def bench_train(
 
 
 def bench_imagination(
-    preset: str, steps: int, device: str = "cpu", warmup: int = 1, *, min_seconds: float = 0.0,
-    game: str = "Breakout", seed: int = 0,
-) -> dict[str, Any]:  # fmt: skip
+    preset: str,
+    steps: int,
+    device: str = "cpu",
+    warmup: int = 1,
+    *,
+    min_seconds: float = 0.0,
+    game: str = "Breakout",
+    seed: int = 0,
+) -> dict[str, Any]:
     """Actor-critic updates/s of :class:`ImaginationTrainer` on a ``preset`` world model (random
     weights, no terminations) at the preset's imagination batch and horizon, timed as in
     :func:`_time_calls`.
@@ -381,10 +410,14 @@ def bench_imagination(
     return {
         "updates_per_s": taken / elapsed,
         "frames_per_s": taken / elapsed * imag.batch_size * imag.horizon,
-        "batch_size": imag.batch_size, "horizon": imag.horizon, "seconds": elapsed,
-        "steps": taken, "gflop_per_update": flops / 1e9, "gflop_per_s": taken / elapsed * flops / 1e9,
+        "batch_size": imag.batch_size,
+        "horizon": imag.horizon,
+        "seconds": elapsed,
+        "steps": taken,
+        "gflop_per_update": flops / 1e9,
+        "gflop_per_s": taken / elapsed * flops / 1e9,
         **_memory_figures(dev, start_mem),
-    }  # fmt: skip
+    }
 
 
 def _check_presets(presets: Sequence[str]) -> None:
@@ -424,9 +457,15 @@ def run_dream_grid(
 
 
 def run_preset_section(
-    section: str, presets: Sequence[str], *, device: str = "cpu", min_seconds: float = 10.0,
-    max_steps: int = 10_000, game: str = "Breakout", progress: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+    section: str,
+    presets: Sequence[str],
+    *,
+    device: str = "cpu",
+    min_seconds: float = 10.0,
+    max_steps: int = 10_000,
+    game: str = "Breakout",
+    progress: bool = False,
+) -> dict[str, Any]:
     """:func:`bench_train` (``section="train"``) or :func:`bench_imagination`
     (``"imagination"``) for every preset: one warm-up step, then steps until ``min_seconds``."""
     benches = {"train": bench_train, "imagination": bench_imagination}
@@ -444,10 +483,16 @@ def run_preset_section(
 
 
 def run_fastpath_grid(
-    options: FastPathOptions, presets: Sequence[str], num_envs: Sequence[int], *,
-    device: str = "cpu", min_seconds: float = 10.0, max_steps: int = 10_000,
-    game: str = "Breakout", progress: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+    options: FastPathOptions,
+    presets: Sequence[str],
+    num_envs: Sequence[int],
+    *,
+    device: str = "cpu",
+    min_seconds: float = 10.0,
+    max_steps: int = 10_000,
+    game: str = "Breakout",
+    progress: bool = False,
+) -> dict[str, Any]:
     """The dream with fast paths off and on, cell by cell: variant ``plain``, each option alone
     (when several are on) and all of them together (named ``a+b``). Every variant steps under
     ``torch.no_grad`` (as an agent's loop does), so ``inference_mode`` is measured too. Each cell
@@ -466,11 +511,17 @@ def run_fastpath_grid(
         for n in num_envs:
             fps = {
                 name: bench_dream(
-                    preset, n, max_steps, device, min_seconds=min_seconds, game=game,
-                    fastpath=opt, inference=False,
+                    preset,
+                    n,
+                    max_steps,
+                    device,
+                    min_seconds=min_seconds,
+                    game=game,
+                    fastpath=opt,
+                    inference=False,
                 )["frames_per_s"]
                 for name, opt in variants.items()
-            }  # fmt: skip
+            }
             grid[preset][n] = {
                 "frames_per_s": fps,
                 "ratio": {k: v / fps["plain"] for k, v in fps.items()},
@@ -524,8 +575,11 @@ def run_bench(
     if "ale_env" in sections:
         results["ale_env_steps_per_s"] = {n: bench_ale_paths(game, n, steps) for n in (1, 8)}
     common: dict[str, Any] = {
-        "device": device, "game": game, "progress": progress, "min_seconds": seconds
-    }  # fmt: skip
+        "device": device,
+        "game": game,
+        "progress": progress,
+        "min_seconds": seconds,
+    }
     if "dream" in sections:
         results["dream"] = run_dream_grid(presets, num_envs, **common)
     for section in ("train", "imagination"):

@@ -73,15 +73,24 @@ class DemoOptions:
     run_dir: str = opt("runs/demo", "output directory")
     preset: str = opt("cpu", "model sizes: tiny | cpu | small | paper")
     real_steps: int = opt(10_000, "real steps: random play for the world model, PPO's budget")
-    heldout_steps: int = opt(2_000, "random real steps of other games, never trained on, on "
-                             "which the fresh and the shipped world models are compared")  # fmt: skip
-    dream: str = opt("shipped", "world model the agents train in: shipped (the package's model "
-                     "of the game; the fresh one when none ships) | fresh (the one trained here)")  # fmt: skip
+    heldout_steps: int = opt(
+        2_000,
+        "random real steps of other games, never trained on, on "
+        "which the fresh and the shipped world models are compared",
+    )
+    dream: str = opt(
+        "shipped",
+        "world model the agents train in: shipped (the package's model "
+        "of the game; the fresh one when none ships) | fresh (the one trained here)",
+    )
     wm_steps: int = opt(200, "world-model gradient steps")
     agent_steps: int = opt(20, "actor-critic gradient steps in the dream")
     ppo_dream_steps: int = opt(3_000, "SB3 PPO env steps in the dream")
-    wm_minutes: float = opt(21.0, "cap on the world model's time (a loaded machine does the same "
-                            "steps more slowly, up to this)")  # fmt: skip
+    wm_minutes: float = opt(
+        21.0,
+        "cap on the world model's time (a loaded machine does the same "
+        "steps more slowly, up to this)",
+    )
     agent_minutes: float = opt(12.0, "cap on the actor-critic's time")
     ppo_minutes: float = opt(7.5, "cap on SB3 PPO's time in the dream")
     eval_episodes: int = opt(5, "real games per agent")
@@ -108,16 +117,38 @@ def run_demo(opts: DemoOptions) -> Path:
         timings[name] = round(time.perf_counter() - start, 1)
         atomic_write_json(root / "timings.json", timings)
 
-    stage("collect", False, lambda: collect_random_until(
-        root / "dataset", game, opts.real_steps, seed=opts.seed, progress=opts.progress))  # fmt: skip
-    stage("collect_heldout", False, lambda: collect_random_until(
-        root / "heldout", game, opts.heldout_steps, seed=opts.seed + HELDOUT_SEED_OFFSET,
-        progress=opts.progress))  # fmt: skip
+    stage(
+        "collect",
+        False,
+        lambda: collect_random_until(
+            root / "dataset", game, opts.real_steps, seed=opts.seed, progress=opts.progress
+        ),
+    )
+    stage(
+        "collect_heldout",
+        False,
+        lambda: collect_random_until(
+            root / "heldout",
+            game,
+            opts.heldout_steps,
+            seed=opts.seed + HELDOUT_SEED_OFFSET,
+            progress=opts.progress,
+        ),
+    )
     wm_opts = TrainWMOptions(
-        game=game, preset=opts.preset, run_dir=str(root / "wm"), dataset=str(root / "dataset"),
-        steps=opts.wm_steps, device=opts.device, seed=opts.seed, save_every=500, eval_every=0,
-        log_every=20, progress=opts.progress, max_minutes=opts.wm_minutes,
-    )  # fmt: skip
+        game=game,
+        preset=opts.preset,
+        run_dir=str(root / "wm"),
+        dataset=str(root / "dataset"),
+        steps=opts.wm_steps,
+        device=opts.device,
+        seed=opts.seed,
+        save_every=500,
+        eval_every=0,
+        log_every=20,
+        progress=opts.progress,
+        max_minutes=opts.wm_minutes,
+    )
     stage(
         "world_model", (root / "wm" / "eval_wm.json").exists(), lambda: train_world_model(wm_opts)
     )
@@ -126,29 +157,61 @@ def run_demo(opts: DemoOptions) -> Path:
     models = {"fresh": root / "wm" / "world_model"}
     if checkpoint != models["fresh"]:
         models["shipped"] = checkpoint
-    stage("fidelity", (root / "fidelity.json").exists(), lambda: atomic_write_json(
-        root / "fidelity.json", _fidelity(models, root / "heldout", game, opts)))  # fmt: skip
+    stage(
+        "fidelity",
+        (root / "fidelity.json").exists(),
+        lambda: atomic_write_json(
+            root / "fidelity.json", _fidelity(models, root / "heldout", game, opts)
+        ),
+    )
     ac_opts = TrainAgentOptions(
-        checkpoint=str(checkpoint), out=str(root / "actor_critic"), algo="actor-critic",
+        checkpoint=str(checkpoint),
+        out=str(root / "actor_critic"),
+        algo="actor-critic",
         steps=opts.agent_steps,
-        device=opts.device, seed=opts.seed, save_every=50, max_minutes=opts.agent_minutes,
+        device=opts.device,
+        seed=opts.seed,
+        save_every=50,
+        max_minutes=opts.agent_minutes,
         progress=opts.progress,
-    )  # fmt: skip
-    stage("actor_critic", (root / "actor_critic" / "agent.json").exists(),
-          lambda: train_agent(ac_opts))  # fmt: skip
-    ppo_opts = dataclasses.replace(ac_opts, out=str(root / "ppo_dream"), algo="ppo",
-                                   steps=opts.ppo_dream_steps, max_minutes=opts.ppo_minutes)  # fmt: skip
+    )
+    stage(
+        "actor_critic",
+        (root / "actor_critic" / "agent.json").exists(),
+        lambda: train_agent(ac_opts),
+    )
+    ppo_opts = dataclasses.replace(
+        ac_opts,
+        out=str(root / "ppo_dream"),
+        algo="ppo",
+        steps=opts.ppo_dream_steps,
+        max_minutes=opts.ppo_minutes,
+    )
     stage("ppo_dream", (root / "ppo_dream" / "agent.json").exists(), lambda: train_agent(ppo_opts))
-    stage("ppo_real", (root / "ppo_real" / "agent.json").exists(), lambda: train_sb3_real(
-        game, root / "ppo_real", steps=opts.real_steps, seed=opts.seed, device=opts.device,
-        progress=opts.progress))  # fmt: skip
+    stage(
+        "ppo_real",
+        (root / "ppo_real" / "agent.json").exists(),
+        lambda: train_sb3_real(
+            game,
+            root / "ppo_real",
+            steps=opts.real_steps,
+            seed=opts.seed,
+            device=opts.device,
+            progress=opts.progress,
+        ),
+    )
     scores = _read_json(root / "scores.json")
     agents = {name: root / name for name in AGENTS[1:4]}
     if "shipped" in models and shipped is not None and shipped.agent is not None:
         agents["shipped_agent"] = shipped.agent
     for name in ("random", *agents):
-        stage(f"evaluate_{name}", name in scores, lambda name=name: scores.update(
-            {name: _evaluate(root, name, agents.get(name), game, opts)}))  # fmt: skip
+        stage(
+            f"evaluate_{name}",
+            name in scores,
+            lambda name=name: scores.update(
+                {name: _evaluate(root, name, agents.get(name), game, opts)}
+            ),
+        )
         atomic_write_json(root / "scores.json", scores)
     stage("figures", False, lambda: _figures(root, checkpoint, opts.seed))
     report = root / "report.md"
@@ -185,8 +248,14 @@ def _fidelity(
     for name, path in models.items():
         wm = WorldModel.load(path, expected_game=game, device=opts.device)
         with torch.no_grad():
-            out[name] = evaluate_world_model(wm, data, seq_len=wm.config.loop.rew_end_seq_len,
-                                             seed=opts.seed, batches=4, num_rollouts=32)  # fmt: skip
+            out[name] = evaluate_world_model(
+                wm,
+                data,
+                seq_len=wm.config.loop.rew_end_seq_len,
+                seed=opts.seed,
+                batches=4,
+                num_rollouts=32,
+            )
         out[name]["checkpoint"] = str(path)
     return out
 
@@ -205,8 +274,9 @@ def _evaluate(
         )
     else:  # every agent samples its actions, as DIAMOND's agent does at test time
         policy, _ = load_agent(agent, device=opts.device, seed=opts.seed, deterministic=False)
-    result: EvalResult = evaluate(policy, game, opts.eval_episodes, seed=opts.seed,
-                                  video_path=video, progress=opts.progress)  # fmt: skip
+    result: EvalResult = evaluate(
+        policy, game, opts.eval_episodes, seed=opts.seed, video_path=video, progress=opts.progress
+    )
     print(f"{LABELS[name]}: {result.summary()}")
     return result.to_dict()
 
@@ -258,8 +328,9 @@ def _real_vs_dream_gif(
         gap = np.full((2, real.shape[1], 3), 255, np.uint8)
         grid = np.concatenate([real, gap, imagined], axis=0)
         frames.append(Image.fromarray(np.repeat(np.repeat(grid, 3, axis=0), 3, axis=1)))
-    frames[0].save(root / "real_vs_dream.gif", save_all=True, append_images=frames[1:],
-                   duration=100, loop=0)  # fmt: skip
+    frames[0].save(
+        root / "real_vs_dream.gif", save_all=True, append_images=frames[1:], duration=100, loop=0
+    )
 
 
 def _comparison(fidelity: dict[str, Any]) -> list[str]:
@@ -280,12 +351,16 @@ def _comparison(fidelity: dict[str, Any]) -> list[str]:
     for name, fid in fidelity.items():
         psnr = " / ".join(f"{fid['psnr'][h]:.1f}" for h in horizons if h in fid.get("psnr", {}))
         mae = fid.get("changed_pixels", {}).get("model_mae")
-        rows.append(f"| {name} | {psnr} | {'n/a' if mae is None else f'{mae:.1f}'} | "
-                    f"{f1(fid, 'reward_events')} | {f1(fid, 'end_events')} |")  # fmt: skip
+        rows.append(
+            f"| {name} | {psnr} | {'n/a' if mae is None else f'{mae:.1f}'} | "
+            f"{f1(fid, 'reward_events')} | {f1(fid, 'end_events')} |"
+        )
     copy = " / ".join(f"{first['psnr_copy'][h]:.1f}" for h in horizons)
     copy_mae = first.get("changed_pixels", {}).get("copy_mae")
-    rows.append(f"| copy the last frame / majority class | {copy} | "
-                f"{'n/a' if copy_mae is None else f'{copy_mae:.1f}'} | 0.00 | 0.00 |")  # fmt: skip
+    rows.append(
+        f"| copy the last frame / majority class | {copy} | "
+        f"{'n/a' if copy_mae is None else f'{copy_mae:.1f}'} | 0.00 | 0.00 |"
+    )
     return [*rows, ""]
 
 
@@ -342,8 +417,10 @@ def _report(
             hns = "n/a" if s["hns"] is None else f"{s['hns']:.3f}"
             # scores written before actions were counted have none: their shares are empty
             shares = " / ".join(f"{100 * p:.0f}" for p in EvalResult(**s).action_shares) or "–"
-            lines.append(f"| {LABELS[name]} | {s['mean']:.1f} ± {s['std']:.1f} | {s['min']:g} | "
-                         f"{s['max']:g} | {hns} | {shares} |")  # fmt: skip
+            lines.append(
+                f"| {LABELS[name]} | {s['mean']:.1f} ± {s['std']:.1f} | {s['min']:g} | "
+                f"{s['max']:g} | {hns} | {shares} |"
+            )
     lines += [
         "",
         "An agent that moves less than the random policy can outscore it without looking at the "

@@ -54,13 +54,21 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     if args.agent is not None:
         from diamond_env.evaluation.real_game import load_collecting_agent
 
-        policy = load_collecting_agent(args.agent, game, seed=args.seed,
-                                       trust_pickle=args.trust_pickle, env=env_spec)  # fmt: skip
+        policy = load_collecting_agent(
+            args.agent, game, seed=args.seed, trust_pickle=args.trust_pickle, env=env_spec
+        )
         epsilon = args.epsilon
     dataset, stats = collect_until(
-        Path(args.out), game, args.steps, policy=policy, epsilon=epsilon,
-        num_envs=args.num_envs, seed=args.seed, progress=not args.quiet, env_spec=env_spec,
-    )  # fmt: skip
+        Path(args.out),
+        game,
+        args.steps,
+        policy=policy,
+        epsilon=epsilon,
+        num_envs=args.num_envs,
+        seed=args.seed,
+        progress=not args.quiet,
+        env_spec=env_spec,
+    )
     if stats is None:
         print(
             f"{args.out} already holds {dataset.num_steps} steps (>= {args.steps}); nothing to do"
@@ -88,14 +96,18 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
             if not args.game:
                 raise ValueError(f"{root / INDEX_NAME} is missing: give --game to rebuild it")
             dataset, skipped = rebuild_index(root, args.game)
-            print(f"rebuilt {root / INDEX_NAME}: {dataset.num_episodes} episodes, "
-                  f"{dataset.num_steps} steps; left out (kept on disk): {skipped or 'nothing'}")  # fmt: skip
+            print(
+                f"rebuilt {root / INDEX_NAME}: {dataset.num_episodes} episodes, "
+                f"{dataset.num_steps} steps; left out (kept on disk): {skipped or 'nothing'}"
+            )
         if args.move_orphans:
             moved = move_orphans(root)
             print(f"moved {len(moved)} orphan file(s) to {root / 'orphans'}")
     report = verify_dataset(root)
-    print(f"{root}: {report['episodes']} episodes, {report['steps']} steps; "
-          f"{len(report['corrupt'])} damaged part(s), {len(report['orphans'])} orphan file(s)")  # fmt: skip
+    print(
+        f"{root}: {report['episodes']} episodes, {report['steps']} steps; "
+        f"{len(report['corrupt'])} damaged part(s), {len(report['orphans'])} orphan file(s)"
+    )
     for line in report["corrupt"]:
         print(f"  damaged: {line}")
     for name in report["orphans"]:
@@ -115,13 +127,20 @@ def _cmd_eval_wm(args: argparse.Namespace) -> int:
     data = dataset.load_all()
     grid = Path(args.grid) if args.grid else None
     results = evaluate_world_model(
-        wm, data, seq_len=wm.config.loop.rew_end_seq_len, seed=args.seed,
-        batches=args.batches, num_rollouts=args.rollouts, grid_path=grid,
-    )  # fmt: skip
+        wm,
+        data,
+        seq_len=wm.config.loop.rew_end_seq_len,
+        seed=args.seed,
+        batches=args.batches,
+        num_rollouts=args.rollouts,
+        grid_path=grid,
+    )
     from diamond_env.evaluation.fidelity import fidelity_lines
 
-    print(f"{dataset.game}: {data.num_steps} steps in {data.num_episodes} episodes of "
-          f"{args.dataset} (held out only if the model never trained on them)")  # fmt: skip
+    print(
+        f"{dataset.game}: {data.num_steps} steps in {data.num_episodes} episodes of "
+        f"{args.dataset} (held out only if the model never trained on them)"
+    )
     print("\n".join(fidelity_lines(results)))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
@@ -146,11 +165,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     sections = [s for s in args.sections.split(",") if s]
     results = run_bench(
-        quick=args.quick, game=args.game, sections=sections, device=args.device,
-        dream_presets=_csv(args.presets, str), dream_num_envs=_csv(args.num_envs, int),
-        dream_min_seconds=args.cell_seconds, progress=True,
-        train_presets=_csv(args.train_presets, str), fastpath=_csv(args.fastpath, str),
-    )  # fmt: skip
+        quick=args.quick,
+        game=args.game,
+        sections=sections,
+        device=args.device,
+        dream_presets=_csv(args.presets, str),
+        dream_num_envs=_csv(args.num_envs, int),
+        dream_min_seconds=args.cell_seconds,
+        progress=True,
+        train_presets=_csv(args.train_presets, str),
+        fastpath=_csv(args.fastpath, str),
+    )
     print(format_results(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
@@ -205,10 +230,19 @@ def _cmd_video(args: argparse.Namespace) -> int:
     from diamond_env.cli.video import cmd_video
 
     path = cmd_video(
-        args.checkpoint, args.dataset, args.out, agent=args.agent, horizon=args.horizon,
-        num_rollouts=args.rollouts, agent_steps=args.agent_steps, seed=args.seed,
-        scale=args.scale, fps=args.fps, device=args.device, trust_pickle=args.trust_pickle,
-    )  # fmt: skip
+        args.checkpoint,
+        args.dataset,
+        args.out,
+        agent=args.agent,
+        horizon=args.horizon,
+        num_rollouts=args.rollouts,
+        agent_steps=args.agent_steps,
+        seed=args.seed,
+        scale=args.scale,
+        fps=args.fps,
+        device=args.device,
+        trust_pickle=args.trust_pickle,
+    )
     print(f"wrote {path}")
     return 0
 
@@ -217,9 +251,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from diamond_env.cli.report import write_report
 
     path = write_report(
-        args.run_dir, videos=args.videos, fidelity=args.fidelity, seed=args.seed,
-        horizon=args.horizon, agent_steps=args.agent_steps, device=args.device,
-    )  # fmt: skip
+        args.run_dir,
+        videos=args.videos,
+        fidelity=args.fidelity,
+        seed=args.seed,
+        horizon=args.horizon,
+        agent_steps=args.agent_steps,
+        device=args.device,
+    )
     print(f"wrote {path}")
     return 0
 
@@ -229,10 +268,19 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
     print(KEYS_HELP)
     result = play(
-        args.checkpoint, agent=args.agent, real=args.real, game=args.game, horizon=args.horizon,
-        seed=args.seed, scale=args.scale, fps=args.fps, device=args.device,
-        max_frames=args.max_frames, record=args.record, trust_pickle=args.trust_pickle,
-    )  # fmt: skip
+        args.checkpoint,
+        agent=args.agent,
+        real=args.real,
+        game=args.game,
+        horizon=args.horizon,
+        seed=args.seed,
+        scale=args.scale,
+        fps=args.fps,
+        device=args.device,
+        max_frames=args.max_frames,
+        record=args.record,
+        trust_pickle=args.trust_pickle,
+    )
     print(f"{result.steps} steps, episode returns {result.returns}")
     for path in result.recorded:
         print(f"recorded {path}")
@@ -243,10 +291,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from diamond_env.evaluation.real_game import cmd_evaluate
 
     cmd_evaluate(
-        args.agent, args.game, args.episodes, args.out, seed=args.seed, video=args.video,
-        num_envs=args.num_envs, device=args.device, progress=not args.quiet,
-        deterministic=args.deterministic, trust_pickle=args.trust_pickle, baselines=args.baselines,
-    )  # fmt: skip
+        args.agent,
+        args.game,
+        args.episodes,
+        args.out,
+        seed=args.seed,
+        video=args.video,
+        num_envs=args.num_envs,
+        device=args.device,
+        progress=not args.quiet,
+        deterministic=args.deterministic,
+        trust_pickle=args.trust_pickle,
+        baselines=args.baselines,
+    )
     return 0
 
 
@@ -266,13 +323,20 @@ def _cmd_import_data(args: argparse.Namespace) -> int:
         source = f"minari:{args.minari}"
         root = Path(args.minari_root) if args.minari_root else None
         episodes = list(minari_episodes(args.minari, len(meanings), root))
-    settings = {"source": source, "frame_skip": args.frame_skip,
-                "max_pool_last_two_frames": args.max_pool, "size": IMG_SIZE,
-                "interpolation": "area"}  # fmt: skip
-    summary = import_episodes(episodes, Path(args.out), game=game, action_meanings=meanings,
-                              settings=settings)  # fmt: skip
-    print(f"imported {summary.episodes} episodes, {summary.steps} steps ({summary.rewards} "
-          f"rewards, {summary.life_losses} life losses) from {source} into {args.out}")  # fmt: skip
+    settings = {
+        "source": source,
+        "frame_skip": args.frame_skip,
+        "max_pool_last_two_frames": args.max_pool,
+        "size": IMG_SIZE,
+        "interpolation": "area",
+    }
+    summary = import_episodes(
+        episodes, Path(args.out), game=game, action_meanings=meanings, settings=settings
+    )
+    print(
+        f"imported {summary.episodes} episodes, {summary.steps} steps ({summary.rewards} "
+        f"rewards, {summary.life_losses} life losses) from {source} into {args.out}"
+    )
     print(f"train on it: diamond-env train-wm --game {game} --dataset {args.out} --preset cpu")
     return 0
 
@@ -281,20 +345,31 @@ def _cmd_import_diamond(args: argparse.Namespace) -> int:
     from diamond_env.training.import_diamond import import_diamond
 
     result = import_diamond(
-        args.checkpoint, args.game, args.out, context_steps=args.context_steps,
-        num_contexts=args.num_contexts, context_policy=args.context_policy, seed=args.seed,
-        progress=not args.quiet, force=args.force,
-    )  # fmt: skip
-    print(f"world model ({result.config.preset} sizes, {result.num_contexts} real starting "
-          f"contexts): {result.world_model}")  # fmt: skip
+        args.checkpoint,
+        args.game,
+        args.out,
+        context_steps=args.context_steps,
+        num_contexts=args.num_contexts,
+        context_policy=args.context_policy,
+        seed=args.seed,
+        progress=not args.quiet,
+        force=args.force,
+    )
+    print(
+        f"world model ({result.config.preset} sizes, {result.num_contexts} real starting "
+        f"contexts): {result.world_model}"
+    )
     print(f"DIAMOND's actor-critic: {result.agent} (diamond-env evaluate --agent {result.agent})")
     return 0
 
 
 def _add_trust_pickle(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="also load a bare SB3 model.zip: SB3 unpickles it, and a crafted file runs "
-                   "arbitrary code, so only for files from a source you trust")  # fmt: skip
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="also load a bare SB3 model.zip: SB3 unpickles it, and a crafted file runs "
+        "arbitrary code, so only for files from a source you trust",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,14 +383,23 @@ def build_parser() -> argparse.ArgumentParser:
         "collect", help="play the real game (random policy or an agent) into a dataset"
     )
     p.add_argument("--game", default=None, help="ALE game name, e.g. Breakout")
-    p.add_argument("--env-id", default=None,
-                   help="instead of --game: any registered Gymnasium env with image observations "
-                   "and discrete actions, e.g. CarRacing-v3")  # fmt: skip
-    p.add_argument("--env-kwargs", default=None,
-                   help='with --env-id: JSON kwargs of gym.make, e.g. \'{"continuous": false}\'')  # fmt: skip
-    p.add_argument("--render-obs", action="store_true",
-                   help="with --env-id: observe the env's rendered frames (render_mode='rgb_array'), "
-                   "for envs whose observations are not images (e.g. CartPole-v1)")  # fmt: skip
+    p.add_argument(
+        "--env-id",
+        default=None,
+        help="instead of --game: any registered Gymnasium env with image observations "
+        "and discrete actions, e.g. CarRacing-v3",
+    )
+    p.add_argument(
+        "--env-kwargs",
+        default=None,
+        help="with --env-id: JSON kwargs of gym.make, e.g. '{\"continuous\": false}'",
+    )
+    p.add_argument(
+        "--render-obs",
+        action="store_true",
+        help="with --env-id: observe the env's rendered frames (render_mode='rgb_array'), "
+        "for envs whose observations are not images (e.g. CartPole-v1)",
+    )
     p.add_argument(
         "--steps",
         type=_positive_int,
@@ -347,10 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_collect)
 
     p = sub.add_parser("dataset", help="check a dataset, rebuild a lost index, set orphans aside")
-    p.add_argument("action", choices=("verify", "repair"),
-                   help="verify: read every part against the index, list orphan files (exit 1 "
-                   "on a problem); repair: rebuild a missing index from the parts (--game) "
-                   "and/or move orphans to ROOT/orphans/ (--move-orphans); nothing is deleted")  # fmt: skip
+    p.add_argument(
+        "action",
+        choices=("verify", "repair"),
+        help="verify: read every part against the index, list orphan files (exit 1 "
+        "on a problem); repair: rebuild a missing index from the parts (--game) "
+        "and/or move orphans to ROOT/orphans/ (--move-orphans); nothing is deleted",
+    )
     p.add_argument("root", help="dataset directory")
     p.add_argument("--game", default=None, help="repair: the game, to rebuild a missing index")
     p.add_argument("--move-orphans", action="store_true", help="repair: move orphans aside")
@@ -362,8 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the figures to this JSON file")
     p.add_argument("--grid", default=None, help="write a real-vs-imagined PNG here")
     p.add_argument("--batches", type=_positive_int, default=8, help="batches of 32 segments")
-    p.add_argument("--rollouts", type=_positive_int, default=16,
-                   help="open-loop rollouts of 15 steps for the PSNR figures")  # fmt: skip
+    p.add_argument(
+        "--rollouts",
+        type=_positive_int,
+        default=16,
+        help="open-loop rollouts of 15 steps for the PSNR figures",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_eval_wm)
@@ -396,20 +487,34 @@ def build_parser() -> argparse.ArgumentParser:
         "import-data", help="turn recorded episodes (.npz files or a Minari dataset) into a dataset"
     )
     p.add_argument("--game", required=True, help="the ALE game the episodes are of, e.g. Breakout")
-    p.add_argument("--npz", default=None,
-                   help="folder of one .npz per episode (observations, actions, rewards, "
-                   "terminations, truncations, optional lives)")  # fmt: skip
+    p.add_argument(
+        "--npz",
+        default=None,
+        help="folder of one .npz per episode (observations, actions, rewards, "
+        "terminations, truncations, optional lives)",
+    )
     p.add_argument(
         "--minari", default=None, help="Minari dataset id, e.g. atari/breakout/expert-v0"
     )
-    p.add_argument("--minari-root", default=None,
-                   help="folder holding Minari datasets (default: $MINARI_DATASETS_PATH or "
-                   "~/.minari/datasets)")  # fmt: skip
+    p.add_argument(
+        "--minari-root",
+        default=None,
+        help="folder holding Minari datasets (default: $MINARI_DATASETS_PATH or "
+        "~/.minari/datasets)",
+    )
     p.add_argument("--out", required=True, help="dataset directory (created, or appended to)")
-    p.add_argument("--frame-skip", type=_positive_int, default=None,
-                   help="frames the source repeated each action for (recorded, not applied)")  # fmt: skip
-    p.add_argument("--max-pool", action=argparse.BooleanOptionalAction, default=None,
-                   help="whether the source max-pooled the last two frames (recorded)")  # fmt: skip
+    p.add_argument(
+        "--frame-skip",
+        type=_positive_int,
+        default=None,
+        help="frames the source repeated each action for (recorded, not applied)",
+    )
+    p.add_argument(
+        "--max-pool",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether the source max-pooled the last two frames (recorded)",
+    )
     p.set_defaults(func=_cmd_import_data)
 
     p = sub.add_parser(
@@ -418,15 +523,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="DIAMOND's .pt file, e.g. Breakout.pt")
     p.add_argument("--game", required=True, help="the game it was trained on, e.g. Breakout")
     p.add_argument("--out", required=True, help="writes OUT/world_model and OUT/agent")
-    p.add_argument("--context-steps", type=_positive_int, default=2000,
-                   help="real steps played to draw starting contexts from")  # fmt: skip
-    p.add_argument("--num-contexts", type=_positive_int, default=256,
-                   help="starting contexts kept in the world model")  # fmt: skip
-    p.add_argument("--context-policy", choices=("agent", "random"), default="agent",
-                   help="who plays those steps: DIAMOND's actor-critic or a random policy")  # fmt: skip
+    p.add_argument(
+        "--context-steps",
+        type=_positive_int,
+        default=2000,
+        help="real steps played to draw starting contexts from",
+    )
+    p.add_argument(
+        "--num-contexts",
+        type=_positive_int,
+        default=256,
+        help="starting contexts kept in the world model",
+    )
+    p.add_argument(
+        "--context-policy",
+        choices=("agent", "random"),
+        default="agent",
+        help="who plays those steps: DIAMOND's actor-critic or a random policy",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true",
-                   help="replace a world model, agent or import already in OUT")  # fmt: skip
+    p.add_argument(
+        "--force", action="store_true", help="replace a world model, agent or import already in OUT"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_import_diamond)
 
@@ -440,13 +558,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
-                   help="argmax actions (--no-deterministic: sample); default: agent.json's "
-                   "choice, else sample for our actor-critic and argmax for SB3")  # fmt: skip
-    p.add_argument("--baselines", action="store_true",
-                   help="also play, on the same games, the random policy and a policy blind to "
-                   "the screen that takes the agent's own action shares, and print the agent's "
-                   "margin over each in standard errors")  # fmt: skip
+    p.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="argmax actions (--no-deterministic: sample); default: agent.json's "
+        "choice, else sample for our actor-critic and argmax for SB3",
+    )
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also play, on the same games, the random policy and a policy blind to "
+        "the screen that takes the agent's own action shares, and print the agent's "
+        "margin over each in standard errors",
+    )
     _add_trust_pickle(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -467,10 +592,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="report.md with plots and videos for a run directory")
     p.add_argument("--run-dir", required=True, help="a train_wm.py or diamond-env train run")
-    p.add_argument("--videos", action=argparse.BooleanOptionalAction, default=True,
-                   help="make the real-vs-dream GIFs when missing")  # fmt: skip
-    p.add_argument("--fidelity", action=argparse.BooleanOptionalAction, default=True,
-                   help="compute world-model fidelity when the run has none")  # fmt: skip
+    p.add_argument(
+        "--videos",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="make the real-vs-dream GIFs when missing",
+    )
+    p.add_argument(
+        "--fidelity",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compute world-model fidelity when the run has none",
+    )
     p.add_argument("--horizon", type=_positive_int, default=30)
     p.add_argument("--agent-steps", type=_positive_int, default=100)
     p.add_argument("--seed", type=int, default=0)
@@ -555,9 +688,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"diamond-env {args.command}: error: {err}", file=sys.stderr)
         return 2
     if several and args.command not in DATA_PARALLEL:
-        print(f"diamond-env {args.command}: error: launched as one of {os.environ['WORLD_SIZE']} "
-              f"processes (torchrun), but only {' and '.join(DATA_PARALLEL)} run data-parallel; "
-              "run it as one process", file=sys.stderr)  # fmt: skip
+        print(
+            f"diamond-env {args.command}: error: launched as one of {os.environ['WORLD_SIZE']} "
+            f"processes (torchrun), but only {' and '.join(DATA_PARALLEL)} run data-parallel; "
+            "run it as one process",
+            file=sys.stderr,
+        )
         return 2
     tune_allocator()  # this process is ours: keep large freed blocks (diamond_env/devices.py)
     try:
@@ -574,8 +710,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = OPTIONAL_MODULES.get((err.name or "").split(".")[0])
         if extra is None:
             raise
-        print(f"diamond-env {args.command}: error: needs {err.name}, an optional dependency: "
-              f"pip install 'diamond_env[{extra}]'", file=sys.stderr)  # fmt: skip
+        print(
+            f"diamond-env {args.command}: error: needs {err.name}, an optional dependency: "
+            f"pip install 'diamond_env[{extra}]'",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -43,10 +43,19 @@ if TYPE_CHECKING:
 BUTTONS = {"up": "UP", "down": "DOWN", "left": "LEFT", "right": "RIGHT", "space": "FIRE"}
 """pygame key names -> the ALE button they press."""
 COMMANDS = {
-    "m": "control", "=": "horizon+", "+": "horizon+", "[+]": "horizon+", "-": "horizon-",
-    "[-]": "horizon-", "p": "pause", ".": "step", "return": "reset", "r": "reset",
-    "escape": "quit", "q": "quit",
-}  # fmt: skip
+    "m": "control",
+    "=": "horizon+",
+    "+": "horizon+",
+    "[+]": "horizon+",
+    "-": "horizon-",
+    "[-]": "horizon-",
+    "p": "pause",
+    ".": "step",
+    "return": "reset",
+    "r": "reset",
+    "escape": "quit",
+    "q": "quit",
+}
 """pygame key names -> session commands."""
 HORIZONS = (5, 10, 15, 20, 30, 50, 100, 200, 500, 1000, 10_000)
 """The horizons ``+`` and ``-`` step through."""
@@ -260,13 +269,18 @@ def save_episode(ep: Recording, directory: Path, game: str) -> Path:
         k += 1
     path = directory / f"episode_{k:03d}.npz"
     np.savez_compressed(
-        path, obs=np.stack(ep.obs).astype(np.uint8), act=np.asarray(ep.act, dtype=np.int64),
-        rew=np.asarray(ep.rew, dtype=np.float32), end=np.asarray(ep.end, dtype=bool),
-        agent=np.asarray(ep.agent, dtype=bool), meta=np.asarray(json.dumps({"game": game})),
-    )  # fmt: skip
+        path,
+        obs=np.stack(ep.obs).astype(np.uint8),
+        act=np.asarray(ep.act, dtype=np.int64),
+        rew=np.asarray(ep.rew, dtype=np.float32),
+        end=np.asarray(ep.end, dtype=bool),
+        agent=np.asarray(ep.agent, dtype=bool),
+        meta=np.asarray(json.dumps({"game": game})),
+    )
     frames = [Image.fromarray(np.repeat(np.repeat(f, 3, 0), 3, 1)).quantize() for f in ep.obs]
-    frames[0].save(path.with_suffix(".gif"), save_all=True, append_images=frames[1:],
-                   duration=66, loop=0)  # fmt: skip
+    frames[0].save(
+        path.with_suffix(".gif"), save_all=True, append_images=frames[1:], duration=66, loop=0
+    )
     return path
 
 

@@ -106,8 +106,9 @@ def plot_curves(records: list[dict[str, Any]], out: Path, unit: str = "step") ->
 def plot_psnr(fidelity: dict[str, Any], evals: list[dict[str, Any]], out: Path) -> str | None:
     """Final PSNR against horizon next to copy-last-frame, and PSNR per horizon over training
     (from ``eval`` records; dashed: the copy baseline on the same rollouts)."""
-    curve = fidelity.get("psnr_curve") or [v for _, v in sorted(
-        (int(h), float(v)) for h, v in fidelity.get("psnr", {}).items())]  # fmt: skip
+    curve = fidelity.get("psnr_curve") or [
+        v for _, v in sorted((int(h), float(v)) for h, v in fidelity.get("psnr", {}).items())
+    ]
     horizons = sorted({int(k.split("/")[1]) for r in evals for k in r if k.startswith("psnr/")})
     if not curve:
         return None
@@ -115,18 +116,29 @@ def plot_psnr(fidelity: dict[str, Any], evals: list[dict[str, Any]], out: Path) 
     steps = list(range(1, len(curve) + 1))
     axes[0].plot(steps, curve, marker="o", label="world model")
     if fidelity.get("psnr_copy_curve"):
-        axes[0].plot(steps, fidelity["psnr_copy_curve"], marker="x", linestyle="--",
-                     label="copy last real frame")  # fmt: skip
-    axes[0].set(title="open-loop PSNR (final, pooled MSE)", xlabel="steps after the context",
-                ylabel="dB")  # fmt: skip
+        axes[0].plot(
+            steps,
+            fidelity["psnr_copy_curve"],
+            marker="x",
+            linestyle="--",
+            label="copy last real frame",
+        )
+    axes[0].set(
+        title="open-loop PSNR (final, pooled MSE)", xlabel="steps after the context", ylabel="dB"
+    )
     axes[0].legend()
     for h in horizons:
         pts = [(r["step"], r[f"psnr/{h}"]) for r in evals if f"psnr/{h}" in r]
         line = axes[1].plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=f"+{h}")
         base = [(r["step"], r[f"psnr_copy/{h}"]) for r in evals if f"psnr_copy/{h}" in r]
         if base:
-            axes[1].plot([p[0] for p in base], [p[1] for p in base], linestyle="--", marker="x",
-                         color=line[0].get_color())  # fmt: skip
+            axes[1].plot(
+                [p[0] for p in base],
+                [p[1] for p in base],
+                linestyle="--",
+                marker="x",
+                color=line[0].get_color(),
+            )
     if horizons:
         axes[1].plot([], [], linestyle="--", marker="x", color="grey", label="copy (same rollouts)")
         axes[1].set(title="PSNR during training", xlabel="gradient step", ylabel="dB")
@@ -234,11 +246,15 @@ def _returns_md(final: dict[str, Any], game: str, fig: str | None) -> list[str]:
 
     lines = ["## Real-game returns", ""]
     if final.get("mean") is not None:
-        rows = [("games", str(final.get("episodes", "?"))),
-                ("return mean ± std", f"{final['mean']:.1f} ± {final.get('std', 0):.1f}"),
-                ("min / max", f"{final.get('min', 0):g} / {final.get('max', 0):g}"),
-                ("human-normalised score", "n/a" if final.get("hns") is None
-                 else f"{final['hns']:.3f}")]  # fmt: skip
+        rows = [
+            ("games", str(final.get("episodes", "?"))),
+            ("return mean ± std", f"{final['mean']:.1f} ± {final.get('std', 0):.1f}"),
+            ("min / max", f"{final.get('min', 0):g} / {final.get('max', 0):g}"),
+            (
+                "human-normalised score",
+                "n/a" if final.get("hns") is None else f"{final['hns']:.3f}",
+            ),
+        ]
         lines += markdown_table(rows, ("final evaluation (eval.json)", "value"))
     try:
         ref = reference_scores(game)

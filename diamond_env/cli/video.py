@@ -266,8 +266,11 @@ def cmd_video(
     if Path(out).suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(f"out: expected a file ending in {VIDEO_SUFFIXES}, got {str(out)!r}")
     # the agent first: a refused agent costs no world-model load
-    policy = None if agent is None else load_agent(agent, device=device, seed=seed,
-                                                   trust_pickle=trust_pickle)[0]  # fmt: skip
+    policy = (
+        None
+        if agent is None
+        else load_agent(agent, device=device, seed=seed, trust_pickle=trust_pickle)[0]
+    )
     wm = WorldModel.load(checkpoint, device=device).eval()
     frames: list[np.ndarray] = []
     if dataset is not None:

@@ -266,10 +266,13 @@ def collect_until(
         env: Any = PixelVectorEnv(env_spec, num_envs, train=True)
         try:
             dataset = EpisodeDataset.open_or_create(
-                root, game=env_spec.id, settings=pixel_env_settings(env_spec),
+                root,
+                game=env_spec.id,
+                settings=pixel_env_settings(env_spec),
                 num_actions=int(env.single_action_space.n),
-                action_meanings=env.get_action_meanings(), lock=True,
-            )  # fmt: skip
+                action_meanings=env.get_action_meanings(),
+                lock=True,
+            )
         except BaseException:
             env.close()
             raise

@@ -337,8 +337,9 @@ class EpisodeDataset:
         lock_key = _take_writer_lock(Path(root)) if lock else None
         try:
             if not (Path(root) / INDEX_NAME).exists():
-                dataset = cls.create(root, game, settings, num_actions, action_meanings,
-                                     frame_shape)  # fmt: skip
+                dataset = cls.create(
+                    root, game, settings, num_actions, action_meanings, frame_shape
+                )
             else:
                 dataset = cls.open(root)
                 wanted = _identity(game, settings, num_actions, action_meanings, frame_shape)
@@ -538,8 +539,12 @@ class EpisodeDataset:
         counts and the frame shape in range) and cross-check its totals against its episode
         list (raises ValueError)."""
         shape = self._meta.get("frame_shape")
-        if not (isinstance(shape, list) and len(shape) == 3 and shape[2] == 3
-                and all(isinstance(n, int) and 1 <= n <= 1024 for n in shape)):  # fmt: skip
+        if not (
+            isinstance(shape, list)
+            and len(shape) == 3
+            and shape[2] == 3
+            and all(isinstance(n, int) and 1 <= n <= 1024 for n in shape)
+        ):
             raise ValueError(
                 f"frame_shape: expected [H, W, 3] with H, W in [1, 1024], got {shape!r}"
             )

@@ -117,13 +117,19 @@ def to_episode(raw: RawEpisode, num_actions: int, where: str) -> Episode:
     if "lives" in raw:
         lives = np.asarray(raw["lives"])
         if lives.shape != (steps + 1,) or lives.dtype.kind not in "iu":
-            raise InputError(f"{where}: lives: expected integers of shape ({steps + 1},), got "
-                             f"{lives.dtype} {lives.shape}")  # fmt: skip
+            raise InputError(
+                f"{where}: lives: expected integers of shape ({steps + 1},), got "
+                f"{lives.dtype} {lives.shape}"
+            )
         life_loss = (np.diff(lives.astype(np.int64)) < 0) & ~term
     return Episode(
-        obs=to_frames(obs, where), act=act.astype(np.int64),
-        rew=flags["rewards"].astype(np.float32), term=term, trunc=trunc, life_loss=life_loss,
-    )  # fmt: skip
+        obs=to_frames(obs, where),
+        act=act.astype(np.int64),
+        rew=flags["rewards"].astype(np.float32),
+        term=term,
+        trunc=trunc,
+        life_loss=life_loss,
+    )
 
 
 def npz_episodes(folder: Path) -> Iterator[tuple[str, Callable[[], RawEpisode]]]:
@@ -223,9 +229,13 @@ def import_episodes(
         rewards += int(np.count_nonzero(episode.rew))
         losses += int(episode.life_loss.sum())
     dataset = EpisodeDataset.open_or_create(
-        out, game=game, settings=settings, num_actions=len(action_meanings),
-        action_meanings=action_meanings, lock=True,
-    )  # fmt: skip
+        out,
+        game=game,
+        settings=settings,
+        num_actions=len(action_meanings),
+        action_meanings=action_meanings,
+        lock=True,
+    )
     try:
         for where, load in episodes:
             dataset.append(to_episode(load(), len(action_meanings), where))

@@ -44,8 +44,13 @@ def verify_dataset(root: str | Path) -> dict[str, Any]:
         except DatasetCorruptError as err:
             corrupt.append(str(err))
     orphans = [p.name for p in dataset.orphans()]
-    return {"ok": not corrupt and not orphans, "episodes": dataset.num_episodes,
-            "steps": dataset.num_steps, "corrupt": corrupt, "orphans": orphans}  # fmt: skip
+    return {
+        "ok": not corrupt and not orphans,
+        "episodes": dataset.num_episodes,
+        "steps": dataset.num_steps,
+        "corrupt": corrupt,
+        "orphans": orphans,
+    }
 
 
 def _read_loose_part(path: Path, root: Path) -> tuple[Episode, bytes]:
@@ -91,8 +96,12 @@ def _rebuild(path: Path, game: str) -> tuple[EpisodeDataset, list[str]]:
                 part, data = _read_loose_part(file, path)
             except DatasetCorruptError:
                 part, data = None, b""
-            if (part is None or number != len(infos) or (last is not None and not np.array_equal(
-                    part.obs[0], last)) or (infos and infos[-1].finished)):  # fmt: skip
+            if (
+                part is None
+                or number != len(infos)
+                or (last is not None and not np.array_equal(part.obs[0], last))
+                or (infos and infos[-1].finished)
+            ):
                 skipped += [f.name for n, f in sorted(parts) if n >= number]
                 break
             if part.num_steps and int(part.act.max()) >= len(meanings):
@@ -110,11 +119,18 @@ def _rebuild(path: Path, game: str) -> tuple[EpisodeDataset, list[str]]:
             episodes.append(infos)
     index = {
         "format_version": FORMAT_VERSION,
-        **_identity(canonical_game(game), ATARI_SETTINGS, len(meanings), meanings,
-                    (frame_shape[0], frame_shape[1], frame_shape[2])),
-        "num_steps": steps, "num_episodes": len(episodes), "reward_counts": counts,
+        **_identity(
+            canonical_game(game),
+            ATARI_SETTINGS,
+            len(meanings),
+            meanings,
+            (frame_shape[0], frame_shape[1], frame_shape[2]),
+        ),
+        "num_steps": steps,
+        "num_episodes": len(episodes),
+        "reward_counts": counts,
         "episodes": EpisodeDataset._episode_entries(episodes),
-    }  # fmt: skip
+    }
     shell = EpisodeDataset(path, index)
     shell._write_index(index)
     return EpisodeDataset.open(path), skipped

@@ -58,6 +58,11 @@ GENERIC_ID = "Dream-v0"
 def register_generic() -> str:
     """Register :data:`GENERIC_ID` (idempotent)."""
     if GENERIC_ID not in gym.registry:
-        gym.register(id=GENERIC_ID, entry_point=ENTRY_POINT, vector_entry_point=VECTOR_ENTRY_POINT,
-                     kwargs={"game": None}, nondeterministic=False)  # fmt: skip
+        gym.register(
+            id=GENERIC_ID,
+            entry_point=ENTRY_POINT,
+            vector_entry_point=VECTOR_ENTRY_POINT,
+            kwargs={"game": None},
+            nondeterministic=False,
+        )
     return GENERIC_ID

@@ -436,11 +436,15 @@ class DreamSimulator:
         obs = self._buffers()
         assert self._state is not None
         return {
-            "obs": obs.cpu(), "act": self._act.cpu(), "h": self._state[0].cpu(),
-            "c": self._state[1].cpu(), "elapsed": self._elapsed.cpu(),
-            "keys": self._keys.cpu(), "counters": self._counters.cpu(),
+            "obs": obs.cpu(),
+            "act": self._act.cpu(),
+            "h": self._state[0].cpu(),
+            "c": self._state[1].cpu(),
+            "elapsed": self._elapsed.cpu(),
+            "keys": self._keys.cpu(),
+            "counters": self._counters.cpu(),
             "churn_generator": self._churn_generator.get_state(),
-        }  # fmt: skip
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (same number of envs and context shape)."""

@@ -67,8 +67,13 @@ def _space_to_json(space: Any) -> dict[str, Any]:
         low, high = np.unique(space.low), np.unique(space.high)
         if len(low) != 1 or len(high) != 1:
             raise ValueError(f"observation space: expected uniform bounds, got {space}")
-        return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
-                "low": low[0].item(), "high": high[0].item()}  # fmt: skip
+        return {
+            "type": "Box",
+            "shape": list(space.shape),
+            "dtype": str(space.dtype),
+            "low": low[0].item(),
+            "high": high[0].item(),
+        }
     raise ValueError(f"space: expected Box or Discrete, got {space}")
 
 
@@ -93,9 +98,12 @@ def _space_from_json(data: Any, where: str) -> Any:
         if data["type"] == "Discrete":
             return spaces.Discrete(int(data["n"]), start=int(data.get("start", 0)))
         if data["type"] == "Box":
-            return spaces.Box(low=data["low"], high=data["high"],
-                              shape=tuple(int(s) for s in data["shape"]),
-                              dtype=np.dtype(data["dtype"]))  # fmt: skip
+            return spaces.Box(
+                low=data["low"],
+                high=data["high"],
+                shape=tuple(int(s) for s in data["shape"]),
+                dtype=np.dtype(data["dtype"]),
+            )
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{where}: malformed space {data!r} ({err})") from err
     raise ValueError(f"{where}: expected a Box or Discrete space, got {data!r}")
@@ -110,8 +118,13 @@ def _split_shared(
     shared: dict[str, str] = {}
     first: dict[tuple[Any, ...], str] = {}
     for name, value in state.items():
-        key = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape),
-               value.stride(), value.dtype)  # fmt: skip
+        key = (
+            value.untyped_storage().data_ptr(),
+            value.storage_offset(),
+            tuple(value.shape),
+            value.stride(),
+            value.dtype,
+        )
         if key in first:
             shared[name] = first[key]
         else:
@@ -220,8 +233,9 @@ def load_sb3_policy(root: Path, meta: dict[str, Any], device: str | torch.device
     aliases = algos[algo].policy_aliases
     policy_cls = aliases.get(meta.get("policy"))
     if policy_cls is None:
-        raise ValueError(f"{where}: policy: expected one of {sorted(aliases)}, got "
-                         f"{meta.get('policy')!r}")  # fmt: skip
+        raise ValueError(
+            f"{where}: policy: expected one of {sorted(aliases)}, got {meta.get('policy')!r}"
+        )
     kwargs = meta.get("policy_kwargs", {})
     digest = meta.get("sha256")
     if not isinstance(kwargs, dict) or not isinstance(digest, str) or len(digest) != 64:

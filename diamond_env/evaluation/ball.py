@@ -105,8 +105,12 @@ def ball_table(
             f"real {real.shape} and imagined {imagined.shape}: expected one (R, H, ...)"
         )
     num, horizon = real.shape[:2]
-    for name, a in (("real_rew", real_rew), ("real_end", real_end), ("dream_rew", dream_rew),
-                    ("dream_end", dream_end)):  # fmt: skip
+    for name, a in (
+        ("real_rew", real_rew),
+        ("real_end", real_end),
+        ("dream_rew", dream_rew),
+        ("dream_end", dream_end),
+    ):
         if np.shape(a) != (num, horizon):
             raise ValueError(f"{name}: expected shape {(num, horizon)}, got {np.shape(a)}")
     last_two = ball_centres(context[:, -2:])  # (R, 2, 2)
@@ -163,16 +167,24 @@ def ball_rows(table: dict[str, Any]) -> list[tuple[str, str, str]]:
 
     n = table["dreams"]
     rows = [
-        (f"ball within {NEAR_PX:g} px at {fmt(hs)} steps ({n} dreams with the ball in view)",
-         pct(table["within"]), pct(table["within_copy"])),
+        (
+            f"ball within {NEAR_PX:g} px at {fmt(hs)} steps ({n} dreams with the ball in view)",
+            pct(table["within"]),
+            pct(table["within_copy"]),
+        ),
         (f"ball present at {fmt(hs)} steps", pct(table["present"]), "100 %"),
-        ("rising balls that keep rising after one step",
-         f"{table['rising_kept']} of {table['rising']}", f"0 of {table['rising']}"),
-        ("rewards in the dream: real / dreamt (true)",
-         f"{table['real_rewards']} / {table['dreamt_rewards']} ({table['true_rewards']})",
-         f"{table['real_rewards']} / 0 (0)"),
+        (
+            "rising balls that keep rising after one step",
+            f"{table['rising_kept']} of {table['rising']}",
+            f"0 of {table['rising']}",
+        ),
+        (
+            "rewards in the dream: real / dreamt (true)",
+            f"{table['real_rewards']} / {table['dreamt_rewards']} ({table['true_rewards']})",
+            f"{table['real_rewards']} / 0 (0)",
+        ),
         (f"dreams ending a life the game keeps (of {n})", f"{table['false_life_losses']}", "0"),
-    ]  # fmt: skip
+    ]
     return rows
 
 

@@ -99,8 +99,14 @@ def event_scores(pred: np.ndarray, target: np.ndarray, classes: tuple[int, ...])
         recall = tp / support if support else 0.0
         f1 = 2 * tp / (predicted + support) if predicted + support else 0.0
         base_f1 = (2 * support / (len(target) + support)) if c == majority and support else 0.0
-        out[str(c)] = {"precision": precision, "recall": recall, "f1": f1, "support": support,
-                       "predicted": predicted, "majority_f1": base_f1}  # fmt: skip
+        out[str(c)] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": support,
+            "predicted": predicted,
+            "majority_f1": base_f1,
+        }
     return out
 
 
@@ -137,8 +143,11 @@ def headline(fig: dict[str, Any]) -> str:
                 failures.append(f"{name} events")
     if not parts:
         return "no figures"
-    verdict = ("BEATS the trivial baselines" if not failures
-               else "does NOT beat the trivial baselines on " + ", ".join(failures))  # fmt: skip
+    verdict = (
+        "BEATS the trivial baselines"
+        if not failures
+        else "does NOT beat the trivial baselines on " + ", ".join(failures)
+    )
     return f"World model {verdict} ({'; '.join(parts)})."
 
 
@@ -155,22 +164,39 @@ def markdown_table(rows: Sequence[tuple[str, ...]], head: tuple[str, ...] = ("",
 def fidelity_lines(fid: dict[str, Any]) -> list[str]:
     """Markdown of a world model's figures, each beside its trivial baseline, headline first."""
     lines = [f"**{fid['headline']}**", ""] if fid.get("headline") else []
-    rows = [(f"open-loop PSNR, {h} steps after the context", f"{v:.2f} dB",
-             f"{fid['psnr_copy'][h]:.2f} dB" if h in fid.get("psnr_copy", {}) else "n/a")
-            for h, v in fid.get("psnr", {}).items()]  # fmt: skip
+    rows = [
+        (
+            f"open-loop PSNR, {h} steps after the context",
+            f"{v:.2f} dB",
+            f"{fid['psnr_copy'][h]:.2f} dB" if h in fid.get("psnr_copy", {}) else "n/a",
+        )
+        for h, v in fid.get("psnr", {}).items()
+    ]
     if "psnr_error" in fid:
         rows.append(("open-loop PSNR", f"not computed: {fid['psnr_error']}", ""))
     dyn = fid.get("changed_pixels")
     if dyn and dyn.get("pixels"):
         share = f"{100 * dyn['fraction']:.1f} % of pixels"
-        rows.append((f"MAE on pixels that change ({share})", f"{dyn['model_mae']:.2f}",
-                     f"{dyn['copy_mae']:.2f}"))  # fmt: skip
-        rows.append(("PSNR on pixels that change", f"{dyn['model_psnr']:.2f} dB",
-                     f"{dyn['copy_psnr']:.2f} dB"))  # fmt: skip
-    names = (("reward_events", "reward", (-1, 1), "teacher-forced"),
-             ("end_events", "termination", (1,), "teacher-forced"),
-             ("dream_reward_events", "reward", (-1, 1), "in the dream"),
-             ("dream_end_events", "termination", (1,), "in the dream"))  # fmt: skip
+        rows.append(
+            (
+                f"MAE on pixels that change ({share})",
+                f"{dyn['model_mae']:.2f}",
+                f"{dyn['copy_mae']:.2f}",
+            )
+        )
+        rows.append(
+            (
+                "PSNR on pixels that change",
+                f"{dyn['model_psnr']:.2f} dB",
+                f"{dyn['copy_psnr']:.2f} dB",
+            )
+        )
+    names = (
+        ("reward_events", "reward", (-1, 1), "teacher-forced"),
+        ("end_events", "termination", (1,), "teacher-forced"),
+        ("dream_reward_events", "reward", (-1, 1), "in the dream"),
+        ("dream_end_events", "termination", (1,), "in the dream"),
+    )
     for key, name, classes, how in names:
         ev = fid.get(key)
         if not ev:
@@ -178,9 +204,14 @@ def fidelity_lines(fid: dict[str, Any]) -> list[str]:
         for c in classes:
             e = ev[str(c)]
             label = f"{c:+d}" if key.endswith("reward_events") else "end"
-            rows.append((f"{name} {label} ({how}): P / R / F1, true / predicted count",
-                         f"{e['precision']:.2f} / {e['recall']:.2f} / {e['f1']:.2f}, "
-                         f"{e['support']} / {e['predicted']}", f"F1 {e['majority_f1']:.2f}"))  # fmt: skip
+            rows.append(
+                (
+                    f"{name} {label} ({how}): P / R / F1, true / predicted count",
+                    f"{e['precision']:.2f} / {e['recall']:.2f} / {e['f1']:.2f}, "
+                    f"{e['support']} / {e['predicted']}",
+                    f"F1 {e['majority_f1']:.2f}",
+                )
+            )
     if "denoising_loss" in fid:
         rows.append(("denoising loss", f"{fid['denoising_loss']:.4f}", ""))
     lines += markdown_table(rows, ("measure", "world model", "baseline (copy / majority class)"))

@@ -262,9 +262,11 @@ class SB3Policy:
         if self.episode_start is None or len(self.episode_start) != len(obs):
             self.episode_start = np.ones(len(obs), dtype=bool)
         actions, self.rnn_state = self.model.predict(
-            stacked, state=self.rnn_state, episode_start=self.episode_start,
+            stacked,
+            state=self.rnn_state,
+            episode_start=self.episode_start,
             deterministic=self.deterministic,
-        )  # fmt: skip
+        )
         self.episode_start = np.zeros(len(obs), dtype=bool)
         return np.asarray(actions, dtype=np.int64).reshape(len(obs))
 
@@ -296,21 +298,36 @@ class EvalResult:
 
     @classmethod
     def from_games(
-        cls, game: str, seed: int, returns: np.ndarray, lengths: np.ndarray,
-        truncated: np.ndarray, seconds: float, action_counts: np.ndarray | None = None,
-    ) -> EvalResult:  # fmt: skip
+        cls,
+        game: str,
+        seed: int,
+        returns: np.ndarray,
+        lengths: np.ndarray,
+        truncated: np.ndarray,
+        seconds: float,
+        action_counts: np.ndarray | None = None,
+    ) -> EvalResult:
         """Summarise per-game returns, lengths, truncation flags and action counts."""
         try:
             hns: float | None = human_normalized_score(game, float(returns.mean()))
         except ValueError:
             hns = None
         return cls(
-            game=game, episodes=len(returns), seed=seed, returns=returns.tolist(),
-            lengths=lengths.tolist(), truncated=truncated.tolist(), mean=float(returns.mean()),
-            std=float(returns.std()), min=float(returns.min()), max=float(returns.max()),
-            mean_length=float(lengths.mean()), hns=hns, seconds=seconds,
+            game=game,
+            episodes=len(returns),
+            seed=seed,
+            returns=returns.tolist(),
+            lengths=lengths.tolist(),
+            truncated=truncated.tolist(),
+            mean=float(returns.mean()),
+            std=float(returns.std()),
+            min=float(returns.min()),
+            max=float(returns.max()),
+            mean_length=float(lengths.mean()),
+            hns=hns,
+            seconds=seconds,
             action_counts=[] if action_counts is None else [int(c) for c in action_counts],
-        )  # fmt: skip
+        )
 
     @property
     def standard_error(self) -> float:
@@ -435,8 +452,15 @@ def evaluate(
         if writer is not None:
             writer.close(commit=ok)
     returns, lengths, truncated, counts = games
-    return EvalResult.from_games(game, seed, returns, lengths, truncated,
-                                 seconds=time.perf_counter() - start, action_counts=counts)  # fmt: skip
+    return EvalResult.from_games(
+        game,
+        seed,
+        returns,
+        lengths,
+        truncated,
+        seconds=time.perf_counter() - start,
+        action_counts=counts,
+    )
 
 
 def _play(
@@ -507,12 +531,23 @@ def baseline_margins(
     }
     out: dict[str, dict[str, Any]] = {}
     for name, policy in baselines.items():
-        other = evaluate(policy, result.game, result.episodes, seed=result.seed,
-                         num_envs=num_envs, progress=progress, env=env)  # fmt: skip
+        other = evaluate(
+            policy,
+            result.game,
+            result.episodes,
+            seed=result.seed,
+            num_envs=num_envs,
+            progress=progress,
+            env=env,
+        )
         difference = result.mean - other.mean
         se = math.hypot(result.standard_error, other.standard_error)
-        out[name] = {"result": other.to_dict(), "difference": difference, "standard_error": se,
-                     "z": difference / se if se > 0 else None}  # fmt: skip
+        out[name] = {
+            "result": other.to_dict(),
+            "difference": difference,
+            "standard_error": se,
+            "z": difference / se if se > 0 else None,
+        }
     return out
 
 
@@ -653,8 +688,9 @@ def cmd_evaluate(
     ``model.zip`` be unpickled (see :func:`load_agent`). ``baselines`` also plays
     :func:`baseline_margins` on the same games and prints the agent's margin over each (in the
     JSON under ``"baselines"``)."""
-    policy, meta = load_agent(agent_dir, device=device, seed=seed, deterministic=deterministic,
-                              trust_pickle=trust_pickle)  # fmt: skip
+    policy, meta = load_agent(
+        agent_dir, device=device, seed=seed, deterministic=deterministic, trust_pickle=trust_pickle
+    )
     known: str | None = meta.get("game")
     name = game if game is not None else known
     if name is None:
@@ -669,8 +705,16 @@ def cmd_evaluate(
         play = canonical_game(name)
         if known is not None and canonical_game(known) != play:
             raise ValueError(f"game: {agent_dir} was trained on {known!r}, asked to play {game!r}")
-    result = evaluate(policy, play, episodes, seed=seed, num_envs=num_envs, video_path=video,
-                      progress=progress, env=env)  # fmt: skip
+    result = evaluate(
+        policy,
+        play,
+        episodes,
+        seed=seed,
+        num_envs=num_envs,
+        video_path=video,
+        progress=progress,
+        env=env,
+    )
     print(result.summary())
     try:
         ref: dict[str, float] | None = reference_scores(play)
@@ -680,14 +724,19 @@ def cmd_evaluate(
         print(
             f"reference: random {ref['random']:g}, human {ref['human']:g}, DIAMOND {ref['diamond']:g}"
         )
-    margins = (baseline_margins(result, num_envs=num_envs, progress=progress, env=env)
-               if baselines else None)  # fmt: skip
+    margins = (
+        baseline_margins(result, num_envs=num_envs, progress=progress, env=env)
+        if baselines
+        else None
+    )
     for key, m in (margins or {}).items():
         z = "n/a" if m["z"] is None else f"{m['z']:+.1f}"
-        print(f"baseline, {BASELINE_LABELS[key]}: {m['result']['mean']:.2f} ± "
-              f"{m['result']['std']:.2f} on the same games; agent minus baseline "
-              f"{m['difference']:+.2f} (standard error {m['standard_error']:.2f}, {z} standard "
-              "errors)")  # fmt: skip
+        print(
+            f"baseline, {BASELINE_LABELS[key]}: {m['result']['mean']:.2f} ± "
+            f"{m['result']['std']:.2f} on the same games; agent minus baseline "
+            f"{m['difference']:+.2f} (standard error {m['standard_error']:.2f}, {z} standard "
+            "errors)"
+        )
     if out is not None:
         payload = {
             "agent": str(agent_dir),

@@ -161,10 +161,14 @@ def open_loop_rollouts(
         obs = torch.cat([obs[:, 1:], out.next_obs[:, None]], dim=1)
     fake = to_uint8(torch.stack(imagined, dim=1)).cpu().numpy()
     return Rollouts(
-        real=frames[:, L:], imagined=fake, context=frames[:, :L], real_rew=real_rew,
-        real_end=real_end, dream_rew=torch.stack(rews, 1).round().long().cpu().numpy(),
+        real=frames[:, L:],
+        imagined=fake,
+        context=frames[:, :L],
+        real_rew=real_rew,
+        real_end=real_end,
+        dream_rew=torch.stack(rews, 1).round().long().cpu().numpy(),
         dream_end=torch.stack(ends, 1).long().cpu().numpy(),
-    )  # fmt: skip
+    )
 
 
 def rollout_figures(rollouts: Rollouts, horizons: tuple[int, ...] = HORIZONS) -> dict[str, Any]:
@@ -185,12 +189,19 @@ def ball_figures(wm: WorldModel, data: FlatData, *, num_rollouts: int, seed: int
     of ``max(BALL_HORIZONS)`` steps that start with the ball in view; ``{"error": ...}`` when
     the data has no such window."""
     try:
-        ro = open_loop_rollouts(wm, data, num_rollouts=num_rollouts, horizon=max(BALL_HORIZONS),
-                                seed=seed, start_filter=ball_in_view)  # fmt: skip
+        ro = open_loop_rollouts(
+            wm,
+            data,
+            num_rollouts=num_rollouts,
+            horizon=max(BALL_HORIZONS),
+            seed=seed,
+            start_filter=ball_in_view,
+        )
     except ValueError as err:
         return {"error": str(err)}
-    table = ball_table(ro.context, ro.real, ro.imagined, ro.real_rew, ro.real_end,
-                       ro.dream_rew, ro.dream_end)  # fmt: skip
+    table = ball_table(
+        ro.context, ro.real, ro.imagined, ro.real_rew, ro.real_end, ro.dream_rew, ro.dream_end
+    )
     return table.to_dict()
 
 

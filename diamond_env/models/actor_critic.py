@@ -283,8 +283,10 @@ def _validate_config(config: ActorCriticConfig, num_actions: int) -> None:
     if not chans or any(not isinstance(c, int) or c < 1 for c in chans):
         raise ValueError(f"config.channels: expected positive ints, got {chans!r}")
     if len(chans) > MAX_LEVELS or max(chans) > MAX_WIDTH:
-        raise InputError(f"config.channels: at most {MAX_LEVELS} stages of at most {MAX_WIDTH} "
-                         f"channels, got {chans!r}")  # fmt: skip
+        raise InputError(
+            f"config.channels: at most {MAX_LEVELS} stages of at most {MAX_WIDTH} "
+            f"channels, got {chans!r}"
+        )
     check_int(config.lstm_dim, "config.lstm_dim", 1, MAX_WIDTH)
     check_int(config.img_channels, "config.img_channels", 1, 64)
     check_int(num_actions, "num_actions", 1, MAX_WIDTH)

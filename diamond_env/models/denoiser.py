@@ -329,9 +329,13 @@ class Denoiser(nn.Module):
         for i in range(num_terms):
             target_index = num_context + i
             term, denoised = self._loss_term(
-                frames[:, i:target_index], act[:, i:target_index], frames[:, target_index],
-                mask[:, target_index], generator, None if counts is None else counts[i],
-            )  # fmt: skip
+                frames[:, i:target_index],
+                act[:, i:target_index],
+                frames[:, target_index],
+                mask[:, target_index],
+                generator,
+                None if counts is None else counts[i],
+            )
             total = total + term
             frames[:, target_index] = denoised
         return total / num_terms

@@ -225,10 +225,12 @@ class RewEndModel(nn.Module):
         w = self.config.event_weight
         w_rew = None if w == 1.0 else logits_rew.new_tensor([w, 1.0, w])
         w_end = None if w == 1.0 else logits_end.new_tensor([1.0, w])
-        ce_rew = F.cross_entropy(logits_rew.flatten(0, 1), rew_cls.flatten(), weight=w_rew,
-                                 reduction="none")  # fmt: skip
-        ce_end = F.cross_entropy(logits_end.flatten(0, 1), end_cls.flatten(), weight=w_end,
-                                 reduction="none")  # fmt: skip
+        ce_rew = F.cross_entropy(
+            logits_rew.flatten(0, 1), rew_cls.flatten(), weight=w_rew, reduction="none"
+        )
+        ce_end = F.cross_entropy(
+            logits_end.flatten(0, 1), end_cls.flatten(), weight=w_end, reduction="none"
+        )
         loss_rew = (ce_rew * weights.flatten()).sum() / count
         loss_end = (ce_end * weights.flatten()).sum() / count
         with torch.no_grad():

@@ -113,8 +113,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
         keys = state["numpy_keys"].numpy().astype(np.uint32)
         np.random.set_state(("MT19937", keys, int(state["numpy_pos"]), 0, 0.0))
         torch.set_rng_state(state["torch"])
-    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError, KeyError,
-            IndexError, AttributeError, RuntimeError) as err:  # fmt: skip
+    except (
+        ValueError,
+        TypeError,
+        SyntaxError,
+        RecursionError,
+        MemoryError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        RuntimeError,
+    ) as err:
         raise InputError(
             f"resume state: the stored generator states are damaged ({err!r:.100})"
         ) from None
@@ -198,8 +207,11 @@ def check_run_dir(
             "start it again without --resume)"
         )
     saved = read_json(run_dir / "options.json")
-    diffs = [f"{k}: run has {saved.get(k)!r}, got {options[k]!r}" for k in fixed
-             if saved.get(k) != options[k]]  # fmt: skip
+    diffs = [
+        f"{k}: run has {saved.get(k)!r}, got {options[k]!r}"
+        for k in fixed
+        if saved.get(k) != options[k]
+    ]
     if diffs:
         raise ValueError("--resume with a different configuration: " + "; ".join(diffs))
 
@@ -212,13 +224,16 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device: {device!r} is not a torch device name (e.g. 'cpu', 'cuda', "
-                         "'cuda:1')") from err  # fmt: skip
+        raise ValueError(
+            f"device: {device!r} is not a torch device name (e.g. 'cpu', 'cuda', 'cuda:1')"
+        ) from err
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             why = "torch was built without CUDA" if torch.version.cuda is None else "no GPU visible"
-            raise ValueError(f"device: {device!r} asked for, but CUDA is not available here ({why},"
-                             f" torch {torch.__version__}); use device='cpu'")  # fmt: skip
+            raise ValueError(
+                f"device: {device!r} asked for, but CUDA is not available here ({why},"
+                f" torch {torch.__version__}); use device='cpu'"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device: {device!r}, but only {torch.cuda.device_count()} GPU(s)")
     elif dev.type not in ("cpu", "cuda"):

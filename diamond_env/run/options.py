@@ -47,15 +47,20 @@ def add_dataclass_arguments(
         kind = _base_type(hints[f.name])
         if kind is bool:
             default = f.default if defaults else argparse.SUPPRESS
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                                help=help_text)  # fmt: skip
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
+            )
         else:
             default = None if f.default is dataclasses.MISSING else f.default
             # a field typed without None whose default is None must be given
             required = default is None and type(None) not in typing.get_args(hints[f.name])
-            parser.add_argument(flag, type=kind, required=required,
-                                default=default if defaults else argparse.SUPPRESS,
-                                help=f"{help_text} (default: {default})")  # fmt: skip
+            parser.add_argument(
+                flag,
+                type=kind,
+                required=required,
+                default=default if defaults else argparse.SUPPRESS,
+                help=f"{help_text} (default: {default})",
+            )
 
 
 def given_options(cls: type, argv: Sequence[str] | None) -> set[str]:
@@ -100,12 +105,17 @@ def with_stored_options(opts: R, given: set[str]) -> R:
         return opts
     stored = read_json_object(path)
     names = {f.name for f in dataclasses.fields(opts)}  # type: ignore[arg-type]
-    taken = {k: v for k, v in stored.items()
-             if k in names and k not in given and k not in NEVER_STORED}  # fmt: skip
+    taken = {
+        k: v for k, v in stored.items() if k in names and k not in given and k not in NEVER_STORED
+    }
     for key, value in taken.items():
         current = getattr(opts, key)
-        ok = (value is None or current is None or type(value) is type(current)
-              or (isinstance(current, float) and type(value) is int))  # fmt: skip
+        ok = (
+            value is None
+            or current is None
+            or type(value) is type(current)
+            or (isinstance(current, float) and type(value) is int)
+        )
         if not ok:
             raise InputError(
                 f"{path}: {key}: expected {type(current).__name__}, got {value!r}; the file was "

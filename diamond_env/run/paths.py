@@ -117,8 +117,10 @@ def resolve_checkpoint(game: str, checkpoint: str | os.PathLike[str] | None) -> 
                 else:  # a folder of the user's, found by name: say so where it is seen
                     logger.warning(
                         "DiamondDream-%s: world model %s (found before the shipped one; pass "
-                        "checkpoint=... to choose)", game, path,
-                    )  # fmt: skip
+                        "checkpoint=... to choose)",
+                        game,
+                        path,
+                    )
             return path
     tried = ", ".join(str(p) for p in places)
     raise FileNotFoundError(

@@ -20,8 +20,13 @@ class BudgetBar:
         self.step = initial
         self.postfix: dict[str, Any] = {}
         if self.timed:
-            self.bar = tqdm(total=round(60 * max_minutes), unit="s", desc=desc, disable=disable,
-                            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")  # fmt: skip
+            self.bar = tqdm(
+                total=round(60 * max_minutes),
+                unit="s",
+                desc=desc,
+                disable=disable,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}",
+            )
         else:
             self.bar = tqdm(total=total, initial=initial, unit="step", desc=desc, disable=disable)
 

@@ -22,8 +22,15 @@ from diamond_env.run.checkpoint import atomic_write_json
 from diamond_env.run.safe_io import read_json
 
 RUN_FILE = "run.json"
-PACKAGES = ("diamond_env", "torch", "numpy", "gymnasium", "ale-py", "stable-baselines3",
-            "safetensors")  # fmt: skip
+PACKAGES = (
+    "diamond_env",
+    "torch",
+    "numpy",
+    "gymnasium",
+    "ale-py",
+    "stable-baselines3",
+    "safetensors",
+)
 
 
 def _now() -> str:
@@ -36,11 +43,20 @@ def source_commit() -> dict[str, Any] | None:
     if not (root / ".git").exists():
         return None
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
-                                 "--untracked-files=no"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout  # fmt: skip
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": commit, "dirty": bool(status.strip())}
@@ -101,8 +117,13 @@ def start_session(
     record: dict[str, Any] = {}
     if path.exists():
         record = read_json(path)  # a damaged record is refused, not overwritten
-    record.update(command=command, options=options, source=source_commit(),
-                  versions=versions(), machine=machine())  # fmt: skip
+    record.update(
+        command=command,
+        options=options,
+        source=source_commit(),
+        versions=versions(),
+        machine=machine(),
+    )
     record.setdefault("sessions", []).append({"start": _now(), "end": None, "status": "running"})
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, record)

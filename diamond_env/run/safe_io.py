@@ -85,9 +85,13 @@ def read_regular(
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):  # fmt: skip
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -194,8 +198,17 @@ MAX_DEPTH = 32
 MAX_CONTEXT = 64
 
 
-_INITS = ("normal_", "uniform_", "orthogonal_", "trunc_normal_", "kaiming_normal_",
-          "kaiming_uniform_", "xavier_normal_", "xavier_uniform_", "sparse_")  # fmt: skip
+_INITS = (
+    "normal_",
+    "uniform_",
+    "orthogonal_",
+    "trunc_normal_",
+    "kaiming_normal_",
+    "kaiming_uniform_",
+    "xavier_normal_",
+    "xavier_uniform_",
+    "sparse_",
+)
 
 
 def _keep(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:

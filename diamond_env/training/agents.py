@@ -56,14 +56,27 @@ ALGOS = ("actor-critic", "ppo", "a2c", "dqn")
 
 # Atari-style settings (rl-baselines3-zoo) scaled to short dream runs.
 SB3_SETTINGS: dict[str, dict[str, Any]] = {
-    "ppo": {"n_steps": 128, "n_epochs": 4, "batch_size": 256, "learning_rate": 2.5e-4,
-            "clip_range": 0.1, "ent_coef": 0.01, "vf_coef": 0.5},
+    "ppo": {
+        "n_steps": 128,
+        "n_epochs": 4,
+        "batch_size": 256,
+        "learning_rate": 2.5e-4,
+        "clip_range": 0.1,
+        "ent_coef": 0.01,
+        "vf_coef": 0.5,
+    },
     "a2c": {"ent_coef": 0.01, "vf_coef": 0.25},
-    "dqn": {"learning_rate": 1e-4, "buffer_size": 50_000, "train_freq": 4,
-            "target_update_interval": 1_000, "exploration_fraction": 0.1,
-            "exploration_final_eps": 0.01, "optimize_memory_usage": True,
-            "replay_buffer_kwargs": {"handle_timeout_termination": False}},
-}  # fmt: skip
+    "dqn": {
+        "learning_rate": 1e-4,
+        "buffer_size": 50_000,
+        "train_freq": 4,
+        "target_update_interval": 1_000,
+        "exploration_fraction": 0.1,
+        "exploration_final_eps": 0.01,
+        "optimize_memory_usage": True,
+        "replay_buffer_kwargs": {"handle_timeout_termination": False},
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -90,9 +103,10 @@ class TrainAgentOptions:
     )
     max_minutes: float = opt(0.0, "stop (and save) after this much training time; 0: no limit")
     fastpath: str = opt(
-        "auto", "dream speed options: auto (measured per device) | plain | comma-separated "
-        "names from channels_last,bf16,fp16,inference_mode,compile,cuda_graphs"
-    )  # fmt: skip
+        "auto",
+        "dream speed options: auto (measured per device) | plain | comma-separated "
+        "names from channels_last,bf16,fp16,inference_mode,compile,cuda_graphs",
+    )
     resume: bool = opt(False, "continue the run in --out (same world model)")
     progress: bool = opt(True, "show a progress bar")
 
@@ -175,8 +189,9 @@ def _check_same_world_model(out: Path, identity: dict[str, Any]) -> None:
 
 def _train_actor_critic(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> None:
     ac = ActorCritic(wm.config.actor_critic, wm.num_actions).to(wm.device)
-    trainer = ImaginationTrainer(ac, wm, wm.config, seed=opts.seed,
-                                 num_denoising_steps=opts.num_denoising_steps or None)  # fmt: skip
+    trainer = ImaginationTrainer(
+        ac, wm, wm.config, seed=opts.seed, num_denoising_steps=opts.num_denoising_steps or None
+    )
     if opts.resume:
         if not (out / "resume.pt").exists():
             raise FileNotFoundError(f"--resume: no resume state in {out} (resume.pt is missing)")
@@ -184,10 +199,15 @@ def _train_actor_critic(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> N
         with restoring(out / "resume.pt"):
             trainer.load_state_dict(state["trainer"])
             set_rng_state(state["rng"])
-    meta = {"kind": "actor_critic", "game": wm.game, "world_model": str(opts.checkpoint),
-            **({"env": wm.env} if wm.env is not None else {})}  # fmt: skip
-    bar = BudgetBar(opts.steps, trainer.grad_steps, "actor-critic", opts.max_minutes,
-                    disable=not opts.progress)  # fmt: skip
+    meta = {
+        "kind": "actor_critic",
+        "game": wm.game,
+        "world_model": str(opts.checkpoint),
+        **({"env": wm.env} if wm.env is not None else {}),
+    }
+    bar = BudgetBar(
+        opts.steps, trainer.grad_steps, "actor-critic", opts.max_minutes, disable=not opts.progress
+    )
     start, start_step = time.perf_counter(), trainer.grad_steps
     deadline = _deadline(opts.max_minutes)
     with MetricsLogger(out) as log:
@@ -205,8 +225,9 @@ def _train_actor_critic(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> N
             if step % opts.save_every == 0 or last:
                 ac.save(out)
                 atomic_write_json(out / "agent.json", meta)
-                save_resume_state(out / "resume.pt",
-                                  {"trainer": trainer.state_dict(), "rng": rng_state()})  # fmt: skip
+                save_resume_state(
+                    out / "resume.pt", {"trainer": trainer.state_dict(), "rng": rng_state()}
+                )
             if last:
                 break
     bar.close()
@@ -220,11 +241,21 @@ def make_sb3_model(algo: str, venv: Any, seed: int, device: str, tensorboard: Pa
     """An SB3 ``CnnPolicy`` model of ``algo`` with :data:`SB3_SETTINGS`."""
     import stable_baselines3
 
-    cls = {"ppo": stable_baselines3.PPO, "a2c": stable_baselines3.A2C,
-           "dqn": stable_baselines3.DQN}[algo]  # fmt: skip
+    cls = {
+        "ppo": stable_baselines3.PPO,
+        "a2c": stable_baselines3.A2C,
+        "dqn": stable_baselines3.DQN,
+    }[algo]
     kwargs = dict(SB3_SETTINGS[algo])
-    return cls("CnnPolicy", venv, seed=seed, device=device, verbose=0,
-               tensorboard_log=str(tensorboard), **kwargs)  # fmt: skip
+    return cls(
+        "CnnPolicy",
+        venv,
+        seed=seed,
+        device=device,
+        verbose=0,
+        tensorboard_log=str(tensorboard),
+        **kwargs,
+    )
 
 
 def _train_sb3(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> None:
@@ -233,9 +264,13 @@ def _train_sb3(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> None:
     from diamond_env.dream.registration import GENERIC_ID
     from diamond_env.dream.sb3 import make_sb3_env
 
-    venv = make_sb3_env(GENERIC_ID, num_envs=opts.num_envs, world_model=wm,
-                        horizon=opts.horizon,
-                        num_denoising_steps=opts.num_denoising_steps or None)  # fmt: skip
+    venv = make_sb3_env(
+        GENERIC_ID,
+        num_envs=opts.num_envs,
+        world_model=wm,
+        horizon=opts.horizon,
+        num_denoising_steps=opts.num_denoising_steps or None,
+    )
     venv.seed(opts.seed)
     stacked = VecFrameStack(venv, opts.n_stack)
     model = make_sb3_model(opts.algo, stacked, opts.seed, opts.device, out / "tensorboard")
@@ -246,17 +281,31 @@ def _train_sb3(opts: TrainAgentOptions, wm: WorldModel, out: Path) -> None:
         done = _load_sb3_checkpoint(model, out)
     every = 100 * opts.save_every
     with MetricsLogger(out, tensorboard=False) as log:
-        callback = _ProgressCallback(opts.steps, log, opts.progress, opts.max_minutes, start=done,
-                                     save=lambda m: _save_sb3_checkpoint(m, out),
-                                     save_every=every)  # fmt: skip
+        callback = _ProgressCallback(
+            opts.steps,
+            log,
+            opts.progress,
+            opts.max_minutes,
+            start=done,
+            save=lambda m: _save_sb3_checkpoint(m, out),
+            save_every=every,
+        )
         if done < opts.steps:
             model.learn(opts.steps - done, callback=callback, reset_num_timesteps=not done)
     _save_sb3_checkpoint(model, out)
     # sampled at test time like DIAMOND's agent: an argmax policy that never presses FIRE plays
     # Breakout until the 108k-frame cap (`evaluate --deterministic` still gives the argmax)
-    save_sb3_agent(model, out, {"n_stack": opts.n_stack, "game": wm.game, "deterministic": False,
-                                "world_model": str(opts.checkpoint),
-                                **({"env": wm.env} if wm.env is not None else {})})  # fmt: skip
+    save_sb3_agent(
+        model,
+        out,
+        {
+            "n_stack": opts.n_stack,
+            "game": wm.game,
+            "deterministic": False,
+            "world_model": str(opts.checkpoint),
+            **({"env": wm.env} if wm.env is not None else {}),
+        },
+    )
     stacked.close()
 
 
@@ -302,8 +351,12 @@ def _load_sb3_checkpoint(model: Any, out: Path) -> int:
     buffer is not kept: it refills from the dream."""
     if not (out / SB3_RESUME).exists() or not (out / SB3_CHECKPOINT).exists():
         raise FileNotFoundError(f"--resume: no SB3 checkpoint in {out} ({SB3_CHECKPOINT})")
-    done = check_int(read_json(out / SB3_RESUME).get("num_timesteps"),
-                     f"{out / SB3_RESUME}: num_timesteps", 0, 10**12)  # fmt: skip
+    done = check_int(
+        read_json(out / SB3_RESUME).get("num_timesteps"),
+        f"{out / SB3_RESUME}: num_timesteps",
+        0,
+        10**12,
+    )
     check_sb3_checkpoint(out / SB3_CHECKPOINT)
     try:
         model.set_parameters(str(out / SB3_CHECKPOINT), exact_match=True)
@@ -317,8 +370,16 @@ class _ProgressCallback(BaseCallback):
     """tqdm over environment steps, the mean episode return into metrics.jsonl, a checkpoint
     every ``save_every`` steps, and a stop at ``total`` steps or the deadline."""
 
-    def __init__(self, total: int, log: MetricsLogger, progress: bool, max_minutes: float,
-                 start: int = 0, save: Any = None, save_every: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        total: int,
+        log: MetricsLogger,
+        progress: bool,
+        max_minutes: float,
+        start: int = 0,
+        save: Any = None,
+        save_every: int = 0,
+    ) -> None:
         super().__init__()
         self.total, self.log, self.progress = total, log, progress
         self.max_minutes, self.deadline = max_minutes, _deadline(max_minutes)
@@ -328,8 +389,9 @@ class _ProgressCallback(BaseCallback):
         self.next_save = start + save_every
 
     def _on_training_start(self) -> None:
-        self.bar = BudgetBar(self.total, self.start, "sb3", self.max_minutes,
-                             disable=not self.progress)  # fmt: skip
+        self.bar = BudgetBar(
+            self.total, self.start, "sb3", self.max_minutes, disable=not self.progress
+        )
 
     def _on_step(self) -> bool:
         assert self.bar is not None
@@ -396,7 +458,8 @@ def train_sb3_real(
         model.learning_starts = min(10_000, max(steps // 10, model.batch_size))
     with MetricsLogger(out, tensorboard=False) as log:
         model.learn(steps, callback=_ProgressCallback(steps, log, progress, max_minutes))
-    save_sb3_agent(model, out, {"n_stack": n_stack, "game": game, "real_steps": steps,
-                                "deterministic": False})  # fmt: skip
+    save_sb3_agent(
+        model, out, {"n_stack": n_stack, "game": game, "real_steps": steps, "deterministic": False}
+    )
     venv.close()
     return out

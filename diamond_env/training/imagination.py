@@ -37,8 +37,15 @@ from diamond_env.training.optim import make_optimizer, optimizer_step
 from diamond_env.training.returns import actor_critic_loss, lambda_returns
 from diamond_env.world_model.model import WorldModel
 
-_STEP_FIELDS = ("logits", "values", "final_values", "actions", "rewards", "terminations",
-                "truncations")  # fmt: skip
+_STEP_FIELDS = (
+    "logits",
+    "values",
+    "final_values",
+    "actions",
+    "rewards",
+    "terminations",
+    "truncations",
+)
 
 
 @dataclass
@@ -82,8 +89,9 @@ class ReplayContexts:
     ) -> None:
         if preload < 1:
             raise ValueError(f"preload: expected a positive int, got {preload}")
-        self.sampler = SegmentSampler(data, num_context, pad_after_end=False,
-                                      recency_weights=recency_weights, seed=seed)  # fmt: skip
+        self.sampler = SegmentSampler(
+            data, num_context, pad_after_end=False, recency_weights=recency_weights, seed=seed
+        )
         self.device = torch.device(device)
         self.preload = preload
         self._segment: Segment | None = None
@@ -114,15 +122,19 @@ class ReplayContexts:
         where = (
             None if seg is None else (torch.from_numpy(seg.episode), torch.from_numpy(seg.start))
         )
-        return {"rng": self.sampler.rng.bit_generator.state, "preloaded": where,
-                "cursor": self._cursor}  # fmt: skip
+        return {
+            "rng": self.sampler.rng.bit_generator.state,
+            "preloaded": where,
+            "cursor": self._cursor,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (after :meth:`update` with the same data or more)."""
         self.sampler.rng.bit_generator.state = state["rng"]
         where = state["preloaded"]
-        self._segment = None if where is None else self.sampler.gather(
-            where[0].numpy(), where[1].numpy())  # fmt: skip
+        self._segment = (
+            None if where is None else self.sampler.gather(where[0].numpy(), where[1].numpy())
+        )
         self._cursor = int(state["cursor"])
 
 
@@ -171,8 +183,9 @@ class ImaginationTrainer:
         self.num_denoising_steps = num_denoising_steps
         self.contexts = contexts
         self.dist = dist if dist is not None else Distributed(device=world_model.device)
-        self.batch_size = self.dist.per_rank(config.imagination.batch_size,
-                                             "imagination.batch_size")  # fmt: skip
+        self.batch_size = self.dist.per_rank(
+            config.imagination.batch_size, "imagination.batch_size"
+        )
         self.simulator = self._make_simulator(seed)
         self.opt, self.sched = make_optimizer(actor_critic, config.actor_critic_optim)
         self.seeds = torch.Generator().manual_seed(seed)
@@ -256,17 +269,26 @@ class ImaginationTrainer:
         ro = self.rollout()
         values = torch.cat([ro.values, ro.bootstrap[:, None]], dim=1)
         returns = lambda_returns(
-            ro.rewards, values.detach(), ro.terminations, ro.truncations,
-            imagination.gamma, imagination.lambda_, final_values=ro.final_values,
-        )  # fmt: skip
+            ro.rewards,
+            values.detach(),
+            ro.terminations,
+            ro.truncations,
+            imagination.gamma,
+            imagination.lambda_,
+            final_values=ro.final_values,
+        )
         loss, parts = actor_critic_loss(
             ro.logits, ro.values, ro.actions, returns, entropy_weight=imagination.entropy_weight
         )
         reduce = self.dist.average_gradients_ if self.dist.enabled else None
         grad_norm = optimizer_step(
-            loss, self.actor_critic, self.opt, self.sched,
-            self.config.actor_critic_optim.max_grad_norm, reduce,
-        )  # fmt: skip
+            loss,
+            self.actor_critic,
+            self.opt,
+            self.sched,
+            self.config.actor_critic_optim.max_grad_norm,
+            reduce,
+        )
         self.grad_steps += 1
         scalars = {f"actor_critic/{k}": v for k, v in parts.items()}
         scalars["actor_critic/imagined_reward"] = ro.rewards.sum(dim=1).mean()
@@ -287,13 +309,18 @@ class ImaginationTrainer:
             "seeds": self.seeds.get_state(),
             "action_generator": self.action_generator.get_state(),
             "grad_steps": self.grad_steps,
-            "loop": None if self._obs is None or self._state is None else {
-                "obs": self._obs.cpu(), "h": self._state[0].cpu(), "c": self._state[1].cpu(),
+            "loop": None
+            if self._obs is None or self._state is None
+            else {
+                "obs": self._obs.cpu(),
+                "h": self._state[0].cpu(),
+                "c": self._state[1].cpu(),
                 "simulator": self.simulator.state_dict(),
             },
-            "contexts": self.contexts.state_dict() if isinstance(self.contexts, ReplayContexts)
+            "contexts": self.contexts.state_dict()
+            if isinstance(self.contexts, ReplayContexts)
             else None,
-        }  # fmt: skip
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor_critic.load_state_dict(state["actor_critic"])

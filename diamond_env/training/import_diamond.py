@@ -94,8 +94,12 @@ def import_diamond(
             f"{len(meanings)} ({', '.join(meanings)}); is it another game's file?"
         )
     paper = get_preset("paper")
-    config = replace(paper, denoiser=ckpt.denoiser_config, rew_end=ckpt.rew_end_config,
-                     actor_critic=ckpt.actor_critic_config)  # fmt: skip
+    config = replace(
+        paper,
+        denoiser=ckpt.denoiser_config,
+        rew_end=ckpt.rew_end_config,
+        actor_critic=ckpt.actor_critic_config,
+    )
     if config != paper:
         config = replace(config, preset="diamond")
     wm = WorldModel(config, game, meanings)
@@ -105,19 +109,37 @@ def import_diamond(
     load_into(ac, ckpt.actor_critic, f"{source}: actor_critic")
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    wm.contexts = _real_contexts(game, ac, context_policy, context_steps, num_contexts,
-                                 config.denoiser.num_context, seed, progress)  # fmt: skip
+    wm.contexts = _real_contexts(
+        game,
+        ac,
+        context_policy,
+        context_steps,
+        num_contexts,
+        config.denoiser.num_context,
+        seed,
+        progress,
+    )
     wm_dir = wm.save(out_dir / "world_model")
     agent_dir = out_dir / "agent"
     ac.save(agent_dir)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    atomic_write_json(agent_dir / "agent.json", {"kind": "actor_critic", "game": game,
-                                                 "source": "DIAMOND", "sha256": digest})  # fmt: skip
-    atomic_write_json(out_dir / "import.json", {
-        "source_file": source.name, "source_sha256": digest, "game": game,
-        "preset": config.preset, "context_policy": context_policy,
-        "context_steps": context_steps, "num_contexts": len(wm.contexts), "seed": seed,
-    })  # fmt: skip
+    atomic_write_json(
+        agent_dir / "agent.json",
+        {"kind": "actor_critic", "game": game, "source": "DIAMOND", "sha256": digest},
+    )
+    atomic_write_json(
+        out_dir / "import.json",
+        {
+            "source_file": source.name,
+            "source_sha256": digest,
+            "game": game,
+            "preset": config.preset,
+            "context_policy": context_policy,
+            "context_steps": context_steps,
+            "num_contexts": len(wm.contexts),
+            "seed": seed,
+        },
+    )
     return ImportResult(wm_dir, agent_dir, config, len(wm.contexts))
 
 

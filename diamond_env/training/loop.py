@@ -135,8 +135,13 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     writes (:mod:`diamond_env.training.distributed`); the other ranks return ``{"rank": r}``."""
     opts.validate()
     run_dir = opts.resolved_run_dir()
-    check_run_dir(run_dir, resume=opts.resume, options=dataclasses.asdict(opts),
-                  fixed=_FIXED_ON_RESUME, markers=("resume.pt", "eval.json"))  # fmt: skip
+    check_run_dir(
+        run_dir,
+        resume=opts.resume,
+        options=dataclasses.asdict(opts),
+        fixed=_FIXED_ON_RESUME,
+        markers=("resume.pt", "eval.json"),
+    )
     with distributed.joined(resolve_device(opts.device)) as dist:
         return _train(opts, run_dir, dist)
 
@@ -166,19 +171,31 @@ def _train(opts: TrainOptions, run_dir: Path, dist: Distributed) -> dict[str, An
         finished = _epochs(run, log, deadline)
         if not finished:
             if dist.is_main:
-                print(f"stopped after epoch {run.epoch}/{run.total_epochs} (--max-minutes); "
-                      f"continue with --resume --run-dir {run_dir}")  # fmt: skip
+                print(
+                    f"stopped after epoch {run.epoch}/{run.total_epochs} (--max-minutes); "
+                    f"continue with --resume --run-dir {run_dir}"
+                )
                 assert session is not None
                 session.finish(stopped_at_epoch=run.epoch)
-            return {"epoch": run.epoch, "total_epochs": run.total_epochs, "finished": False,
-                    "rank": dist.rank}  # fmt: skip
+            return {
+                "epoch": run.epoch,
+                "total_epochs": run.total_epochs,
+                "finished": False,
+                "rank": dist.rank,
+            }
         if not dist.is_main:
             dist.wait_for_main()
             return {"finished": True, "rank": dist.rank}
         result = _evaluate(run, config.loop.final_eval_episodes, seed=opts.seed + 10_000)
         log.log(run.epoch, _eval_scalars(result), kind="final_eval")
-    payload = {**result.to_dict(), "epochs": run.epoch, "real_steps": run.dataset.num_steps,
-               "preset": opts.preset, "processes": dist.world_size, "finished": True}  # fmt: skip
+    payload = {
+        **result.to_dict(),
+        "epochs": run.epoch,
+        "real_steps": run.dataset.num_steps,
+        "preset": opts.preset,
+        "processes": dist.world_size,
+        "finished": True,
+    }
     atomic_write_json(run_dir / "eval.json", payload)
     assert session is not None
     session.finish(score=result.mean)
@@ -225,8 +242,9 @@ def _build(
 ) -> _Run:
     device = dist.device
     data = dataset.load_all()
-    bank = build_context_bank(data, opts.num_contexts, config.denoiser.num_context,
-                              np.random.default_rng(opts.seed))  # fmt: skip
+    bank = build_context_bank(
+        data, opts.num_contexts, config.denoiser.num_context, np.random.default_rng(opts.seed)
+    )
     wm = WorldModel(config, dataset.game, dataset.action_meanings, bank).to(device)
     ac = ActorCritic(config.actor_critic, dataset.num_actions).to(device)
     for module in (wm.denoiser, wm.rew_end, ac):
@@ -235,39 +253,64 @@ def _build(
         torch.manual_seed(dist.torch_rank_seed(opts.seed))
     weights = config.loop.recency_weights
     samplers = make_samplers(config, data, opts.seed, rank=dist.rank)
-    contexts = ReplayContexts(data, config.denoiser.num_context, weights, device,
-                              preload=config.imagination.context_preload,
-                              seed=dist.rank_seed(opts.seed + 4))  # fmt: skip
+    contexts = ReplayContexts(
+        data,
+        config.denoiser.num_context,
+        weights,
+        device,
+        preload=config.imagination.context_preload,
+        seed=dist.rank_seed(opts.seed + 4),
+    )
     return _Run(
-        opts=opts, config=config, run_dir=run_dir, dataset=dataset, world_model=wm,
-        actor_critic=ac, wm_trainer=WorldModelTrainer(wm, config, device, dist=dist),
-        ac_trainer=ImaginationTrainer(ac, wm, config, seed=dist.torch_rank_seed(opts.seed + 3),
-                                      contexts=contexts, dist=dist),
-        samplers=samplers, contexts=contexts, dist=dist,
-    )  # fmt: skip
+        opts=opts,
+        config=config,
+        run_dir=run_dir,
+        dataset=dataset,
+        world_model=wm,
+        actor_critic=ac,
+        wm_trainer=WorldModelTrainer(wm, config, device, dist=dist),
+        ac_trainer=ImaginationTrainer(
+            ac, wm, config, seed=dist.torch_rank_seed(opts.seed + 3), contexts=contexts, dist=dist
+        ),
+        samplers=samplers,
+        contexts=contexts,
+        dist=dist,
+    )
 
 
 def _epochs(run: _Run, log: MetricsLogger, deadline: float) -> bool:
     """Train epochs until the last one (True) or the deadline (False)."""
     loop, opts, dist = run.config.loop, run.opts, run.dist
     env = make_atari_env(run.dataset.game, 1, train=True) if dist.is_main else None
-    collector = None if env is None else Collector(env, run.dataset,
-                                                   seed=opts.seed + run.dataset.num_steps)  # fmt: skip
+    collector = (
+        None if env is None else Collector(env, run.dataset, seed=opts.seed + run.dataset.num_steps)
+    )
     policy = ActorCriticPolicy(run.actor_critic, seed=opts.seed + run.dataset.num_steps)
-    bar = tqdm(total=run.total_epochs, initial=run.epoch, unit="epoch", desc="train",
-               disable=not opts.progress or not dist.is_main)  # fmt: skip
+    bar = tqdm(
+        total=run.total_epochs,
+        initial=run.epoch,
+        unit="epoch",
+        desc="train",
+        disable=not opts.progress or not dist.is_main,
+    )
     try:
         while run.epoch < run.total_epochs:
             first = run.epoch == 0
             to_collect = min(loop.steps_per_epoch, loop.real_steps - run.dataset.num_steps)
             if not first and to_collect > 0:
                 if collector is not None:  # rank 0 collects; the others then read its steps
-                    stats = collector.collect(policy, steps=to_collect, epsilon=loop.epsilon,
-                                              progress=False)  # fmt: skip
+                    stats = collector.collect(
+                        policy, steps=to_collect, epsilon=loop.epsilon, progress=False
+                    )
                     if stats.game_returns:
-                        log.log(run.epoch, {"collect/return": float(np.mean(stats.game_returns)),
-                                            "collect/games": len(stats.game_returns)},
-                                kind="collect")  # fmt: skip
+                        log.log(
+                            run.epoch,
+                            {
+                                "collect/return": float(np.mean(stats.game_returns)),
+                                "collect/games": len(stats.game_returns),
+                            },
+                            kind="collect",
+                        )
                 dist.wait_for_main()
                 _refresh_data(run)
             metrics = _train_epoch(run, first)
@@ -352,8 +395,10 @@ def _save(run: _Run) -> None:
         return
     run.world_model.save(run.run_dir / "world_model")
     run.actor_critic.save(run.run_dir / "actor_critic")
-    atomic_write_json(run.run_dir / "actor_critic" / "agent.json",
-                      {"kind": "actor_critic", "game": run.dataset.game})  # fmt: skip
+    atomic_write_json(
+        run.run_dir / "actor_critic" / "agent.json",
+        {"kind": "actor_critic", "game": run.dataset.game},
+    )
     state = {
         "epoch": run.epoch,
         "total_epochs": run.total_epochs,

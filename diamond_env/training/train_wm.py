@@ -52,18 +52,44 @@ from diamond_env.training.wm_trainer import (
 from diamond_env.world_model.model import WorldModel, check_world_model_sizes
 
 # Options that must not change when a run is resumed.
-_FIXED_ON_RESUME = ("game", "preset", "overrides", "dataset", "real_steps", "seed", "test_fraction",
-                    "num_contexts", "init_from")  # fmt: skip
+_FIXED_ON_RESUME = (
+    "game",
+    "preset",
+    "overrides",
+    "dataset",
+    "real_steps",
+    "seed",
+    "test_fraction",
+    "num_contexts",
+    "init_from",
+)
 
 # Config fields that shape the networks or what their outputs mean: a run started from another
 # checkpoint's weights (--init-from) must have the same; the rest of the recipe (losses, learning
 # rates, windows, the dream's sampler) may differ.
 _NETWORK_FIELDS = {
-    "denoiser": ("channels", "depths", "attn_depths", "cond_channels", "action_emb_dim",
-                 "num_context", "img_channels", "sigma_data", "predict_change"),
-    "rew_end": ("channels", "depths", "attn_depths", "cond_channels", "lstm_dim", "img_channels",
-                "frame_difference", "change_grid"),
-}  # fmt: skip
+    "denoiser": (
+        "channels",
+        "depths",
+        "attn_depths",
+        "cond_channels",
+        "action_emb_dim",
+        "num_context",
+        "img_channels",
+        "sigma_data",
+        "predict_change",
+    ),
+    "rew_end": (
+        "channels",
+        "depths",
+        "attn_depths",
+        "cond_channels",
+        "lstm_dim",
+        "img_channels",
+        "frame_difference",
+        "change_grid",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -127,8 +153,15 @@ class TrainWMOptions:
             )
         check_world_model_sizes(apply_overrides(get_preset(self.preset), self.overrides))
         resolve_device(self.device)
-        for name in ("steps", "real_steps", "save_every", "log_every", "num_contexts", "num_envs",
-                     "eval_rollouts"):  # fmt: skip
+        for name in (
+            "steps",
+            "real_steps",
+            "save_every",
+            "log_every",
+            "num_contexts",
+            "num_envs",
+            "eval_rollouts",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)}")
         for name in ("eval_every", "batch_per_rank"):
@@ -146,9 +179,13 @@ def _load_data(opts: TrainWMOptions, run_dir: Path, collect: bool = True) -> Epi
             raise ValueError(f"dataset {path} holds {dataset.game}, not {opts.game}")
     else:
         dataset, _ = collect_random_until(
-            run_dir / "dataset", opts.game, opts.real_steps, num_envs=opts.num_envs,
-            seed=opts.seed, progress=opts.progress,
-        )  # fmt: skip
+            run_dir / "dataset",
+            opts.game,
+            opts.real_steps,
+            num_envs=opts.num_envs,
+            seed=opts.seed,
+            progress=opts.progress,
+        )
     if tuple(dataset.frame_shape) != (IMG_SIZE, IMG_SIZE, 3):
         raise ValueError(
             f"dataset frames: expected shape ({IMG_SIZE}, {IMG_SIZE}, 3), got {dataset.frame_shape}"
@@ -203,9 +240,12 @@ def _init_source(opts: TrainWMOptions) -> WorldModel | None:
     diffs = []
     for section, names in _NETWORK_FIELDS.items():
         theirs, ours = getattr(source.config, section), getattr(config, section)
-        diffs += [f"{section}.{name}: checkpoint has {getattr(theirs, name)!r}, this run "
-                  f"{getattr(ours, name)!r}" for name in names
-                  if getattr(theirs, name) != getattr(ours, name)]  # fmt: skip
+        diffs += [
+            f"{section}.{name}: checkpoint has {getattr(theirs, name)!r}, this run "
+            f"{getattr(ours, name)!r}"
+            for name in names
+            if getattr(theirs, name) != getattr(ours, name)
+        ]
     if source.config.denoiser.context_noise and not config.denoiser.context_noise:
         diffs.append("denoiser.context_noise: checkpoint has True, this run False")
     if diffs:
@@ -237,8 +277,9 @@ def train_world_model(opts: TrainWMOptions) -> dict[str, Any]:
     ranks of a data-parallel run, ``{"rank": r}``)."""
     opts.validate()
     run_dir = opts.resolved_run_dir()
-    check_run_dir(run_dir, resume=opts.resume, options=dataclasses.asdict(opts),
-                  fixed=_FIXED_ON_RESUME)  # fmt: skip
+    check_run_dir(
+        run_dir, resume=opts.resume, options=dataclasses.asdict(opts), fixed=_FIXED_ON_RESUME
+    )
     source = _init_source(opts)
     with distributed.joined(resolve_device(opts.device)) as dist:
         return _train(opts, run_dir, dist, source)
@@ -260,8 +301,9 @@ def _train(
     split = split_episodes(dataset.num_episodes, opts.test_fraction)
     train_data = dataset.load_all(split.train)
     test_data = dataset.load_all(split.test) if split.test else train_data
-    bank = build_context_bank(train_data, opts.num_contexts, config.denoiser.num_context,
-                              np.random.default_rng(opts.seed))  # fmt: skip
+    bank = build_context_bank(
+        train_data, opts.num_contexts, config.denoiser.num_context, np.random.default_rng(opts.seed)
+    )
     wm = WorldModel(config, dataset.game, dataset.action_meanings, bank)
     wm.env = dataset.settings.get("env")  # a non-ALE env: which one, for the dream and evaluate
     if source is not None:
@@ -271,8 +313,9 @@ def _train(
     dist.broadcast_module_(wm.rew_end)
     if not dist.is_main:  # the same weights everywhere, but each rank its own noise
         torch.manual_seed(dist.torch_rank_seed(opts.seed))
-    trainer = WorldModelTrainer(wm, config, dist.device, dist=dist,
-                                batch_per_rank=opts.batch_per_rank or None)  # fmt: skip
+    trainer = WorldModelTrainer(
+        wm, config, dist.device, dist=dist, batch_per_rank=opts.batch_per_rank or None
+    )
     samplers = make_samplers(config, train_data, opts.seed, rank=dist.rank)
     if opts.resume:
         _load(run_dir, trainer, samplers, dist)
@@ -281,9 +324,13 @@ def _train(
         results: dict[str, Any] = {"rank": dist.rank}
         if dist.is_main:
             results = evaluate_world_model(
-                wm, test_data, seq_len=config.loop.rew_end_seq_len, seed=opts.seed,
-                num_rollouts=opts.eval_rollouts, grid_path=run_dir / "real_vs_imagined.png",
-            )  # fmt: skip
+                wm,
+                test_data,
+                seq_len=config.loop.rew_end_seq_len,
+                seed=opts.seed,
+                num_rollouts=opts.eval_rollouts,
+                grid_path=run_dir / "real_vs_imagined.png",
+            )
             log.log(trainer.grad_steps, _scalars(results), kind="eval")
         dist.wait_for_main()
     if not dist.is_main:
@@ -309,8 +356,13 @@ def _loop(
     dist = trainer.dist
     seq_len = trainer.config.loop.rew_end_seq_len
     deadline = time.monotonic() + 60 * opts.max_minutes if opts.max_minutes > 0 else float("inf")
-    bar = BudgetBar(opts.steps, trainer.grad_steps, "world model", opts.max_minutes,
-                    disable=not opts.progress or not dist.is_main)  # fmt: skip
+    bar = BudgetBar(
+        opts.steps,
+        trainer.grad_steps,
+        "world model",
+        opts.max_minutes,
+        disable=not opts.progress or not dist.is_main,
+    )
     while trainer.grad_steps < opts.steps:
         metrics = trainer.train_step(*samplers)
         step = trainer.grad_steps
@@ -322,9 +374,13 @@ def _loop(
         if opts.eval_every and step % opts.eval_every == 0 and step < opts.steps:
             if dist.is_main:
                 results = evaluate_world_model(
-                    wm, test_data, seq_len=seq_len, seed=opts.seed, batches=2,
+                    wm,
+                    test_data,
+                    seq_len=seq_len,
+                    seed=opts.seed,
+                    batches=2,
                     num_rollouts=max(1, opts.eval_rollouts // 2),
-                )  # fmt: skip
+                )
                 log.log(step, _scalars(results), kind="eval")
                 if opts.snapshots:
                     wm.save(run_dir / "snapshots" / f"step-{step:07d}")
@@ -350,8 +406,12 @@ def _scalars(results: dict[str, Any]) -> dict[str, float]:
             out[f"{key}/{cls}"] = value
     dyn = results.get("changed_pixels")
     if dyn:
-        out.update({f"changed_pixels/{k}": float(dyn[k])
-                    for k in ("model_mae", "copy_mae", "model_psnr", "copy_psnr")})  # fmt: skip
+        out.update(
+            {
+                f"changed_pixels/{k}": float(dyn[k])
+                for k in ("model_mae", "copy_mae", "model_psnr", "copy_psnr")
+            }
+        )
     for key in ("reward_events", "end_events", "dream_reward_events", "dream_end_events"):
         if key in results:
             out[f"{key}/rare_f1"] = results[key]["rare_f1"]
@@ -359,8 +419,13 @@ def _scalars(results: dict[str, Any]) -> dict[str, float]:
     if ball and "error" not in ball:
         for key in ("within", "present"):
             out.update({f"ball/{key}/{h}": v for h, v in ball[key].items() if v is not None})
-        for name in ("dreamt_rewards", "true_rewards", "real_rewards", "false_life_losses",
-                     "dreams"):  # fmt: skip
+        for name in (
+            "dreamt_rewards",
+            "true_rewards",
+            "real_rewards",
+            "false_life_losses",
+            "dreams",
+        ):
             out[f"ball/{name}"] = float(ball[name])
     return out
 

@@ -81,13 +81,23 @@ def make_samplers(
     def seed_of(base: int) -> int | tuple[int, int]:
         return base if rank == 0 else (base, rank)
 
-    den = SegmentSampler(data, loop.denoiser_seq_len, pad_after_end=False,
-                         recency_weights=loop.recency_weights, seed=seed_of(seed + 1),
-                         event_fraction=loop.denoiser_reward_fraction,
-                         reward_lead=loop.denoiser_reward_lead)  # fmt: skip
-    re = SegmentSampler(data, loop.rew_end_seq_len, pad_after_end=True,
-                        recency_weights=loop.recency_weights, seed=seed_of(seed + 2),
-                        event_fraction=loop.rew_end_event_fraction)  # fmt: skip
+    den = SegmentSampler(
+        data,
+        loop.denoiser_seq_len,
+        pad_after_end=False,
+        recency_weights=loop.recency_weights,
+        seed=seed_of(seed + 1),
+        event_fraction=loop.denoiser_reward_fraction,
+        reward_lead=loop.denoiser_reward_lead,
+    )
+    re = SegmentSampler(
+        data,
+        loop.rew_end_seq_len,
+        pad_after_end=True,
+        recency_weights=loop.recency_weights,
+        seed=seed_of(seed + 2),
+        event_fraction=loop.rew_end_event_fraction,
+    )
     return den, re
 
 
@@ -116,10 +126,13 @@ class WorldModelTrainer:
         self.den_opt, self.den_sched = make_optimizer(world_model.denoiser, config.denoiser_optim)
         self.re_opt, self.re_sched = make_optimizer(world_model.rew_end, config.rew_end_optim)
         self.den_batch, self.re_batch = (
-            (batch_per_rank, batch_per_rank) if batch_per_rank
-            else (self.dist.per_rank(config.denoiser_optim.batch_size, "denoiser_optim.batch_size"),
-                  self.dist.per_rank(config.rew_end_optim.batch_size, "rew_end_optim.batch_size"))
-        )  # fmt: skip
+            (batch_per_rank, batch_per_rank)
+            if batch_per_rank
+            else (
+                self.dist.per_rank(config.denoiser_optim.batch_size, "denoiser_optim.batch_size"),
+                self.dist.per_rank(config.rew_end_optim.batch_size, "rew_end_optim.batch_size"),
+            )
+        )
         self.grad_steps = 0
         self.bytes_reduced = {"denoiser": 0, "rew_end": 0}
         """Bytes of gradient all-reduced per step for each network (0 in a plain run)."""
@@ -144,8 +157,9 @@ class WorldModelTrainer:
         if self.dist.enabled:  # each term divides by its count of real targets over all ranks
             counts = self.dist.sum_(seg.mask[:, den.config.num_context :].sum(0).float())
         loss = den.compute_sequence_loss(seg.obs, seg.act, seg.mask, counts=counts)
-        grad = optimizer_step(loss, den, self.den_opt, self.den_sched, cfg.max_grad_norm,
-                              self._reduce("denoiser"))  # fmt: skip
+        grad = optimizer_step(
+            loss, den, self.den_opt, self.den_sched, cfg.max_grad_norm, self._reduce("denoiser")
+        )
         metrics = self.dist.reduce_scalars({"denoiser/loss": loss})  # the global batch's
         metrics["denoiser/grad_norm"] = grad
         return metrics
@@ -160,8 +174,9 @@ class WorldModelTrainer:
         loss, parts = model.compute_loss(
             seg.obs[:, :-1], seg.act, seg.obs[:, 1:], seg.rew, seg.end, seg.step_mask, count
         )
-        grad = optimizer_step(loss, model, self.re_opt, self.re_sched, cfg.max_grad_norm,
-                              self._reduce("rew_end"))  # fmt: skip
+        grad = optimizer_step(
+            loss, model, self.re_opt, self.re_sched, cfg.max_grad_norm, self._reduce("rew_end")
+        )
         values = {f"rew_end/{k}": torch.tensor(v) for k, v in parts.items()}
         values["rew_end/loss"] = loss
         out = self.dist.reduce_scalars(values)  # each rank's share of the global figures

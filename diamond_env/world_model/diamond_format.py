@@ -127,10 +127,16 @@ def _count(sd: dict[str, torch.Tensor], pattern: str) -> int:
 
 def _resblock_keys(src: str, dst: str) -> list[tuple[str, str]]:
     """Key renames inside one residual block (DIAMOND name -> ours)."""
-    pairs = [("proj", "proj"), ("norm1.linear", "norm1.linear"), ("conv1", "conv1"),
-             ("norm2.linear", "norm2.linear"), ("conv2", "conv2"),
-             ("attn.norm.norm", "attn.norm"), ("attn.qkv_proj", "attn.qkv"),
-             ("attn.out_proj", "attn.out")]  # fmt: skip
+    pairs = [
+        ("proj", "proj"),
+        ("norm1.linear", "norm1.linear"),
+        ("conv1", "conv1"),
+        ("norm2.linear", "norm2.linear"),
+        ("conv2", "conv2"),
+        ("attn.norm.norm", "attn.norm"),
+        ("attn.qkv_proj", "attn.qkv"),
+        ("attn.out_proj", "attn.out"),
+    ]
     return [(f"{src}.{a}.{p}", f"{dst}.{b}.{p}") for a, b in pairs for p in ("weight", "bias")]
 
 
@@ -182,9 +188,14 @@ def _denoiser(
     if emb_dim < 1 or cond % emb_dim != 0:
         raise ValueError(f"{where}: action embedding width {emb_dim} does not divide cond {cond}")
     config = DenoiserConfig(
-        channels=channels, depths=depths, attn_depths=attn, cond_channels=cond,
-        action_emb_dim=emb_dim, num_context=cond // emb_dim, img_channels=img_channels,
-    )  # fmt: skip
+        channels=channels,
+        depths=depths,
+        attn_depths=attn,
+        cond_channels=cond,
+        action_emb_dim=emb_dim,
+        num_context=cond // emb_dim,
+        img_channels=img_channels,
+    )
     if conv_in.shape[1] != (config.num_context + 1) * img_channels:
         raise ValueError(
             f"{where}: conv_in takes {conv_in.shape[1]} channels, expected "
@@ -192,8 +203,11 @@ def _denoiser(
         )
     n = len(channels)
     pairs = [("act_emb.0.weight", "act_emb.weight")]
-    pairs += [(f"{m}.{p}", f"{m}.{p}") for m in ("cond_proj.0", "cond_proj.2", "conv_in",
-              "conv_out") for p in ("weight", "bias")]  # fmt: skip
+    pairs += [
+        (f"{m}.{p}", f"{m}.{p}")
+        for m in ("cond_proj.0", "cond_proj.2", "conv_in", "conv_out")
+        for p in ("weight", "bias")
+    ]
     pairs += [(f"norm_out.norm.{p}", f"norm_out.{p}") for p in ("weight", "bias")]
     for i in range(n):
         for j in range(depths[i]):
@@ -228,8 +242,14 @@ def _rew_end(
     num_actions, cond = (int(s) for s in _get(sd, "act_emb.weight", where).shape)
     lstm_dim = int(_get(sd, "lstm.weight_hh_l0", where).shape[1])
     img_channels = int(_get(sd, "encoder.conv_in.weight", where).shape[1]) // 2
-    config = RewEndConfig(channels=channels, depths=depths, attn_depths=attn,
-                          cond_channels=cond, lstm_dim=lstm_dim, img_channels=img_channels)  # fmt: skip
+    config = RewEndConfig(
+        channels=channels,
+        depths=depths,
+        attn_depths=attn,
+        cond_channels=cond,
+        lstm_dim=lstm_dim,
+        img_channels=img_channels,
+    )
     side = IMG_SIZE // 2 ** (n - 1)
     lstm_in = int(_get(sd, "lstm.weight_ih_l0", where).shape[1])
     if lstm_in != channels[-1] * side * side:
@@ -238,18 +258,21 @@ def _rew_end(
             f"for {IMG_SIZE}x{IMG_SIZE} frames"
         )
     pairs = [("act_emb.weight", "act_emb.weight")]
-    pairs += [(f"{m}.{p}", f"{m}.{p}") for m in ("encoder.conv_in", "head.0")
-              for p in ("weight", "bias")]  # fmt: skip
+    pairs += [
+        (f"{m}.{p}", f"{m}.{p}") for m in ("encoder.conv_in", "head.0") for p in ("weight", "bias")
+    ]
     pairs.append(("head.2.weight", "head.2.weight"))
-    pairs += [(f"lstm.{w}_{k}_l0", f"lstm.{w}_{k}_l0") for w in ("weight", "bias")
-              for k in ("ih", "hh")]  # fmt: skip
+    pairs += [
+        (f"lstm.{w}_{k}_l0", f"lstm.{w}_{k}_l0") for w in ("weight", "bias") for k in ("ih", "hh")
+    ]
     for i in range(n):
         for j in range(depths[i]):
             pairs += _resblock_keys(f"encoder.blocks.{i}.resblocks.{j}", f"encoder.levels.{i}.{j}")
         if i > 0:
             for p in ("weight", "bias"):
-                pairs.append((f"encoder.downsamples.{i}.conv.{p}",
-                              f"encoder.downsamples.{i - 1}.conv.{p}"))  # fmt: skip
+                pairs.append(
+                    (f"encoder.downsamples.{i}.conv.{p}", f"encoder.downsamples.{i - 1}.conv.{p}")
+                )
     for j in range(2):
         pairs += _resblock_keys(f"encoder.blocks.{n}.resblocks.{j}", f"encoder.mid.{j}")
     return config, num_actions, _rename(sd, pairs, where)
@@ -281,12 +304,16 @@ def _actor_critic(
     pairs = [(f"encoder.encoder.0.{p}", f"encoder.0.{p}") for p in ("weight", "bias")]
     for k in blocks:
         for p in ("weight", "bias"):
-            pairs += [(f"encoder.encoder.{k}.f.0.norm.{p}", f"encoder.{k}.norm.{p}"),
-                      (f"encoder.encoder.{k}.f.2.{p}", f"encoder.{k}.conv.{p}"),
-                      (f"encoder.encoder.{k}.skip_projection.{p}", f"encoder.{k}.skip.{p}")]  # fmt: skip
+            pairs += [
+                (f"encoder.encoder.{k}.f.0.norm.{p}", f"encoder.{k}.norm.{p}"),
+                (f"encoder.encoder.{k}.f.2.{p}", f"encoder.{k}.conv.{p}"),
+                (f"encoder.encoder.{k}.skip_projection.{p}", f"encoder.{k}.skip.{p}"),
+            ]
     for p in ("weight", "bias"):
-        pairs += [(f"actor_linear.{p}", f"policy_head.{p}"),
-                  (f"critic_linear.{p}", f"value_head.{p}")]  # fmt: skip
+        pairs += [
+            (f"actor_linear.{p}", f"policy_head.{p}"),
+            (f"critic_linear.{p}", f"value_head.{p}"),
+        ]
     pairs += [(f"lstm.{w}_{k}", f"lstm.{w}_{k}") for w in ("weight", "bias") for k in ("ih", "hh")]
     return config, num_actions, _rename(sd, pairs, where)
 
@@ -296,8 +323,11 @@ def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], where: st
     the first mismatching keys or shapes instead of PyTorch's ``RuntimeError``."""
     expected = module.state_dict()
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    wrong = [f"{k}: {tuple(state[k].shape)} instead of {tuple(v.shape)}"
-             for k, v in expected.items() if k in state and state[k].shape != v.shape]  # fmt: skip
+    wrong = [
+        f"{k}: {tuple(state[k].shape)} instead of {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or extra or wrong:
         raise ValueError(
             f"{where}: the tensors fit no {type(module).__name__} config: missing {missing[:3]}, "

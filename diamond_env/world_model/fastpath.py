@@ -145,16 +145,28 @@ class FastDenoiser(Denoiser):
     ``cuda_graphs`` and gradients off, replays one captured graph per input shape. Training
     (``compute_loss``) is unchanged."""
 
-    def __init__(self, config: DenoiserConfig, num_actions: int, *,
-                 autocast_dtype: torch.dtype | None, cuda_graphs: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: DenoiserConfig,
+        num_actions: int,
+        *,
+        autocast_dtype: torch.dtype | None,
+        cuda_graphs: bool,
+    ) -> None:
         super().__init__(config, num_actions)
         self.autocast_dtype = autocast_dtype
         self.cuda_graphs = cuda_graphs
         self._graphs: dict[tuple[Any, ...], _DenoiseGraph] = {}
 
-    def _plain_denoise(self, x: torch.Tensor, sigma: torch.Tensor, obs_ctx: torch.Tensor,
-                       act_ctx: torch.Tensor, context_sigma: float = 0.0,
-                       context_eps: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def _plain_denoise(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        obs_ctx: torch.Tensor,
+        act_ctx: torch.Tensor,
+        context_sigma: float = 0.0,
+        context_eps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         with _autocast(x.device, self.autocast_dtype):
             out = super().denoise(x, sigma, obs_ctx, act_ctx, context_sigma, context_eps)
         return out.to(x.dtype)
@@ -177,14 +189,26 @@ class FastDenoiser(Denoiser):
             context_eps = None
         return self._graph_denoise(x, sigma, obs_ctx, act_ctx, context_sigma, context_eps)
 
-    def _noised_denoise(self, context_sigma: float, x: torch.Tensor, sigma: torch.Tensor,
-                        obs_ctx: torch.Tensor, act_ctx: torch.Tensor,
-                        context_eps: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def _noised_denoise(
+        self,
+        context_sigma: float,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        obs_ctx: torch.Tensor,
+        act_ctx: torch.Tensor,
+        context_eps: torch.Tensor,
+    ) -> torch.Tensor:
         return self._plain_denoise(x, sigma, obs_ctx, act_ctx, context_sigma, context_eps)
 
-    def _graph_denoise(self, x: torch.Tensor, sigma: torch.Tensor, obs_ctx: torch.Tensor,
-                       act_ctx: torch.Tensor, context_sigma: float,
-                       context_eps: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    def _graph_denoise(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        obs_ctx: torch.Tensor,
+        act_ctx: torch.Tensor,
+        context_sigma: float,
+        context_eps: torch.Tensor | None,
+    ) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
         inputs: tuple[torch.Tensor, ...] = (x, sigma, obs_ctx, act_ctx)
         if context_eps is not None:
@@ -203,8 +227,9 @@ class FastRewEndModel(RewEndModel):
     """A :class:`RewEndModel` whose forward runs under autocast; logits and state come back as
     float32, as from the plain model."""
 
-    def __init__(self, config: RewEndConfig, num_actions: int, *,
-                 autocast_dtype: torch.dtype | None) -> None:  # fmt: skip
+    def __init__(
+        self, config: RewEndConfig, num_actions: int, *, autocast_dtype: torch.dtype | None
+    ) -> None:
         super().__init__(config, num_actions)
         self.autocast_dtype = autocast_dtype
 
@@ -226,8 +251,14 @@ class FastWorldModel(WorldModel):
     ``options.inference_mode``, a :meth:`step` under ``torch.inference_mode``. Build it with
     :func:`prepare_world_model`."""
 
-    def __init__(self, config: Config, game: str, action_meanings: list[str],
-                 contexts: ContextBank, options: FastPathOptions) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: Config,
+        game: str,
+        action_meanings: list[str],
+        contexts: ContextBank,
+        options: FastPathOptions,
+    ) -> None:
         super().__init__(config, game, action_meanings, contexts)
         self.options = options
         dtype = options.autocast_dtype
@@ -278,9 +309,12 @@ def prepare_world_model(
     # new process (its decompositions load on first use), more than initialising the weights
     with torch.random.fork_rng(devices=[]):
         fast = FastWorldModel(
-            world_model.config, world_model.game, world_model.action_meanings,
-            world_model.contexts, options,
-        )  # fmt: skip
+            world_model.config,
+            world_model.game,
+            world_model.action_meanings,
+            world_model.contexts,
+            options,
+        )
     fast.load_state_dict(world_model.state_dict())
     fast.env = world_model.env
     fast.to(device)
@@ -295,7 +329,10 @@ def prepare_world_model(
 def prepare_from_options(world_model: WorldModel, options: FastPathOptions) -> WorldModel:
     """:func:`prepare_world_model` with the fields of ``options``."""
     return prepare_world_model(
-        world_model, channels_last=options.channels_last, autocast_dtype=options.autocast_dtype,
-        compile=options.compile, inference_mode=options.inference_mode,
+        world_model,
+        channels_last=options.channels_last,
+        autocast_dtype=options.autocast_dtype,
+        compile=options.compile,
+        inference_mode=options.inference_mode,
         cuda_graphs=options.cuda_graphs,
-    )  # fmt: skip
+    )

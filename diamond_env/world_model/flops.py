@@ -67,9 +67,13 @@ def count_model_flops(config: Config, num_actions: int) -> ModelFlops:
     frame = torch.zeros(1, config.denoiser.img_channels, IMG_SIZE, IMG_SIZE, device="meta")
     den = count_flops(
         denoiser,
-        (frame, torch.ones(1, device="meta"), frame[:, None].expand(1, ctx, -1, -1, -1),
-         torch.zeros(1, ctx, dtype=torch.int64, device="meta")),
-    )  # fmt: skip
+        (
+            frame,
+            torch.ones(1, device="meta"),
+            frame[:, None].expand(1, ctx, -1, -1, -1),
+            torch.zeros(1, ctx, dtype=torch.int64, device="meta"),
+        ),
+    )
     return ModelFlops(
         denoiser_forward=den,
         rew_end_step=_rew_end_flops(rew_end, 1),

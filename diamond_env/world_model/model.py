@@ -116,9 +116,12 @@ def check_world_model_sizes(
     :mod:`diamond_env.run.safe_io`, counted on the meta device (nothing is allocated); 18 actions is
     the full Atari action set."""
     check_param_budget(
-        [lambda: Denoiser(config.denoiser, num_actions),
-         lambda: RewEndModel(config.rew_end, num_actions)], where,
-    )  # fmt: skip
+        [
+            lambda: Denoiser(config.denoiser, num_actions),
+            lambda: RewEndModel(config.rew_end, num_actions),
+        ],
+        where,
+    )
 
 
 class WorldModel(nn.Module):
@@ -244,8 +247,9 @@ class WorldModel(nn.Module):
                 self.denoiser.denoise(x, sigma, obs, act, cfg.context_noise, context_eps)
             )
 
-        next_obs = sample(denoise, noise.to(device, obs.dtype), cfg, generator,
-                          origin=self.denoiser.origin(obs))  # fmt: skip
+        next_obs = sample(
+            denoise, noise.to(device, obs.dtype), cfg, generator, origin=self.denoiser.origin(obs)
+        )
         if cfg.min_change > 0:
             last = obs[:, -1]
             levels = (next_obs - last).abs().mul(127.5).round().amax(dim=1, keepdim=True)
