@@ -190,6 +190,20 @@ def _resumable_options(cls: Any, args: argparse.Namespace) -> Any:
     return with_stored_options(namespace_to(cls, args), given_options(cls, args.argv))
 
 
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from diamond_env.evaluation.fidelity import fidelity_lines
+    from diamond_env.training.distill import DistillOptions, distill
+
+    opts = _resumable_options(DistillOptions, args)
+    results = distill(opts)
+    print(f"student: {Path(opts.run_dir) / 'world_model'} ({opts.num_steps} denoising steps)")
+    for name in ("teacher", "student"):
+        if name in results:
+            print(f"\n## {name}\n")
+            print("\n".join(fidelity_lines(results[name])))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from diamond_env.training.loop import TrainOptions, train
 
@@ -472,6 +486,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-wm", help="train a world model from real play (as train_wm.py)")
     add_dataclass_arguments(p, TrainWMOptions)
     p.set_defaults(func=_cmd_train_wm)
+
+    from diamond_env.training.distill import DistillOptions
+
+    p = sub.add_parser(
+        "distill", help="a world model that dreams in fewer denoising steps, taught by another"
+    )
+    add_dataclass_arguments(p, DistillOptions)
+    p.set_defaults(func=_cmd_distill)
 
     p = sub.add_parser("train-agent", help="train our actor-critic or an SB3 agent in a dream")
     add_dataclass_arguments(p, TrainAgentOptions)
