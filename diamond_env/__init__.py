@@ -23,6 +23,7 @@ _LAZY = {
     "get_preset": "diamond_env.config",
     "DreamSimulator": "diamond_env.dream.simulator",
     "make_simulator": "diamond_env.dream.simulator",
+    "DreamSettings": "diamond_env.dream.settings",
     "DreamEnv": "diamond_env.dream.gym_env",
     "DreamVectorEnv": "diamond_env.dream.gym_env",
     "DreamSB3VecEnv": "diamond_env.dream.sb3",

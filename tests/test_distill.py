@@ -114,3 +114,13 @@ def test_cli_resume_and_the_student_serves_a_dream(dataset: Path, tmp_path: Path
     obs, _ = env.reset(seed=0)
     assert env.step(0)[0].shape == obs.shape
     env.close()
+
+
+def test_eval_wm_measures_a_fast_path_and_fewer_steps(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    argv = ["eval-wm", "--checkpoint", str(OLD / "world_model"), "--dataset", str(dataset)]
+    argv += ["--batches", "1", "--rollouts", "2", "--out", str(out)]
+    argv += ["--fastpath", "channels_last,bf16", "--num-denoising-steps", "1"]
+    assert main(argv) == 0
+    assert "psnr" in out.read_text()
+    assert main([*argv[:-4], "--fastpath", "nonsense"]) == 2

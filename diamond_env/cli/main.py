@@ -6,6 +6,7 @@ Each subcommand is a small function over the library; argument parsing happens h
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -124,6 +125,20 @@ def _cmd_eval_wm(args: argparse.Namespace) -> int:
 
     dataset = EpisodeDataset.open(args.dataset)
     wm = WorldModel.load(args.checkpoint, device=args.device, expected_game=dataset.game)
+    if args.num_denoising_steps:
+        wm.sampler_config = dataclasses.replace(
+            wm.sampler_config, num_steps=args.num_denoising_steps
+        )
+    if args.fastpath != "plain":  # the dream's numbers on a fast path (bf16 changes them)
+        from diamond_env.world_model.fastpath import (
+            FastPathOptions,
+            prepare_from_options,
+            resolve_fastpath,
+        )
+
+        names = resolve_fastpath(args.fastpath, wm.device)
+        if names:
+            wm = prepare_from_options(wm, FastPathOptions.from_names(names))
     data = dataset.load_all()
     grid = Path(args.grid) if args.grid else None
     results = evaluate_world_model(
@@ -471,6 +486,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--fastpath",
+        default="plain",
+        help="dream on a fast path, as gym.make's fastpath=: plain (default) | auto | "
+        "comma-separated names (channels_last,bf16,...): what the path costs in fidelity",
+    )
+    p.add_argument(
+        "--num-denoising-steps",
+        type=int,
+        default=0,
+        help="denoising steps per dreamt frame (0: the checkpoint's)",
+    )
     p.set_defaults(func=_cmd_eval_wm)
 
     from diamond_env.run.options import add_dataclass_arguments

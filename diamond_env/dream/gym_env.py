@@ -26,6 +26,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from diamond_env.dream.settings import DreamSettings
 from diamond_env.dream.simulator import DreamSimulator, SeedArg, make_simulator
 from diamond_env.dream.window import HumanWindow
 from diamond_env.frames import to_uint8
@@ -143,18 +144,17 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
         fastpath: str | Sequence[str] | None = "auto",
     ) -> None:
         self.render_mode = check_render_mode(render_mode)
-        self.simulator = make_simulator(
-            game,
-            num_envs,
-            checkpoint=checkpoint,
-            world_model=world_model,
-            device=device,
+        settings = DreamSettings(
             horizon=horizon,
             max_episode_steps=max_episode_steps,
-            fastpath=fastpath,
             num_denoising_steps=num_denoising_steps,
             sampler=sampler,
             reward_mode=reward_mode,
+            fastpath=fastpath if fastpath is None or isinstance(fastpath, str) else tuple(fastpath),
+            device=device,
+        )
+        self.simulator = make_simulator(
+            game, num_envs, checkpoint=checkpoint, world_model=world_model, settings=settings
         )
         self._window = _window_for(self.render_mode, self.simulator.world_model.game)
         self.metadata = {
@@ -287,19 +287,22 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
         fastpath: str | Sequence[str] | None = "auto",
     ) -> None:
         self.render_mode = check_render_mode(render_mode)
+        settings = DreamSettings(
+            horizon=horizon,
+            max_episode_steps=max_episode_steps,
+            num_denoising_steps=num_denoising_steps,
+            sampler=sampler,
+            reward_mode=reward_mode,
+            fastpath=fastpath if fastpath is None or isinstance(fastpath, str) else tuple(fastpath),
+            device=device,
+        )
         self.simulator = make_simulator(
             game,
             1,
             checkpoint=checkpoint,
             world_model=world_model,
-            device=device,
-            horizon=horizon,
-            max_episode_steps=max_episode_steps,
-            fastpath=fastpath,
-            num_denoising_steps=num_denoising_steps,
-            sampler=sampler,
-            reward_mode=reward_mode,
-            autoreset=False,
+            settings=settings,
+            autoreset=False,  # a single env resets when its caller says so
         )
         self._window = _window_for(self.render_mode, self.simulator.world_model.game)
         self.metadata = {"render_modes": list(RENDER_MODES), "render_fps": RENDER_FPS}

@@ -29,16 +29,15 @@ import torch
 
 from diamond_env.config import IMG_SIZE, Config, SamplerConfig
 from diamond_env.dream import keyed_random
+from diamond_env.dream.settings import REWARD_MODES, SAMPLERS, DreamSettings
 from diamond_env.frames import to_model
 from diamond_env.models.rew_end import LstmState
 from diamond_env.run.checkpoint import resolve_device
 from diamond_env.run.paths import resolve_checkpoint
 from diamond_env.world_model.model import WorldModel
 
-SAMPLERS = ("euler", "heun")
 MAX_SEED = 2**63
 """Seeds must fit torch's generators (a signed 64-bit integer)."""
-REWARD_MODES = ("sample", "mean")
 SeedArg = int | Sequence[int | None] | None
 
 ContextSource = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
@@ -500,23 +499,25 @@ def make_simulator(
     *,
     checkpoint: str | os.PathLike[str] | None = None,
     world_model: WorldModel | None = None,
-    device: torch.device | str | None = None,
-    horizon: int = 15,
-    max_episode_steps: int | None = None,
-    fastpath: str | Sequence[str] | None = "auto",
-    **kwargs: object,
+    settings: DreamSettings | None = None,
+    seed: int | None = None,
+    autoreset: bool = True,
+    **setting_kwargs: Any,
 ) -> DreamSimulator:
     """A simulator over ``world_model``, or over the checkpoint of ``game`` loaded once.
 
-    ``checkpoint`` None means the first default place (:func:`diamond_env.run.paths.resolve_checkpoint`);
-    ``device`` None means the model's device (CPU when loading). ``max_episode_steps``, when given,
-    truncates at ``min(horizon, max_episode_steps)``. ``fastpath``: names of
-    :mod:`diamond_env.world_model.fastpath` options (``channels_last``, ``bf16``, ``inference_mode``, ...);
-    the simulator then runs a prepared copy of the model. ``"auto"`` (the default) means the
-    options measured to pay on the model's device for a model loaded here, and the plain path for
-    a ``world_model`` passed in (it stays the caller's: later training of it reaches the dream);
-    ``"plain"`` or None: no fast path. Other kwargs go to :class:`DreamSimulator`.
+    ``settings`` (or its fields as keyword arguments, which override it) says how the dream runs:
+    :class:`~diamond_env.dream.settings.DreamSettings`. ``checkpoint`` None means the first
+    default place (:func:`diamond_env.run.paths.resolve_checkpoint`). With a fast path the
+    simulator runs a prepared copy of the model; ``fastpath="auto"`` applies to a model loaded
+    here, and a ``world_model`` passed in runs as it is (it stays the caller's: later training of
+    it reaches the dream). ``seed`` and ``autoreset`` go to :class:`DreamSimulator`.
     """
+    if settings is None:
+        settings = DreamSettings.from_kwargs(**setting_kwargs)
+    elif setting_kwargs:
+        settings = dataclasses.replace(settings, **setting_kwargs)
+    device, fastpath = settings.device, settings.fastpath
     loaded = world_model is None
     if game is None:  # Dream-v0: the model's own game
         if world_model is None:
@@ -529,10 +530,6 @@ def make_simulator(
         game = world_model.game
     if not isinstance(game, str) or not game:
         raise ValueError(f"game: expected a non-empty str such as 'Breakout', got {game!r}")
-    if max_episode_steps is not None:
-        horizon = min(
-            _check_int("horizon", horizon, 1), _check_int("max_episode_steps", max_episode_steps, 1)
-        )
     from diamond_env.world_model.fastpath import (
         FastPathOptions,
         prepare_from_options,
@@ -551,4 +548,14 @@ def make_simulator(
     names = resolve_fastpath(fastpath, world_model.device) if fastpath else []
     if names:
         world_model = prepare_from_options(world_model, FastPathOptions.from_names(names))
-    return DreamSimulator(world_model, num_envs, device=device, horizon=horizon, **kwargs)  # type: ignore[arg-type]
+    return DreamSimulator(
+        world_model,
+        num_envs,
+        device=device,
+        horizon=settings.truncate_at,
+        num_denoising_steps=settings.num_denoising_steps,
+        sampler=settings.sampler,
+        reward_mode=settings.reward_mode,
+        seed=seed,
+        autoreset=autoreset,
+    )
