@@ -49,7 +49,7 @@ from diamond_env.run.safe_io import InputError
 from diamond_env.training.optim import make_optimizer, optimizer_step
 from diamond_env.world_model.model import WorldModel
 
-_FIXED_ON_RESUME = ("teacher", "dataset", "num_steps", "batch_size", "lr", "seed")
+_FIXED_ON_RESUME = ("teacher", "dataset", "num_steps", "batch_size", "lr", "change_weight", "seed")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,11 @@ class DistillOptions:
     steps: int = opt(1_000, "gradient steps; a resumed run continues up to it")
     batch_size: int = opt(0, "contexts per step (0: the teacher's denoiser batch)")
     lr: float = opt(1e-4, "AdamW learning rate (after the teacher preset's warm-up)")
+    change_weight: float = opt(
+        -1.0,
+        "extra weight of the pixels where the teacher's frame differs from the last context "
+        "frame (-1: the teacher's denoiser.change_weight)",
+    )
     device: str = opt("cpu", "torch device: cpu | cuda")
     seed: int = opt(0, "seed of context sampling and noise")
     save_every: int = opt(100, "gradient steps between saves of the student and resume.pt")
@@ -96,6 +101,8 @@ class DistillOptions:
             raise InputError("batch_size and eval_rollouts: expected >= 0")
         if not 0.0 < self.lr < 1.0:
             raise InputError(f"lr: expected in (0, 1), got {self.lr}")
+        if self.change_weight < 0 and self.change_weight != -1.0:
+            raise InputError(f"change_weight: expected >= 0 (or -1), got {self.change_weight}")
         if self.max_minutes < 0:
             raise InputError(f"max_minutes: expected >= 0, got {self.max_minutes}")
         resolve_device(self.device)
@@ -166,13 +173,17 @@ def distill_loss(
     obs: torch.Tensor,
     act: torch.Tensor,
     noise: torch.Tensor,
+    change_weight: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted MSE between the student's frame and the teacher's from the same noise and
-    context (``obs`` (B, L, 3, H, W) in [-1, 1], ``act`` (B, L))."""
+    context (``obs`` (B, L, 3, H, W) in [-1, 1], ``act`` (B, L)); pixels that move weigh
+    ``1 + change_weight`` (None: the student's ``denoiser.change_weight``)."""
     target = teacher_frame(teacher, noise, obs, act)
     pred = student_frame(student, noise, obs, act)
     moved = (target - obs[:, -1]).abs().amax(dim=1, keepdim=True) > 1.0 / 255
-    weight = 1.0 + student.config.denoiser.change_weight * moved.to(pred.dtype)
+    if change_weight is None:
+        change_weight = student.config.denoiser.change_weight
+    weight = 1.0 + change_weight * moved.to(pred.dtype)
     err = (pred - target).pow(2) * weight
     loss = err.sum() / (weight.sum() * pred.shape[1])
     with torch.no_grad():
@@ -245,7 +256,14 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
             obs, act = seg.obs[:, :ctx], seg.act[:, :ctx]
             noise = draw_normal(tuple(seg.obs[:, ctx].shape), device)
             student.denoiser.train()
-            loss, metrics = distill_loss(student, teacher, obs, act, noise)
+            loss, metrics = distill_loss(
+                student,
+                teacher,
+                obs,
+                act,
+                noise,
+                None if opts.change_weight < 0 else opts.change_weight,
+            )
             metrics["distill/grad_norm"] = optimizer_step(
                 loss, student.denoiser, optimizer, scheduler, optim_cfg.max_grad_norm
             )
