@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from diamond_env.config import SamplerConfig
 from diamond_env.frames import quantize
+
+if TYPE_CHECKING:
+    from diamond_env.models.denoiser import Denoiser
 
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``denoise(x (B, C, H, W), sigma (B,)) -> D (B, C, H, W)``: the denoised estimate."""
@@ -119,3 +123,40 @@ def sample(
             slope_next = (x_next - denoise(x_next, sigma_next.expand(batch))) / sigma_next
             x = x + (slope + slope_next) / 2 * dt
     return quantize(x)
+
+
+def next_frame(
+    denoiser: Denoiser,
+    obs: torch.Tensor,
+    act: torch.Tensor,
+    noise: torch.Tensor,
+    cfg: SamplerConfig,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The whole dreamt frame: the sampler's steps from ``noise`` around ``denoiser.origin(obs)``
+    with each denoised estimate put on the 256 levels (``denoiser.quantize``), then the pixels
+    that moved by fewer than ``cfg.min_change`` levels in every channel set back to the last
+    context frame.
+
+    ``obs`` (B, L, 3, H, W) float in [-1, 1] and ``act`` (B, L) condition the denoiser; ``noise``
+    (B, 3, H, W) is standard normal. With ``cfg.context_noise`` > 0 the context frames are seen
+    with that much noise, drawn once from ``generator`` and shared by the steps. Returns float
+    (B, 3, H, W) on the 256 levels.
+    """
+    context_eps = None
+    if cfg.context_noise > 0.0:
+        context_eps = draw_normal(tuple(obs.shape), obs.device, generator).to(obs.dtype)
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if context_eps is None:
+            return denoiser.quantize(denoiser.denoise(x, sigma, obs, act))
+        return denoiser.quantize(
+            denoiser.denoise(x, sigma, obs, act, cfg.context_noise, context_eps)
+        )
+
+    frame = sample(denoise, noise, cfg, generator, origin=denoiser.origin(obs))
+    if cfg.min_change > 0:
+        last = obs[:, -1]
+        levels = (frame - last).abs().mul(127.5).round().amax(dim=1, keepdim=True)
+        frame = torch.where(levels < cfg.min_change, last, frame)
+    return frame

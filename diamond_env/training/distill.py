@@ -29,7 +29,7 @@ from diamond_env.config import Config
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.data.segments import SegmentSampler, to_torch
 from diamond_env.evaluation.wm_eval import evaluate_world_model
-from diamond_env.models.sampler import draw_normal, karras_sigmas, sample
+from diamond_env.models.sampler import draw_normal, karras_sigmas, next_frame
 from diamond_env.run.checkpoint import (
     atomic_write_json,
     check_run_dir,
@@ -157,14 +157,11 @@ def student_frame(
 def teacher_frame(
     teacher: WorldModel, noise: torch.Tensor, obs: torch.Tensor, act: torch.Tensor
 ) -> torch.Tensor:
-    """The frame the teacher's own sampler reaches from ``noise`` (quantised, as it dreams it)."""
-    den = teacher.denoiser
-
-    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return den.quantize(den.denoise(x, sigma, obs, act))
-
+    """The frame the teacher's own sampler reaches from ``noise`` (quantised, as it dreams it),
+    before ``min_change`` (which the student's frame meets in its dream too)."""
+    cfg = dataclasses.replace(teacher.config.sampler, min_change=0)
     with torch.no_grad():
-        return sample(denoise, noise, teacher.config.sampler, origin=den.origin(obs))
+        return next_frame(teacher.denoiser, obs, act, noise, cfg)
 
 
 def distill_loss(

@@ -28,7 +28,7 @@ from diamond_env._version import __version__
 from diamond_env.config import IMG_SIZE, Config, SamplerConfig
 from diamond_env.models.denoiser import Denoiser
 from diamond_env.models.rew_end import LstmState, RewEndModel
-from diamond_env.models.sampler import draw_normal, sample
+from diamond_env.models.sampler import draw_normal, next_frame
 from diamond_env.run.checkpoint import file_sha256, read_tensors, resolve_device
 from diamond_env.run.safe_io import (
     InputError,
@@ -236,24 +236,7 @@ class WorldModel(nn.Module):
             raise ValueError(f"uniforms: expected shape ({n}, 2), got {tuple(uniforms.shape)}")
 
         cfg = sampler if sampler is not None else self.sampler_config
-        context_eps = None
-        if cfg.context_noise > 0.0:  # one draw per frame, shared by the sampler's steps
-            context_eps = draw_normal(tuple(obs.shape), device, generator).to(obs.dtype)
-
-        def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            if context_eps is None:
-                return self.denoiser.quantize(self.denoiser.denoise(x, sigma, obs, act))
-            return self.denoiser.quantize(
-                self.denoiser.denoise(x, sigma, obs, act, cfg.context_noise, context_eps)
-            )
-
-        next_obs = sample(
-            denoise, noise.to(device, obs.dtype), cfg, generator, origin=self.denoiser.origin(obs)
-        )
-        if cfg.min_change > 0:
-            last = obs[:, -1]
-            levels = (next_obs - last).abs().mul(127.5).round().amax(dim=1, keepdim=True)
-            next_obs = torch.where(levels < cfg.min_change, last, next_obs)
+        next_obs = next_frame(self.denoiser, obs, act, noise.to(device, obs.dtype), cfg, generator)
         logits_rew, logits_end, new_state = self.rew_end.predict(
             obs[:, -1:], act[:, -1:], next_obs[:, None], state
         )
