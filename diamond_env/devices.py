@@ -21,7 +21,7 @@ import ctypes
 import ctypes.util
 import os
 
-__all__ = ["tune_allocator"]
+__all__ = ["cpu_flags", "cpu_has_amx_bf16", "tune_allocator"]
 
 ENV_VAR = "DIAMOND_ENV_MALLOC"
 _M_TRIM_THRESHOLD = -1
@@ -47,3 +47,22 @@ def tune_allocator() -> bool:
     mallopt.restype = ctypes.c_int
     _done = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
     return _done
+
+
+def cpu_flags() -> frozenset[str]:
+    """The feature flags of this machine's CPU (``/proc/cpuinfo``; empty where it cannot be
+    read, e.g. outside Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_amx_bf16() -> bool:
+    """True on CPUs with AMX tiles for bf16 (``amx_bf16``), where oneDNN runs bf16 convolutions
+    on them: there ``fastpath="auto"`` dreams in bf16 (docs/benchmarks.md)."""
+    return "amx_bf16" in cpu_flags()

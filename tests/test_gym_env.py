@@ -18,7 +18,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
 from diamond_env.dream.gym_env import DreamEnv, DreamVectorEnv
 from diamond_env.dream.registration import ENTRY_POINT, VECTOR_ENTRY_POINT, env_id, register_envs
-from diamond_env.world_model.fastpath import FastPathOptions
+from diamond_env.world_model.fastpath import FastPathOptions, resolve_fastpath
 from diamond_env.world_model.model import WorldModel
 
 ID = "DiamondDream-Breakout-v0"
@@ -366,9 +366,9 @@ def test_fastpath_kwarg_serves_a_prepared_copy(tiny_checkpoint: Path) -> None:
     )
     auto = gym.make_vec(ID, num_envs=2, checkpoint=tiny_checkpoint)  # the CPU default
     assert type(plain.unwrapped.simulator.world_model) is WorldModel
-    for env in (fast, auto):
-        prepared = env.unwrapped.simulator.world_model
-        assert prepared.options == FastPathOptions(channels_last=True)
+    assert fast.unwrapped.simulator.world_model.options == FastPathOptions(channels_last=True)
+    expected = FastPathOptions.from_names(resolve_fastpath("auto", "cpu"))  # bf16 on AMX CPUs
+    assert auto.unwrapped.simulator.world_model.options == expected
     a, _ = plain.reset(seed=3)
     b, _ = fast.reset(seed=3)
     np.testing.assert_array_equal(a, b)  # same starting contexts
