@@ -723,6 +723,24 @@ OPTIONAL_MODULES = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``diamond-env`` command; returns its exit status (2: a refusal, printed in one line)."""
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as err:  # an optional dependency; any other is a bug
+        extra = OPTIONAL_MODULES.get((err.name or "").split(".")[0])
+        if extra is None:
+            raise
+        words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+        name = f"diamond-env {words[0]}" if words else "diamond-env"
+        print(
+            f"{name}: error: needs {err.name}, an optional dependency: "
+            f"pip install 'diamond_env[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv  # which options were given (a resumed run takes the others from its files)
@@ -754,16 +772,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         ConnectionError,  # a data-parallel run lost one of its processes
     ) as err:  # a refusal: one line; anything else is a bug and keeps its traceback
         print(f"diamond-env {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as err:  # an optional dependency; any other is a bug
-        extra = OPTIONAL_MODULES.get((err.name or "").split(".")[0])
-        if extra is None:
-            raise
-        print(
-            f"diamond-env {args.command}: error: needs {err.name}, an optional dependency: "
-            f"pip install 'diamond_env[{extra}]'",
-            file=sys.stderr,
-        )
         return 2
 
 
