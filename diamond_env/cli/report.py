@@ -26,6 +26,7 @@ from typing import Any
 
 from diamond_env.data.dataset import INDEX_NAME
 from diamond_env.evaluation.fidelity import fidelity_lines, markdown_table
+from diamond_env.run.checkpoint import atomic_write_text
 from diamond_env.run.metrics import read_metrics
 from diamond_env.run.safe_io import read_json
 
@@ -416,9 +417,7 @@ def write_report(
     lines += _videos_md(root)
     lines += ["## Options", "", *(f"- `{k}`: `{v}`" for k, v in opts.items()), ""] if opts else []
     out = root / "report.md"
-    tmp = out.with_name(f".report.md.tmp-{os.getpid()}")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(out, "\n".join(lines))
     return out
 
 

@@ -41,6 +41,7 @@ import numpy as np
 
 from diamond_env.config import IMG_SIZE
 from diamond_env.data.episode import FIELD_DTYPES, STEP_FIELDS, Episode, FlatData
+from diamond_env.run.checkpoint import atomic_write_bytes
 from diamond_env.run.safe_io import (
     INDEX_MAX_BYTES,
     PART_MAX_BYTES,
@@ -127,25 +128,6 @@ class PartInfo:
     num_steps: int
     crc32: int
     finished: bool
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` through a same-directory temporary file, fsync it, rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _identity(
@@ -442,7 +424,7 @@ class EpisodeDataset:
         np.savez(buffer, **{name: getattr(part, name) for name in FIELD_DTYPES})
         data = buffer.getvalue()
         name = self._free_name(episode_id, part_no)
-        _atomic_write(self.root / PARTS_DIR / name, data)
+        atomic_write_bytes(self.root / PARTS_DIR / name, data)
         info = PartInfo(name, part.num_steps, zlib.crc32(data), part.finished)
         episodes = [list(ep) for ep in self._episodes]
         if part_no == 0:
@@ -532,7 +514,7 @@ class EpisodeDataset:
 
     def _write_index(self, index: dict[str, Any]) -> None:
         text = json.dumps(index, indent=1).encode()
-        _atomic_write(self.root / INDEX_NAME, text)
+        atomic_write_bytes(self.root / INDEX_NAME, text)
 
     def _check_totals(self) -> None:
         """Check the index's sizes and names (every part a plain file name of ``parts/``, step

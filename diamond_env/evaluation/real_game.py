@@ -42,7 +42,7 @@ from diamond_env.data.collect import Policy, RandomPolicy
 from diamond_env.evaluation.agent_files import load_sb3_policy, sb3_algorithms
 from diamond_env.models.actor_critic import CONFIG_FILE, ActorCritic, State
 from diamond_env.real_env import EnvSpec, PixelVectorEnv
-from diamond_env.run.checkpoint import read_json_object
+from diamond_env.run.checkpoint import atomic_write_json, read_json_object
 from diamond_env.run.safe_io import confined
 
 __all__ = ["ActionFrequencyPolicy", "ActorCriticPolicy", "EvalResult", "FrameStacker"]
@@ -747,10 +747,7 @@ def cmd_evaluate(
         if margins is not None:
             payload["baselines"] = margins
         path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_json(path, payload)
         print(f"wrote {path}")
     if video is not None:
         print(f"wrote {video}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from torch import nn
 from diamond_env.config import IMG_SIZE, ActorCriticConfig
 from diamond_env.frames import to_model
 from diamond_env.models.blocks import init_lstm
-from diamond_env.run.checkpoint import file_sha256, read_tensors, resolve_device
+from diamond_env.run.checkpoint import atomic_write, file_sha256, read_tensors, resolve_device
 from diamond_env.run.safe_io import (
     MAX_LEVELS,
     MAX_WIDTH,
@@ -230,12 +229,12 @@ class ActorCritic(nn.Module):
         }
         text = json.dumps(meta, indent=2)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(
+        atomic_write(
             out / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"config": text})
         )
         meta["sha256"] = file_sha256(out / WEIGHTS_FILE)  # loading requires it
         text = json.dumps(meta, indent=2)
-        _atomic_write(out / CONFIG_FILE, lambda p: p.write_text(text + "\n"))
+        atomic_write(out / CONFIG_FILE, lambda p: p.write_text(text + "\n"))
 
     @classmethod
     def load(
@@ -348,15 +347,3 @@ def _check_tensors(
                 f"{path}: {key}: expected {ref.dtype} {tuple(ref.shape)}, "
                 f"got {found[key].dtype} {tuple(found[key].shape)}"
             )
-
-
-def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write ``path`` through a temp file in the same directory, fsync it, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

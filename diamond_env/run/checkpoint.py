@@ -67,11 +67,14 @@ def read_json_object(path: Path) -> dict[str, Any]:
     return data
 
 
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename it."""
+def atomic_write(path: Path, write: Callable[[Path], object], *, suffix: str = ".tmp") -> None:
+    """The one way this package writes a file: ``write(tmp_path)`` on a temporary file beside
+    ``path`` (ending in ``suffix``, for writers that choose a format by it), fsync it, rename it
+    over ``path``, fsync the directory. A crash leaves the old file or the new one, never half of
+    one; the temporary file is removed on failure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -82,6 +85,26 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # a directory that cannot be opened (some platforms): the rename stands
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with :func:`atomic_write`."""
+    atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` with :func:`atomic_write`."""
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

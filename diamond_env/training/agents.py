@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import re
 import time
 import zipfile
@@ -28,6 +27,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from diamond_env.evaluation.agent_files import save_sb3_agent
 from diamond_env.models.actor_critic import ActorCritic
 from diamond_env.run.checkpoint import (
+    atomic_write,
     atomic_write_json,
     load_resume_state,
     resolve_device,
@@ -316,9 +316,7 @@ SB3_RESUME = "sb3_resume.json"
 def _save_sb3_checkpoint(model: Any, out: Path) -> None:
     """The weights and optimiser state (``checkpoint.zip``, replaced atomically) and the step
     count (``sb3_resume.json``) that :func:`_load_sb3_checkpoint` reads back."""
-    tmp = out / f".{SB3_CHECKPOINT}.tmp.zip"
-    model.save(tmp)
-    os.replace(tmp, out / SB3_CHECKPOINT)
+    atomic_write(out / SB3_CHECKPOINT, model.save, suffix=".zip")  # SB3 adds .zip otherwise
     atomic_write_json(out / SB3_RESUME, {"num_timesteps": int(model.num_timesteps)})
 
 
