@@ -10,7 +10,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from diamond_env.run.paths import PRETRAINED_ROOT, pretrained
+
+pytestmark = pytest.mark.e2e  # a slow end-to-end run: left out of `make test-fast`
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +22,6 @@ SNIPPET = """
 import logging, sys
 import gymnasium as gym, diamond_env
 
-pytestmark = pytest.mark.e2e  # a slow end-to-end run: left out of `make test-fast`
 logging.basicConfig(level=logging.INFO)
 assert diamond_env.__file__.startswith(sys.argv[1]), diamond_env.__file__
 e = gym.make("DiamondDream-Breakout-v0")
