@@ -263,6 +263,8 @@ def test_resolve_fastpath_auto_plain_and_names() -> None:
         assert resolve_fastpath("auto", "cpu") == list(DEVICE_DEFAULTS["cpu"]) == ["channels_last"]
         mp.setattr(fastpath, "cpu_has_amx_bf16", lambda: True)  # bf16 on AMX tiles
         assert resolve_fastpath("auto", "cpu") == ["channels_last", "bf16"]
+        assert resolve_fastpath("auto", "cpu", num_envs=32) == ["channels_last", "bf16"]
+        assert resolve_fastpath("auto", "cpu", num_envs=1) == ["channels_last"]  # slower there
     assert resolve_fastpath("auto", torch.device("meta")) == []  # not measured: the plain path
     assert resolve_fastpath("auto", "cuda:0") == ["cuda_graphs"]  # resolving needs no GPU
     for plain in (None, "", "plain", []):
@@ -284,7 +286,9 @@ def test_auto_prepares_a_loaded_model_and_leaves_a_given_one(tmp_path: Path) -> 
     model.save(tmp_path / "wm")
     auto = make_simulator("Breakout", 2, checkpoint=tmp_path / "wm")
     assert isinstance(auto.world_model, FastWorldModel)
-    assert auto.world_model.options == FastPathOptions.from_names(resolve_fastpath("auto", "cpu"))
+    assert auto.world_model.options == FastPathOptions.from_names(
+        resolve_fastpath("auto", "cpu", num_envs=2)
+    )
     assert auto.world_model.options.channels_last  # on every CPU; bf16 too where AMX has it
     plain = make_simulator("Breakout", 2, checkpoint=tmp_path / "wm", fastpath="plain")
     assert type(plain.world_model) is WorldModel

@@ -545,7 +545,7 @@ def make_simulator(
         )
     if fastpath == "auto" and not (loaded and isinstance(world_model, WorldModel)):
         fastpath = None  # a model passed in stays the caller's; fast paths are WorldModel's
-    names = resolve_fastpath(fastpath, world_model.device) if fastpath else []
+    names = resolve_fastpath(fastpath, world_model.device, num_envs) if fastpath else []
     if names:
         world_model = prepare_from_options(world_model, FastPathOptions.from_names(names))
     return DreamSimulator(

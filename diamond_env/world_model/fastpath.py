@@ -91,16 +91,28 @@ class FastPathOptions:
         return out
 
 
-def resolve_fastpath(fastpath: str | Iterable[str] | None, device: torch.device | str) -> list[str]:
+AMX_BF16_MIN_ENVS = 32
+"""Dreams of at least this many envs get bf16 from ``fastpath="auto"`` on AMX CPUs: measured
+there at 32 envs about twice as fast, at 1 env slightly slower than fp32 (docs/benchmarks.md);
+batches in between were not measured and keep fp32."""
+
+
+def resolve_fastpath(
+    fastpath: str | Iterable[str] | None,
+    device: torch.device | str,
+    num_envs: int | None = None,
+) -> list[str]:
     """The fast-path names that ``fastpath`` means on ``device``: ``"auto"`` -> the measured
-    defaults of the device type (:data:`DEVICE_DEFAULTS`); None, ``""``, ``"plain"`` or ``[]``
+    defaults of the device type (:data:`DEVICE_DEFAULTS`; on a CPU with AMX bf16 and a batch of
+    ``num_envs`` >= :data:`AMX_BF16_MIN_ENVS` or unknown, :data:`AMX_BF16_DEFAULTS`); None, ``""``, ``"plain"`` or ``[]``
     -> none; a comma-separated string or a list of names -> those names (validated)."""
     if fastpath is None:
         return []
     if isinstance(fastpath, str):
         if fastpath == "auto":
             kind = torch.device(device).type
-            if kind == "cpu" and cpu_has_amx_bf16():
+            big_batch = num_envs is None or num_envs >= AMX_BF16_MIN_ENVS
+            if kind == "cpu" and big_batch and cpu_has_amx_bf16():
                 return list(AMX_BF16_DEFAULTS)
             return list(DEVICE_DEFAULTS.get(kind, ()))
         if fastpath == "plain":
