@@ -150,7 +150,7 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
             num_denoising_steps=num_denoising_steps,
             sampler=sampler,
             reward_mode=reward_mode,
-            fastpath=fastpath if fastpath is None or isinstance(fastpath, str) else tuple(fastpath),
+            fastpath=fastpath,
             device=device,
         )
         self.simulator = make_simulator(
@@ -293,7 +293,7 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
             num_denoising_steps=num_denoising_steps,
             sampler=sampler,
             reward_mode=reward_mode,
-            fastpath=fastpath if fastpath is None or isinstance(fastpath, str) else tuple(fastpath),
+            fastpath=fastpath,
             device=device,
         )
         self.simulator = make_simulator(

@@ -54,7 +54,7 @@ class DreamSettings:
     num_denoising_steps: int | None = None
     sampler: Literal["euler", "heun"] | None = None
     reward_mode: Literal["sample", "mean"] = "sample"
-    fastpath: str | tuple[str, ...] | None = "auto"
+    fastpath: str | Sequence[str] | None = "auto"
     device: str | torch.device | None = None
 
     def __post_init__(self) -> None:
