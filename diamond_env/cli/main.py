@@ -130,15 +130,9 @@ def _cmd_eval_wm(args: argparse.Namespace) -> int:
             wm.sampler_config, num_steps=args.num_denoising_steps
         )
     if args.fastpath != "plain":  # the dream's numbers on a fast path (bf16 changes them)
-        from diamond_env.world_model.fastpath import (
-            FastPathOptions,
-            prepare_from_options,
-            resolve_fastpath,
-        )
+        from diamond_env.world_model.fastpath import with_fastpath
 
-        names = resolve_fastpath(args.fastpath, wm.device)
-        if names:
-            wm = prepare_from_options(wm, FastPathOptions.from_names(names))
+        wm = with_fastpath(wm, args.fastpath)
     data = dataset.load_all()
     grid = Path(args.grid) if args.grid else None
     results = evaluate_world_model(

@@ -530,11 +530,7 @@ def make_simulator(
         game = world_model.game
     if not isinstance(game, str) or not game:
         raise ValueError(f"game: expected a non-empty str such as 'Breakout', got {game!r}")
-    from diamond_env.world_model.fastpath import (
-        FastPathOptions,
-        prepare_from_options,
-        resolve_fastpath,
-    )
+    from diamond_env.world_model.fastpath import with_fastpath
 
     if world_model is None:
         path = resolve_checkpoint(game, checkpoint)
@@ -545,9 +541,7 @@ def make_simulator(
         )
     if fastpath == "auto" and not (loaded and isinstance(world_model, WorldModel)):
         fastpath = None  # a model passed in stays the caller's; fast paths are WorldModel's
-    names = resolve_fastpath(fastpath, world_model.device, num_envs) if fastpath else []
-    if names:
-        world_model = prepare_from_options(world_model, FastPathOptions.from_names(names))
+    world_model = with_fastpath(world_model, fastpath, num_envs)
     return DreamSimulator(
         world_model,
         num_envs,

@@ -140,15 +140,9 @@ def train_agent(opts: TrainAgentOptions) -> Path:
     checkpoint = resolve_checkpoint(opts.game, opts.checkpoint)
     opts = dataclasses.replace(opts, checkpoint=str(checkpoint))
     wm = WorldModel.load(checkpoint, device=opts.device)
-    from diamond_env.world_model.fastpath import (
-        FastPathOptions,
-        prepare_from_options,
-        resolve_fastpath,
-    )
+    from diamond_env.world_model.fastpath import with_fastpath
 
-    names = resolve_fastpath(opts.fastpath, wm.device)
-    if names:
-        wm = prepare_from_options(wm, FastPathOptions.from_names(names))
+    wm = with_fastpath(wm, opts.fastpath)
     identity = _world_model_identity(checkpoint)
     if opts.resume:
         _check_same_world_model(out, identity)

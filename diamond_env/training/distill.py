@@ -47,6 +47,7 @@ from diamond_env.run.progress import BudgetBar
 from diamond_env.run.runinfo import start_run
 from diamond_env.run.safe_io import InputError
 from diamond_env.training.optim import make_optimizer, optimizer_step
+from diamond_env.training.train_wm import eval_scalars
 from diamond_env.world_model.model import WorldModel
 
 _FIXED_ON_RESUME = ("teacher", "dataset", "num_steps", "batch_size", "lr", "change_weight", "seed")
@@ -280,7 +281,7 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
         results: dict[str, Any] = {}
         if opts.heldout is not None:
             results = compare_on_heldout(teacher, student, opts)
-            log.log(step, _scalars(results["student"]), kind="eval")
+            log.log(step, eval_scalars(results["student"]), kind="eval")
             atomic_write_json(run_dir / "eval_wm.json", results)
     session.finish(grad_steps=step, headline=results.get("student", {}).get("headline"))
     return results
@@ -304,12 +305,4 @@ def compare_on_heldout(
             batches=opts.eval_batches,
             num_rollouts=opts.eval_rollouts,
         )
-    return out
-
-
-def _scalars(results: dict[str, Any]) -> dict[str, float]:
-    out = {f"psnr/{h}": v for h, v in results.get("psnr", {}).items()}
-    ball = results.get("ball") or {}
-    for h, v in (ball.get("within") or {}).items():
-        out[f"ball/within_3px/{h}"] = v
     return out

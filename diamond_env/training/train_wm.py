@@ -331,7 +331,7 @@ def _train(
                 num_rollouts=opts.eval_rollouts,
                 grid_path=run_dir / "real_vs_imagined.png",
             )
-            log.log(trainer.grad_steps, _scalars(results), kind="eval")
+            log.log(trainer.grad_steps, eval_scalars(results), kind="eval")
         dist.wait_for_main()
     if not dist.is_main:
         return results
@@ -381,7 +381,7 @@ def _loop(
                     batches=2,
                     num_rollouts=max(1, opts.eval_rollouts // 2),
                 )
-                log.log(step, _scalars(results), kind="eval")
+                log.log(step, eval_scalars(results), kind="eval")
                 if opts.snapshots:
                     wm.save(run_dir / "snapshots" / f"step-{step:07d}")
             dist.wait_for_main()
@@ -394,7 +394,7 @@ def _loop(
         _save(run_dir, wm, trainer, samplers, dist)
 
 
-def _scalars(results: dict[str, Any]) -> dict[str, float]:
+def eval_scalars(results: dict[str, Any]) -> dict[str, float]:
     """The numbers of an evaluation, flattened for metrics.jsonl and TensorBoard."""
     out = {
         "denoising_loss": results["denoising_loss"],

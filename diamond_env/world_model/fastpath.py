@@ -348,6 +348,21 @@ def prepare_world_model(
     return fast
 
 
+def with_fastpath(
+    world_model: WorldModel,
+    fastpath: str | Iterable[str] | None,
+    num_envs: int | None = None,
+) -> WorldModel:
+    """``world_model`` prepared with what ``fastpath`` means on its device (:func:`resolve_fastpath`
+    for a batch of ``num_envs``); the model itself when that is nothing."""
+    names = resolve_fastpath(fastpath, world_model.device, num_envs)
+    return (
+        prepare_from_options(world_model, FastPathOptions.from_names(names))
+        if names
+        else world_model
+    )
+
+
 def prepare_from_options(world_model: WorldModel, options: FastPathOptions) -> WorldModel:
     """:func:`prepare_world_model` with the fields of ``options``."""
     return prepare_world_model(
