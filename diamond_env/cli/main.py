@@ -7,72 +7,71 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-Command = Callable[[argparse.Namespace], int]
+from diamond_env.cli.options import (
+    BenchOptions,
+    CollectOptions,
+    DatasetOptions,
+    EvaluateOptions,
+    EvalWMOptions,
+    ImportDataOptions,
+    ImportDiamondOptions,
+    PlayOptions,
+    ReportOptions,
+    VideoOptions,
+)
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
-    return value
+if TYPE_CHECKING:
+    from diamond_env.cli.demo import DemoOptions
+    from diamond_env.training.agents import TrainAgentOptions
+    from diamond_env.training.distill import DistillOptions
+    from diamond_env.training.loop import TrainOptions
+    from diamond_env.training.train_wm import TrainWMOptions
 
 
-def _cmd_collect(args: argparse.Namespace) -> int:
+def _cmd_collect(opts: CollectOptions) -> int:
     from diamond_env.data.collect import collect_until
 
     env_spec = None
-    if args.env_id is not None:
+    if opts.env_id is not None:
         from diamond_env.real_env import EnvSpec, parse_env_kwargs
 
-        if args.game is not None:
+        if opts.game is not None:
             raise ValueError("collect: give --game (an ALE game) or --env-id, not both")
-        env_spec = EnvSpec(args.env_id, parse_env_kwargs(args.env_kwargs), args.render_obs)
-        game = args.env_id
-    elif args.game is None:
+        env_spec = EnvSpec(opts.env_id, parse_env_kwargs(opts.env_kwargs), opts.render_obs)
+        game = opts.env_id
+    elif opts.game is None:
         raise ValueError("collect: give --game (an ALE game) or --env-id (any Gymnasium env)")
     else:
-        game = args.game
+        game = opts.game
     policy, epsilon = None, 0.0
-    if args.agent is not None:
+    if opts.agent is not None:
         from diamond_env.evaluation.real_game import load_collecting_agent
 
         policy = load_collecting_agent(
-            args.agent, game, seed=args.seed, trust_pickle=args.trust_pickle, env=env_spec
+            opts.agent, game, seed=opts.seed, trust_pickle=opts.trust_pickle, env=env_spec
         )
-        epsilon = args.epsilon
+        epsilon = opts.epsilon
     dataset, stats = collect_until(
-        Path(args.out),
+        Path(opts.out),
         game,
-        args.steps,
+        opts.steps,
         policy=policy,
         epsilon=epsilon,
-        num_envs=args.num_envs,
-        seed=args.seed,
-        progress=not args.quiet,
+        num_envs=opts.num_envs,
+        seed=opts.seed,
+        progress=not opts.quiet,
         env_spec=env_spec,
     )
     if stats is None:
         print(
-            f"{args.out} already holds {dataset.num_steps} steps (>= {args.steps}); nothing to do"
+            f"{opts.out} already holds {dataset.num_steps} steps (>= {opts.steps}); nothing to do"
         )
     else:
         print(
@@ -81,27 +80,27 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         )
     info = dataset.info()
     print(
-        f"dataset {args.out}: game {info['game']}, {info['num_steps']} steps, "
+        f"dataset {opts.out}: game {info['game']}, {info['num_steps']} steps, "
         f"{info['num_episodes']} episodes, reward signs {info['reward_counts']}"
     )
     return 0
 
 
-def _cmd_dataset(args: argparse.Namespace) -> int:
+def _cmd_dataset(opts: DatasetOptions) -> int:
     from diamond_env.data.dataset import INDEX_NAME
     from diamond_env.data.repair import move_orphans, rebuild_index, verify_dataset
 
-    root = Path(args.root)
-    if args.action == "repair":
+    root = Path(opts.root)
+    if opts.action == "repair":
         if not (root / INDEX_NAME).exists():
-            if not args.game:
+            if not opts.game:
                 raise ValueError(f"{root / INDEX_NAME} is missing: give --game to rebuild it")
-            dataset, skipped = rebuild_index(root, args.game)
+            dataset, skipped = rebuild_index(root, opts.game)
             print(
                 f"rebuilt {root / INDEX_NAME}: {dataset.num_episodes} episodes, "
                 f"{dataset.num_steps} steps; left out (kept on disk): {skipped or 'nothing'}"
             )
-        if args.move_orphans:
+        if opts.move_orphans:
             moved = move_orphans(root)
             print(f"moved {len(moved)} orphan file(s) to {root / 'orphans'}")
     report = verify_dataset(root)
@@ -116,44 +115,44 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
-def _cmd_eval_wm(args: argparse.Namespace) -> int:
+def _cmd_eval_wm(opts: EvalWMOptions) -> int:
     import json
 
     from diamond_env.data.dataset import EpisodeDataset
     from diamond_env.evaluation.wm_eval import evaluate_world_model
     from diamond_env.world_model.model import WorldModel
 
-    dataset = EpisodeDataset.open(args.dataset)
-    wm = WorldModel.load(args.checkpoint, device=args.device, expected_game=dataset.game)
-    if args.num_denoising_steps:
+    dataset = EpisodeDataset.open(opts.dataset)
+    wm = WorldModel.load(opts.checkpoint, device=opts.device, expected_game=dataset.game)
+    if opts.num_denoising_steps:
         wm.sampler_config = dataclasses.replace(
-            wm.sampler_config, num_steps=args.num_denoising_steps
+            wm.sampler_config, num_steps=opts.num_denoising_steps
         )
-    if args.fastpath != "plain":  # the dream's numbers on a fast path (bf16 changes them)
+    if opts.fastpath != "plain":  # the dream's numbers on a fast path (bf16 changes them)
         from diamond_env.world_model.fastpath import with_fastpath
 
-        wm = with_fastpath(wm, args.fastpath)
+        wm = with_fastpath(wm, opts.fastpath)
     data = dataset.load_all()
-    grid = Path(args.grid) if args.grid else None
+    grid = Path(opts.grid) if opts.grid else None
     results = evaluate_world_model(
         wm,
         data,
         seq_len=wm.config.loop.rew_end_seq_len,
-        seed=args.seed,
-        batches=args.batches,
-        num_rollouts=args.rollouts,
+        seed=opts.seed,
+        batches=opts.batches,
+        num_rollouts=opts.rollouts,
         grid_path=grid,
     )
     from diamond_env.evaluation.fidelity import fidelity_lines
 
     print(
         f"{dataset.game}: {data.num_steps} steps in {data.num_episodes} episodes of "
-        f"{args.dataset} (held out only if the model never trained on them)"
+        f"{opts.dataset} (held out only if the model never trained on them)"
     )
     print("\n".join(fidelity_lines(results)))
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.out}")
+    if opts.out:
+        Path(opts.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {opts.out}")
     if grid:
         print(f"wrote {grid}")
     return 0
@@ -163,49 +162,41 @@ def _csv(text: str | None, kind: type) -> list[Any] | None:
     return None if not text else [kind(item) for item in text.split(",") if item]
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
+def _cmd_bench(opts: BenchOptions) -> int:
     import json
 
     from diamond_env.cli.bench import format_results, run_bench
 
-    if args.threads:
+    if opts.threads:
         import torch
 
-        torch.set_num_threads(args.threads)
-    sections = [s for s in args.sections.split(",") if s]
+        torch.set_num_threads(opts.threads)
+    sections = [s for s in opts.sections.split(",") if s]
     results = run_bench(
-        quick=args.quick,
-        game=args.game,
+        quick=opts.quick,
+        game=opts.game,
         sections=sections,
-        device=args.device,
-        dream_presets=_csv(args.presets, str),
-        dream_num_envs=_csv(args.num_envs, int),
-        dream_min_seconds=args.cell_seconds,
+        device=opts.device,
+        dream_presets=_csv(opts.presets, str),
+        dream_num_envs=_csv(opts.num_envs, int),
+        dream_min_seconds=opts.cell_seconds,
         progress=True,
-        train_presets=_csv(args.train_presets, str),
-        fastpath=_csv(args.fastpath, str),
+        train_presets=_csv(opts.train_presets, str),
+        fastpath=_csv(opts.fastpath, str),
     )
     print(format_results(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {opts.json}")
     return 0
 
 
-def _resumable_options(cls: Any, args: argparse.Namespace) -> Any:
-    """The options of a training command; with ``--resume``, those not given are the run's own."""
-    from diamond_env.run.options import given_options, namespace_to, with_stored_options
-
-    return with_stored_options(namespace_to(cls, args), given_options(cls, args.argv))
-
-
-def _cmd_distill(args: argparse.Namespace) -> int:
+def _cmd_distill(opts: DistillOptions) -> int:
     from diamond_env.evaluation.fidelity import fidelity_lines
-    from diamond_env.training.distill import DistillOptions, distill
+    from diamond_env.training.distill import distill
 
-    opts = _resumable_options(DistillOptions, args)
-    results = distill(opts)
-    print(f"student: {Path(opts.run_dir) / 'world_model'} ({opts.num_steps} denoising steps)")
+    results = distill(opts)  # (it checks that the run directory was given)
+    print(f"student: {Path(str(opts.run_dir)) / 'world_model'} ({opts.num_steps} denoising steps)")
     for name in ("teacher", "student"):
         if name in results:
             print(f"\n## {name}\n")
@@ -213,96 +204,93 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from diamond_env.training.loop import TrainOptions, train
+def _cmd_train(opts: TrainOptions) -> int:
+    from diamond_env.training.loop import train
 
-    opts = _resumable_options(TrainOptions, args)
     result = train(opts)
     if result["finished"] and not result.get("rank", 0):  # rank 0 of a data-parallel run reports
         print(f"run: {opts.resolved_run_dir()} (agent in actor_critic/, scores in eval.json)")
     return 0
 
 
-def _cmd_train_wm(args: argparse.Namespace) -> int:
-    from diamond_env.training.train_wm import TrainWMOptions, summary_lines, train_world_model
+def _cmd_train_wm(opts: TrainWMOptions) -> int:
+    from diamond_env.training.train_wm import summary_lines, train_world_model
 
-    opts = _resumable_options(TrainWMOptions, args)
     lines = summary_lines(opts, train_world_model(opts))
     if lines:
         print("\n".join(lines))
     return 0
 
 
-def _cmd_train_agent(args: argparse.Namespace) -> int:
-    from diamond_env.training.agents import TrainAgentOptions, train_agent
+def _cmd_train_agent(opts: TrainAgentOptions) -> int:
+    from diamond_env.training.agents import train_agent
 
-    out = train_agent(_resumable_options(TrainAgentOptions, args))
+    out = train_agent(opts)
     print(f"agent: {out} (play it in the real game: diamond-env evaluate --agent {out})")
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from diamond_env.cli.demo import DemoOptions, run_demo
-    from diamond_env.run.options import namespace_to
+def _cmd_demo(opts: DemoOptions) -> int:
+    from diamond_env.cli.demo import run_demo
 
-    run_demo(namespace_to(DemoOptions, args))
+    run_demo(opts)
     return 0
 
 
-def _cmd_video(args: argparse.Namespace) -> int:
+def _cmd_video(opts: VideoOptions) -> int:
     from diamond_env.cli.video import cmd_video
 
     path = cmd_video(
-        args.checkpoint,
-        args.dataset,
-        args.out,
-        agent=args.agent,
-        horizon=args.horizon,
-        num_rollouts=args.rollouts,
-        agent_steps=args.agent_steps,
-        seed=args.seed,
-        scale=args.scale,
-        fps=args.fps,
-        device=args.device,
-        trust_pickle=args.trust_pickle,
+        opts.checkpoint,
+        opts.dataset,
+        opts.out,
+        agent=opts.agent,
+        horizon=opts.horizon,
+        num_rollouts=opts.rollouts,
+        agent_steps=opts.agent_steps,
+        seed=opts.seed,
+        scale=opts.scale,
+        fps=opts.fps,
+        device=opts.device,
+        trust_pickle=opts.trust_pickle,
     )
     print(f"wrote {path}")
     return 0
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
+def _cmd_report(opts: ReportOptions) -> int:
     from diamond_env.cli.report import write_report
 
     path = write_report(
-        args.run_dir,
-        videos=args.videos,
-        fidelity=args.fidelity,
-        seed=args.seed,
-        horizon=args.horizon,
-        agent_steps=args.agent_steps,
-        device=args.device,
+        opts.run_dir,
+        videos=opts.videos,
+        fidelity=opts.fidelity,
+        seed=opts.seed,
+        horizon=opts.horizon,
+        agent_steps=opts.agent_steps,
+        device=opts.device,
     )
     print(f"wrote {path}")
     return 0
 
 
-def _cmd_play(args: argparse.Namespace) -> int:
+def _cmd_play(opts: PlayOptions) -> int:
     from diamond_env.cli.play import KEYS_HELP, play
 
     print(KEYS_HELP)
     result = play(
-        args.checkpoint,
-        agent=args.agent,
-        real=args.real,
-        game=args.game,
-        horizon=args.horizon,
-        seed=args.seed,
-        scale=args.scale,
-        fps=args.fps,
-        device=args.device,
-        max_frames=args.max_frames,
-        record=args.record,
-        trust_pickle=args.trust_pickle,
+        opts.checkpoint,
+        agent=opts.agent,
+        real=opts.real,
+        game=opts.game,
+        horizon=opts.horizon,
+        seed=opts.seed,
+        scale=opts.scale,
+        fps=opts.fps,
+        device=opts.device,
+        max_frames=opts.max_frames,
+        record=opts.record,
+        trust_pickle=opts.trust_pickle,
     )
     print(f"{result.steps} steps, episode returns {result.returns}")
     for path in result.recorded:
@@ -310,73 +298,74 @@ def _cmd_play(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
+def _cmd_evaluate(opts: EvaluateOptions) -> int:
     from diamond_env.evaluation.real_game import cmd_evaluate
 
     cmd_evaluate(
-        args.agent,
-        args.game,
-        args.episodes,
-        args.out,
-        seed=args.seed,
-        video=args.video,
-        num_envs=args.num_envs,
-        device=args.device,
-        progress=not args.quiet,
-        deterministic=args.deterministic,
-        trust_pickle=args.trust_pickle,
-        baselines=args.baselines,
+        opts.agent,
+        opts.game,
+        opts.episodes,
+        opts.out,
+        seed=opts.seed,
+        video=opts.video,
+        num_envs=opts.num_envs,
+        device=opts.device,
+        progress=not opts.quiet,
+        deterministic=opts.deterministic,
+        trust_pickle=opts.trust_pickle,
+        baselines=opts.baselines,
     )
     return 0
 
 
-def _cmd_import_data(args: argparse.Namespace) -> int:
+def _cmd_import_data(opts: ImportDataOptions) -> int:
     from diamond_env.atari import action_meanings, canonical_game
     from diamond_env.config import IMG_SIZE
     from diamond_env.data.importing import import_episodes, minari_episodes, npz_episodes
 
-    game = canonical_game(args.game)
+    game = canonical_game(opts.game)
     meanings = action_meanings(game)
-    if (args.npz is None) == (args.minari is None):
+    if (opts.npz is None) == (opts.minari is None):
         raise ValueError("import-data: give exactly one of --npz FOLDER or --minari ID")
-    if args.npz is not None:
-        source = f"npz:{Path(args.npz).name}"
-        episodes = list(npz_episodes(Path(args.npz)))
+    if opts.npz is not None:
+        source = f"npz:{Path(opts.npz).name}"
+        episodes = list(npz_episodes(Path(opts.npz)))
     else:
-        source = f"minari:{args.minari}"
-        root = Path(args.minari_root) if args.minari_root else None
-        episodes = list(minari_episodes(args.minari, len(meanings), root))
+        assert opts.minari is not None
+        source = f"minari:{opts.minari}"
+        root = Path(opts.minari_root) if opts.minari_root else None
+        episodes = list(minari_episodes(opts.minari, len(meanings), root))
     settings = {
         "source": source,
-        "frame_skip": args.frame_skip,
-        "max_pool_last_two_frames": args.max_pool,
+        "frame_skip": opts.frame_skip,
+        "max_pool_last_two_frames": opts.max_pool,
         "size": IMG_SIZE,
         "interpolation": "area",
     }
     summary = import_episodes(
-        episodes, Path(args.out), game=game, action_meanings=meanings, settings=settings
+        episodes, Path(opts.out), game=game, action_meanings=meanings, settings=settings
     )
     print(
         f"imported {summary.episodes} episodes, {summary.steps} steps ({summary.rewards} "
-        f"rewards, {summary.life_losses} life losses) from {source} into {args.out}"
+        f"rewards, {summary.life_losses} life losses) from {source} into {opts.out}"
     )
-    print(f"train on it: diamond-env train-wm --game {game} --dataset {args.out} --preset cpu")
+    print(f"train on it: diamond-env train-wm --game {game} --dataset {opts.out} --preset cpu")
     return 0
 
 
-def _cmd_import_diamond(args: argparse.Namespace) -> int:
+def _cmd_import_diamond(opts: ImportDiamondOptions) -> int:
     from diamond_env.training.import_diamond import import_diamond
 
     result = import_diamond(
-        args.checkpoint,
-        args.game,
-        args.out,
-        context_steps=args.context_steps,
-        num_contexts=args.num_contexts,
-        context_policy=args.context_policy,
-        seed=args.seed,
-        progress=not args.quiet,
-        force=args.force,
+        opts.checkpoint,
+        opts.game,
+        opts.out,
+        context_steps=opts.context_steps,
+        num_contexts=opts.num_contexts,
+        context_policy=opts.context_policy,
+        seed=opts.seed,
+        progress=not opts.quiet,
+        force=opts.force,
     )
     print(
         f"world model ({result.config.preset} sizes, {result.num_contexts} real starting "
@@ -386,319 +375,143 @@ def _cmd_import_diamond(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_trust_pickle(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="also load a bare SB3 model.zip: SB3 unpickles it, and a crafted file runs "
-        "arbitrary code, so only for files from a source you trust",
-    )
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One ``diamond-env`` subcommand: its options dataclass (every field an option) and the
+    function that runs it on an instance of that class."""
+
+    name: str
+    help: str
+    options: str  # "module:Class", imported when the parser is built
+    run: str  # name of the function in this module (looked up at call time)
+
+    def options_class(self) -> type:
+        module, name = self.options.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+_CLI = "diamond_env.cli.options"
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "collect",
+        "play the real game (random policy or an agent) into a dataset",
+        f"{_CLI}:CollectOptions",
+        "_cmd_collect",
+    ),
+    Command(
+        "dataset",
+        "check a dataset, rebuild a lost index, set orphans aside",
+        f"{_CLI}:DatasetOptions",
+        "_cmd_dataset",
+    ),
+    Command(
+        "eval-wm",
+        "held-out fidelity of a world model on a dataset",
+        f"{_CLI}:EvalWMOptions",
+        "_cmd_eval_wm",
+    ),
+    Command(
+        "train",
+        "the full DIAMOND loop: collect, world model, agent, evaluate",
+        "diamond_env.training.loop:TrainOptions",
+        "_cmd_train",
+    ),
+    Command(
+        "train-wm",
+        "train a world model from real play (as train_wm.py)",
+        "diamond_env.training.train_wm:TrainWMOptions",
+        "_cmd_train_wm",
+    ),
+    Command(
+        "distill",
+        "a world model that dreams in fewer denoising steps, taught by another",
+        "diamond_env.training.distill:DistillOptions",
+        "_cmd_distill",
+    ),
+    Command(
+        "train-agent",
+        "train our actor-critic or an SB3 agent in a dream",
+        "diamond_env.training.agents:TrainAgentOptions",
+        "_cmd_train_agent",
+    ),
+    Command(
+        "demo",
+        "Breakout end to end on a CPU budget, with report.md",
+        "diamond_env.cli.demo:DemoOptions",
+        "_cmd_demo",
+    ),
+    Command(
+        "import-data",
+        "turn recorded episodes (.npz files or a Minari dataset) into a dataset",
+        f"{_CLI}:ImportDataOptions",
+        "_cmd_import_data",
+    ),
+    Command(
+        "import-diamond",
+        "turn a DIAMOND agent file (<Game>.pt) into a dream env and agent",
+        f"{_CLI}:ImportDiamondOptions",
+        "_cmd_import_diamond",
+    ),
+    Command(
+        "evaluate",
+        "play an agent in the real game and report its scores",
+        f"{_CLI}:EvaluateOptions",
+        "_cmd_evaluate",
+    ),
+    Command(
+        "video",
+        "real vs dreamt frames (open loop), and an agent in both",
+        f"{_CLI}:VideoOptions",
+        "_cmd_video",
+    ),
+    Command(
+        "report",
+        "report.md with plots and videos for a run directory",
+        f"{_CLI}:ReportOptions",
+        "_cmd_report",
+    ),
+    Command(
+        "play",
+        "play the dream (or the real game) with the keyboard",
+        f"{_CLI}:PlayOptions",
+        "_cmd_play",
+    ),
+    Command(
+        "bench", "measure throughput and print the figures", f"{_CLI}:BenchOptions", "_cmd_bench"
+    ),
+)
+"""Every subcommand, in the order ``--help`` lists them: the parser is built from this table."""
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``diamond-env`` parser: one subparser per :data:`COMMANDS` row, one option per field."""
+    from diamond_env.run.options import add_dataclass_arguments
+
     parser = argparse.ArgumentParser(
         prog="diamond-env",
         description="DIAMOND world models of Atari games as Gymnasium environments.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser(
-        "collect", help="play the real game (random policy or an agent) into a dataset"
-    )
-    p.add_argument("--game", default=None, help="ALE game name, e.g. Breakout")
-    p.add_argument(
-        "--env-id",
-        default=None,
-        help="instead of --game: any registered Gymnasium env with image observations "
-        "and discrete actions, e.g. CarRacing-v3",
-    )
-    p.add_argument(
-        "--env-kwargs",
-        default=None,
-        help="with --env-id: JSON kwargs of gym.make, e.g. '{\"continuous\": false}'",
-    )
-    p.add_argument(
-        "--render-obs",
-        action="store_true",
-        help="with --env-id: observe the env's rendered frames (render_mode='rgb_array'), "
-        "for envs whose observations are not images (e.g. CartPole-v1)",
-    )
-    p.add_argument(
-        "--steps",
-        type=_positive_int,
-        required=True,
-        help="collect until the dataset holds this many steps (a rerun tops it up)",
-    )
-    p.add_argument("--out", required=True, help="dataset directory (created if missing)")
-    p.add_argument("--num-envs", type=_positive_int, default=1, help="games played at once")
-    p.add_argument("--seed", type=int, default=0, help="seed of the env and the policy")
-    p.add_argument(
-        "--agent",
-        default=None,
-        help="agent directory that plays instead of the random policy (our actor-critic or an "
-        "SB3 agent, as diamond-env evaluate loads it)",
-    )
-    p.add_argument(
-        "--epsilon",
-        type=_probability,
-        default=0.01,
-        help="with --agent: share of steps played by a uniformly random action instead, so every "
-        "action is seen in every kind of state (default: DIAMOND's 0.01)",
-    )
-    p.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="with --agent: allow a bare SB3 model.zip (unpickled: runs code from the file)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_collect)
-
-    p = sub.add_parser("dataset", help="check a dataset, rebuild a lost index, set orphans aside")
-    p.add_argument(
-        "action",
-        choices=("verify", "repair"),
-        help="verify: read every part against the index, list orphan files (exit 1 "
-        "on a problem); repair: rebuild a missing index from the parts (--game) "
-        "and/or move orphans to ROOT/orphans/ (--move-orphans); nothing is deleted",
-    )
-    p.add_argument("root", help="dataset directory")
-    p.add_argument("--game", default=None, help="repair: the game, to rebuild a missing index")
-    p.add_argument("--move-orphans", action="store_true", help="repair: move orphans aside")
-    p.set_defaults(func=_cmd_dataset)
-
-    p = sub.add_parser("eval-wm", help="held-out fidelity of a world model on a dataset")
-    p.add_argument("--checkpoint", required=True, help="world-model checkpoint directory")
-    p.add_argument("--dataset", required=True, help="episode dataset (held-out play)")
-    p.add_argument("--out", default=None, help="write the figures to this JSON file")
-    p.add_argument("--grid", default=None, help="write a real-vs-imagined PNG here")
-    p.add_argument("--batches", type=_positive_int, default=8, help="batches of 32 segments")
-    p.add_argument(
-        "--rollouts",
-        type=_positive_int,
-        default=16,
-        help="open-loop rollouts of 15 steps for the PSNR figures",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument(
-        "--fastpath",
-        default="plain",
-        help="dream on a fast path, as gym.make's fastpath=: plain (default) | auto | "
-        "comma-separated names (channels_last,bf16,...): what the path costs in fidelity",
-    )
-    p.add_argument(
-        "--num-denoising-steps",
-        type=int,
-        default=0,
-        help="denoising steps per dreamt frame (0: the checkpoint's)",
-    )
-    p.set_defaults(func=_cmd_eval_wm)
-
-    from diamond_env.run.options import add_dataclass_arguments
-    from diamond_env.training.agents import TrainAgentOptions
-    from diamond_env.training.loop import TrainOptions
-
-    p = sub.add_parser("train", help="the full DIAMOND loop: collect, world model, agent, evaluate")
-    add_dataclass_arguments(p, TrainOptions)
-    p.set_defaults(func=_cmd_train)
-
-    from diamond_env.training.train_wm import TrainWMOptions
-
-    p = sub.add_parser("train-wm", help="train a world model from real play (as train_wm.py)")
-    add_dataclass_arguments(p, TrainWMOptions)
-    p.set_defaults(func=_cmd_train_wm)
-
-    from diamond_env.training.distill import DistillOptions
-
-    p = sub.add_parser(
-        "distill", help="a world model that dreams in fewer denoising steps, taught by another"
-    )
-    add_dataclass_arguments(p, DistillOptions)
-    p.set_defaults(func=_cmd_distill)
-
-    p = sub.add_parser("train-agent", help="train our actor-critic or an SB3 agent in a dream")
-    add_dataclass_arguments(p, TrainAgentOptions)
-    p.set_defaults(func=_cmd_train_agent)
-
-    from diamond_env.cli.demo import DemoOptions
-
-    p = sub.add_parser("demo", help="Breakout end to end on a CPU budget, with report.md")
-    add_dataclass_arguments(p, DemoOptions)
-    p.set_defaults(func=_cmd_demo)
-
-    p = sub.add_parser(
-        "import-data", help="turn recorded episodes (.npz files or a Minari dataset) into a dataset"
-    )
-    p.add_argument("--game", required=True, help="the ALE game the episodes are of, e.g. Breakout")
-    p.add_argument(
-        "--npz",
-        default=None,
-        help="folder of one .npz per episode (observations, actions, rewards, "
-        "terminations, truncations, optional lives)",
-    )
-    p.add_argument(
-        "--minari", default=None, help="Minari dataset id, e.g. atari/breakout/expert-v0"
-    )
-    p.add_argument(
-        "--minari-root",
-        default=None,
-        help="folder holding Minari datasets (default: $MINARI_DATASETS_PATH or "
-        "~/.minari/datasets)",
-    )
-    p.add_argument("--out", required=True, help="dataset directory (created, or appended to)")
-    p.add_argument(
-        "--frame-skip",
-        type=_positive_int,
-        default=None,
-        help="frames the source repeated each action for (recorded, not applied)",
-    )
-    p.add_argument(
-        "--max-pool",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="whether the source max-pooled the last two frames (recorded)",
-    )
-    p.set_defaults(func=_cmd_import_data)
-
-    p = sub.add_parser(
-        "import-diamond", help="turn a DIAMOND agent file (<Game>.pt) into a dream env and agent"
-    )
-    p.add_argument("--checkpoint", required=True, help="DIAMOND's .pt file, e.g. Breakout.pt")
-    p.add_argument("--game", required=True, help="the game it was trained on, e.g. Breakout")
-    p.add_argument("--out", required=True, help="writes OUT/world_model and OUT/agent")
-    p.add_argument(
-        "--context-steps",
-        type=_positive_int,
-        default=2000,
-        help="real steps played to draw starting contexts from",
-    )
-    p.add_argument(
-        "--num-contexts",
-        type=_positive_int,
-        default=256,
-        help="starting contexts kept in the world model",
-    )
-    p.add_argument(
-        "--context-policy",
-        choices=("agent", "random"),
-        default="agent",
-        help="who plays those steps: DIAMOND's actor-critic or a random policy",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--force", action="store_true", help="replace a world model, agent or import already in OUT"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_import_diamond)
-
-    p = sub.add_parser("evaluate", help="play an agent in the real game and report its scores")
-    p.add_argument("--agent", required=True, help="agent directory (train-agent's --out)")
-    p.add_argument("--game", default=None, help="game to play (default: the agent's own)")
-    p.add_argument("--episodes", type=_positive_int, default=10, help="full games to play")
-    p.add_argument("--out", default=None, help="write the scores to this JSON file")
-    p.add_argument("--video", default=None, help="record the first game (.mp4 or .gif)")
-    p.add_argument("--num-envs", type=_positive_int, default=1, help="games played at once")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--deterministic",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="argmax actions (--no-deterministic: sample); default: agent.json's "
-        "choice, else sample for our actor-critic and argmax for SB3",
-    )
-    p.add_argument(
-        "--baselines",
-        action="store_true",
-        help="also play, on the same games, the random policy and a policy blind to "
-        "the screen that takes the agent's own action shares, and print the agent's "
-        "margin over each in standard errors",
-    )
-    _add_trust_pickle(p)
-    p.set_defaults(func=_cmd_evaluate)
-
-    p = sub.add_parser("video", help="real vs dreamt frames (open loop), and an agent in both")
-    p.add_argument("--checkpoint", required=True, help="world-model checkpoint directory")
-    p.add_argument("--dataset", default=None, help="episode dataset for the open-loop clip")
-    p.add_argument("--out", required=True, help="output .mp4 or .gif")
-    p.add_argument("--agent", default=None, help="agent directory for the agent clip")
-    p.add_argument("--horizon", type=_positive_int, default=40, help="open-loop steps")
-    p.add_argument("--rollouts", type=_positive_int, default=4, help="open-loop clips side by side")
-    p.add_argument("--agent-steps", type=_positive_int, default=200, help="agent clip steps")
-    p.add_argument("--scale", type=_positive_int, default=3, help="pixel upscaling")
-    p.add_argument("--fps", type=_positive_int, default=15)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    _add_trust_pickle(p)
-    p.set_defaults(func=_cmd_video)
-
-    p = sub.add_parser("report", help="report.md with plots and videos for a run directory")
-    p.add_argument("--run-dir", required=True, help="a train_wm.py or diamond-env train run")
-    p.add_argument(
-        "--videos",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="make the real-vs-dream GIFs when missing",
-    )
-    p.add_argument(
-        "--fidelity",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="compute world-model fidelity when the run has none",
-    )
-    p.add_argument("--horizon", type=_positive_int, default=30)
-    p.add_argument("--agent-steps", type=_positive_int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=_cmd_report)
-
-    p = sub.add_parser("play", help="play the dream (or the real game) with the keyboard")
-    p.add_argument("--checkpoint", default=None, help="world-model checkpoint directory")
-    p.add_argument("--agent", default=None, help="agent directory ('m' toggles agent control)")
-    p.add_argument("--real", action="store_true", help="play the real game instead")
-    p.add_argument("--game", default=None, help="game (default: the checkpoint's)")
-    p.add_argument("--horizon", type=_positive_int, default=1000, help="dream steps per episode")
-    p.add_argument("--scale", type=_positive_int, default=8, help="window pixels per frame pixel")
-    p.add_argument("--fps", type=_positive_int, default=15)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames")
-    p.add_argument("--record", default=None, help="save each episode (npz + gif) in this folder")
-    _add_trust_pickle(p)
-    p.set_defaults(func=_cmd_play)
-
-    p = sub.add_parser("bench", help="measure throughput and print the figures")
-    p.add_argument("--quick", action="store_true", help="short measurements (a few minutes)")
-    p.add_argument("--game", default="Breakout", help="game for the real-env figures")
-    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    p.add_argument(
-        "--sections",
-        default="collection,ale_env,dream,train,imagination",
-        help="comma-separated subset of collection,ale_env,dream,train,imagination (default: all;"
-        " the projection needs train and imagination)",
-    )
-    p.add_argument(
-        "--train-presets", default=None, help="presets of the train and imagination sections"
-    )
-    p.add_argument(
-        "--fastpath",
-        default=None,
-        help="dream with these options on vs off in one run: channels_last,bf16,fp16,compile,"
-        "inference_mode,cuda_graphs",
-    )
-    p.add_argument("--presets", default=None, help="dream presets, e.g. tiny,small,paper")
-    p.add_argument("--num-envs", default=None, help="dream batch sizes, e.g. 1,8,32,128")
-    p.add_argument(
-        "--cell-seconds",
-        type=float,
-        default=None,
-        help="time per dream measurement (default: 3 quick, 10 full)",
-    )
-    p.add_argument("--device", default="cpu", help="torch device of the dream: cpu | cuda")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.set_defaults(func=_cmd_bench)
+    for command in COMMANDS:
+        add_dataclass_arguments(
+            sub.add_parser(command.name, help=command.help), command.options_class()
+        )
     return parser
+
+
+def parse_command(argv: Sequence[str] | None) -> tuple[Command, Any]:
+    """The command ``argv`` names and its options; a resumed run takes the options not given
+    from its stored ones (:func:`diamond_env.run.options.with_stored_options`)."""
+    from diamond_env.run.options import given_options, namespace_to, with_stored_options
+
+    ns = build_parser().parse_args(argv)
+    command = next(c for c in COMMANDS if c.name == ns.command)
+    cls = command.options_class()
+    opts: Any = namespace_to(cls, ns)
+    if getattr(opts, "resume", False):  # (a damaged stored file is an InputError)
+        given = given_options(cls, list(sys.argv[1:] if argv is None else argv)[1:])
+        opts = with_stored_options(opts, given)
+    return command, opts
 
 
 DATA_PARALLEL = ("train-wm", "train")
@@ -735,22 +548,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = argv  # which options were given (a resumed run takes the others from its files)
-    func: Command = args.func
-    from diamond_env.devices import tune_allocator
     from diamond_env.run.safe_io import InputError
+
+    try:
+        command, opts = parse_command(argv)
+    except InputError as err:  # a resumed run's stored options are unreadable
+        words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+        print(f"diamond-env {words[0]}: error: {err}", file=sys.stderr)
+        return 2
+    from diamond_env.devices import tune_allocator
     from diamond_env.training.distributed import launched_by_torchrun
 
     try:
         several = launched_by_torchrun()
     except InputError as err:
-        print(f"diamond-env {args.command}: error: {err}", file=sys.stderr)
+        print(f"diamond-env {command.name}: error: {err}", file=sys.stderr)
         return 2
-    if several and args.command not in DATA_PARALLEL:
+    if several and command.name not in DATA_PARALLEL:
         print(
-            f"diamond-env {args.command}: error: launched as one of {os.environ['WORLD_SIZE']} "
+            f"diamond-env {command.name}: error: launched as one of {os.environ['WORLD_SIZE']} "
             f"processes (torchrun), but only {' and '.join(DATA_PARALLEL)} run data-parallel; "
             "run it as one process",
             file=sys.stderr,
@@ -758,14 +574,14 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     tune_allocator()  # this process is ours: keep large freed blocks (diamond_env/devices.py)
     try:
-        return func(args)
+        return int(globals()[command.run](opts))
     except (
         ValueError,  # InputError (our refusals of files, names and values) is one
         FileNotFoundError,
         FileExistsError,
         ConnectionError,  # a data-parallel run lost one of its processes
     ) as err:  # a refusal: one line; anything else is a bug and keeps its traceback
-        print(f"diamond-env {args.command}: error: {err}", file=sys.stderr)
+        print(f"diamond-env {command.name}: error: {err}", file=sys.stderr)
         return 2
 
 

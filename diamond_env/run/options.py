@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -21,9 +21,45 @@ from diamond_env.run.safe_io import InputError
 T = TypeVar("T")
 
 
-def opt(default: Any, help: str) -> Any:
-    """A dataclass field with a default and a help text."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def opt(
+    default: Any,
+    help: str,
+    *,
+    parse: Callable[[str], Any] | None = None,
+    choices: Sequence[str] | None = None,
+    positional: bool = False,
+) -> Any:
+    """A dataclass field with a default and a help text; for the command line, ``parse`` turns
+    the text into the value (default: the field's type), ``choices`` lists the accepted values
+    and ``positional`` makes it an argument without ``--``."""
+    metadata: dict[str, Any] = {"help": help, "positional": positional}
+    if parse is not None:
+        metadata["parse"] = parse
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def positive_int(text: str) -> int:
+    """``argparse`` type: an integer > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def probability(text: str) -> float:
+    """``argparse`` type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
 
 
 def _base_type(annotation: Any) -> Any:
@@ -44,8 +80,12 @@ def add_dataclass_arguments(
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
-        kind = _base_type(hints[f.name])
-        if kind is bool:
+        kind = f.metadata.get("parse") or _base_type(hints[f.name])
+        choices = f.metadata.get("choices")
+        if f.metadata.get("positional"):
+            if defaults:  # (given_options asks only for --options)
+                parser.add_argument(f.name, type=kind, choices=choices, help=help_text)
+        elif kind is bool:
             default = f.default if defaults else argparse.SUPPRESS
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
@@ -57,9 +97,14 @@ def add_dataclass_arguments(
             parser.add_argument(
                 flag,
                 type=kind,
+                choices=choices,
                 required=required,
                 default=default if defaults else argparse.SUPPRESS,
-                help=f"{help_text} (default: {default})",
+                help=f"{help_text} (required)"
+                if required
+                else help_text
+                if default is None
+                else f"{help_text} (default: {default})",
             )
 
 
