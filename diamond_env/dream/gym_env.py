@@ -96,7 +96,59 @@ def keys_to_action(meanings: list[str]) -> dict[tuple[str, ...], int]:
     return mapping
 
 
-class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
+class _OneSimulator:
+    """What both Gymnasium faces share: one simulator, its world model, the game's actions and
+    keys, an optional window, and closing."""
+
+    simulator: DreamSimulator
+    render_mode: str | None
+    _window: HumanWindow | None = None
+
+    def _open(
+        self,
+        game: str | None,
+        num_envs: int,
+        checkpoint: str | os.PathLike[str] | None,
+        world_model: WorldModel | None,
+        render_mode: str | None,
+        settings: DreamSettings,
+        *,
+        autoreset: bool,
+    ) -> None:
+        self.render_mode = check_render_mode(render_mode)
+        self.simulator = make_simulator(
+            game,
+            num_envs,
+            checkpoint=checkpoint,
+            world_model=world_model,
+            settings=settings,
+            autoreset=autoreset,
+        )
+        self._window = _window_for(self.render_mode, self.simulator.world_model.game)
+
+    @property
+    def world_model(self) -> WorldModel:
+        return self.simulator.world_model
+
+    def get_action_meanings(self) -> list[str]:
+        """The game's minimal action set, like ALE's ``get_action_meanings()``."""
+        return self.simulator.action_meanings
+
+    def get_keys_to_action(self) -> dict[tuple[str, ...], int]:
+        """Keyboard mapping for ``gymnasium.utils.play``, as ALE's (see :func:`keys_to_action`)."""
+        return keys_to_action(self.simulator.action_meanings)
+
+    def _close_simulator(self) -> None:
+        if self._window is not None:
+            self._window.close()
+        self.simulator.close()
+
+    def _show(self) -> None:
+        if self._window is not None:
+            self._window.show(frames_to_numpy(self.simulator.obs))
+
+
+class DreamVectorEnv(_OneSimulator, VectorEnv):  # type: ignore[type-arg]
     """``num_envs`` dream games of ``game`` over one world model (``gym.make_vec``'s entry point).
 
     Args:
@@ -143,7 +195,6 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
         world_model: WorldModel | None = None,
         fastpath: str | Sequence[str] | None = "auto",
     ) -> None:
-        self.render_mode = check_render_mode(render_mode)
         settings = DreamSettings(
             horizon=horizon,
             max_episode_steps=max_episode_steps,
@@ -153,10 +204,7 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
             fastpath=fastpath,
             device=device,
         )
-        self.simulator = make_simulator(
-            game, num_envs, checkpoint=checkpoint, world_model=world_model, settings=settings
-        )
-        self._window = _window_for(self.render_mode, self.simulator.world_model.game)
+        self._open(game, num_envs, checkpoint, world_model, render_mode, settings, autoreset=True)
         self.metadata = {
             "autoreset_mode": AutoresetMode.SAME_STEP,
             "render_modes": list(RENDER_MODES),
@@ -168,24 +216,10 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
-    @property
-    def world_model(self) -> WorldModel:
-        return self.simulator.world_model
-
-    def get_action_meanings(self) -> list[str]:
-        """The game's minimal action set, like ALE's ``get_action_meanings()``."""
-        return self.simulator.action_meanings
-
-    def get_keys_to_action(self) -> dict[tuple[str, ...], int]:
-        """Keyboard mapping for ``gymnasium.utils.play``, as ALE's (see :func:`keys_to_action`)."""
-        return keys_to_action(self.simulator.action_meanings)
-
     def close_extras(self, **kwargs: Any) -> None:
         """Free the simulator's buffers (and close the window); a later ``reset``/``step`` raises
         ``RuntimeError``."""
-        if self._window is not None:
-            self._window.close()
-        self.simulator.close()
+        self._close_simulator()
 
     def reset(
         self,
@@ -254,12 +288,8 @@ class DreamVectorEnv(VectorEnv):  # type: ignore[type-arg]
             return None
         return tuple(frames_to_numpy(self.simulator.obs))
 
-    def _show(self) -> None:
-        if self._window is not None:
-            self._window.show(frames_to_numpy(self.simulator.obs))
 
-
-class DreamEnv(gym.Env):  # type: ignore[type-arg]
+class DreamEnv(_OneSimulator, gym.Env):  # type: ignore[type-arg]
     """One dream game (``gym.make``'s entry point): the same simulator with ``num_envs = 1``.
 
     Same arguments as :class:`DreamVectorEnv` without ``num_envs``. Observations uint8
@@ -286,7 +316,6 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
         world_model: WorldModel | None = None,
         fastpath: str | Sequence[str] | None = "auto",
     ) -> None:
-        self.render_mode = check_render_mode(render_mode)
         settings = DreamSettings(
             horizon=horizon,
             max_episode_steps=max_episode_steps,
@@ -296,36 +325,15 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
             fastpath=fastpath,
             device=device,
         )
-        self.simulator = make_simulator(
-            game,
-            1,
-            checkpoint=checkpoint,
-            world_model=world_model,
-            settings=settings,
-            autoreset=False,  # a single env resets when its caller says so
-        )
-        self._window = _window_for(self.render_mode, self.simulator.world_model.game)
+        # a single env resets when its caller says so
+        self._open(game, 1, checkpoint, world_model, render_mode, settings, autoreset=False)
         self.metadata = {"render_modes": list(RENDER_MODES), "render_fps": RENDER_FPS}
         self.observation_space, self.action_space = single_spaces(self.simulator)
-
-    @property
-    def world_model(self) -> WorldModel:
-        return self.simulator.world_model
-
-    def get_action_meanings(self) -> list[str]:
-        """The game's minimal action set, like ALE's ``get_action_meanings()``."""
-        return self.simulator.action_meanings
-
-    def get_keys_to_action(self) -> dict[tuple[str, ...], int]:
-        """Keyboard mapping for ``gymnasium.utils.play``, as ALE's (see :func:`keys_to_action`)."""
-        return keys_to_action(self.simulator.action_meanings)
 
     def close(self) -> None:
         """Free the simulator's buffers (and close the window); a later ``reset``/``step`` raises
         ``RuntimeError``."""
-        if self._window is not None:
-            self._window.close()
-        self.simulator.close()
+        self._close_simulator()
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -339,8 +347,7 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
                 f"options: unknown keys {unknown}; expected a subset of ['context_index']"
             )
         obs = self.simulator.reset(seed=seed, context_index=[options.get("context_index")])
-        if self._window is not None:
-            self._window.show(frames_to_numpy(obs))
+        self._show()
         return frames_to_numpy(obs)[0], {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -353,8 +360,7 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
         if not 0 <= int(action) < n:
             raise ValueError(f"action: expected an int in [0, {n}), got {int(action)}")
         out = self.simulator.step(torch.tensor([int(action)], dtype=torch.int64))
-        if self._window is not None:
-            self._window.show(frames_to_numpy(out.final_obs))
+        self._show()  # (without autoreset the simulator's frame is the one stepped to)
         obs = frames_to_numpy(out.final_obs)[0]
         return obs, float(out.reward[0]), bool(out.terminated[0]), bool(out.truncated[0]), {}
 
@@ -365,6 +371,6 @@ class DreamEnv(gym.Env):  # type: ignore[type-arg]
             gym.logger.warn("render() called without render_mode; pass render_mode='rgb_array'")
             return None
         if self._window is not None:
-            self._window.show(frames_to_numpy(self.simulator.obs))
+            self._show()
             return None
         return frames_to_numpy(self.simulator.obs)[0]
