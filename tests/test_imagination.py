@@ -150,24 +150,24 @@ def test_replay_contexts_follow_recency_and_pad_with_zero() -> None:
     episodes = [coded_episode(e, 6, side=64, life_loss_at=(2,)) for e in range(4)]
     data = FlatData.from_episodes(episodes)  # 8 lives of 3 steps
     source = ReplayContexts(data, 4, (0.1, 0.1, 0.1, 0.7), "cpu", preload=32, seed=0)
-    obs, act = source(20)
+    obs, act = source.take(20)
     assert obs.shape == (20, 4, 3, 64, 64) and act.shape == (20, 4)
     assert (act[:, -1] == 0).all()  # the agent's slot
     padded = (obs == 0.0).flatten(2).all(-1)
     assert padded[:, 0].all() and not padded[:, -1].any()  # lives of 3 steps: left padding
-    rest, _ = source(12)  # what is left of the 32 preloaded
+    rest, _ = source.take(12)  # what is left of the 32 preloaded
     assert source._cursor == 32
-    again, _ = source(1)  # exhausted: a fresh set is drawn
+    again, _ = source.take(1)  # exhausted: a fresh set is drawn
     assert source._cursor == 1
     state = source.state_dict()
     path = torch.save(state, buffer := __import__("io").BytesIO())
     buffer.seek(0)
     copy = ReplayContexts(data, 4, (0.1, 0.1, 0.1, 0.7), "cpu", preload=32, seed=9)
     copy.load_state_dict(torch.load(buffer, weights_only=True))
-    assert torch.equal(copy(5)[0], source(5)[0])
+    assert torch.equal(copy.take(5)[0], source.take(5)[0])
     assert path is None
     # the last quarter of the lives (the two newest) gets 70 % of the draws
     many = ReplayContexts(data, 4, (0.1, 0.1, 0.1, 0.7), "cpu", preload=4000, seed=1)
-    frames, _ = many(4000)
+    frames, _ = many.take(4000)
     game = ((frames[:, -1, 0, 1, 1] + 1) * 127.5).round().long() - 1  # channel 0 codes the game
     assert abs(float((game == 3).float().mean()) - 0.7) < 0.03

@@ -68,6 +68,36 @@ def test_reset_starts_from_bank_contexts_and_burns_in() -> None:
     assert sim.elapsed_steps.tolist() == [0, 0, 0]
 
 
+def test_a_context_source_serves_draws_and_the_bank_serves_chosen_starts() -> None:
+    """Any ContextSource replaces the bank's draws; ``context_index`` still picks bank entries,
+    and the per-env draws are made either way."""
+    from fake_world_model import make_bank
+
+    from diamond_env.dream.contexts import BankContexts
+
+    other = BankContexts(make_bank(7), torch.device("cpu"))
+    calls: list[int] = []
+
+    class Source:
+        def draw(self, uniforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            calls.append(len(uniforms))
+            return other.at(torch.full((len(uniforms),), 6))  # always entry 6 of another bank
+
+    sim = DreamSimulator(FakeWorldModel(num_contexts=5), 3, seed=0, context_source=Source())
+    obs = sim.reset(context_index=[None, 1, None])
+    assert calls == [3]
+    assert level(obs).tolist() == [CONTEXT_STRIDE * k + 3 for k in (6, 1, 6)]
+    assert sim._counters.tolist() == [1, 1, 1]
+
+    class Wrong:
+        def draw(self, uniforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return other.at(torch.zeros(len(uniforms) + 1, dtype=torch.int64))
+
+    sim = DreamSimulator(FakeWorldModel(num_contexts=5), 2, seed=0, context_source=Wrong())
+    with pytest.raises(ValueError, match="context_source: expected frames"):
+        sim.reset()
+
+
 def test_step_rolls_context_and_follows_model() -> None:
     wm = FakeWorldModel(terminate_after=100)
     sim = DreamSimulator(wm, 2, seed=5, horizon=50)

@@ -22,15 +22,15 @@ from __future__ import annotations
 import dataclasses
 import operator
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
 import torch
 
 from diamond_env.config import IMG_SIZE, Config, SamplerConfig
 from diamond_env.dream import keyed_random
+from diamond_env.dream.contexts import BankContexts, ContextSource
 from diamond_env.dream.settings import REWARD_MODES, SAMPLERS, DreamSettings
-from diamond_env.frames import to_model
 from diamond_env.models.rew_end import LstmState
 from diamond_env.run.checkpoint import resolve_device
 from diamond_env.run.paths import resolve_checkpoint
@@ -39,10 +39,6 @@ from diamond_env.world_model.model import WorldModel
 MAX_SEED = 2**63
 """Seeds must fit torch's generators (a signed 64-bit integer)."""
 SeedArg = int | Sequence[int | None] | None
-
-ContextSource = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
-"""``source(n)`` -> ``n`` starting contexts: frames float ``(n, L, C, H, W)`` in [-1, 1] (padding
-allowed, e.g. 0.0 before an episode's start) and actions int64 ``(n, L)``, on the sim's device."""
 
 
 class SimStep(NamedTuple):
@@ -142,8 +138,8 @@ class DreamSimulator:
         autoreset: reset ended envs inside :meth:`step` (False: they keep dreaming until the
             caller resets them, as a single Gymnasium env does).
         context_source: where (re)starts take their contexts from instead of the world model's
-            bank (e.g. recency-weighted draws from the replay, as DIAMOND's training does); its
-            draws are its own, so the per-env streams stay as they are.
+            bank (:mod:`diamond_env.dream.contexts`; e.g. recency-weighted draws from the replay,
+            as DIAMOND's training does). ``reset(context_index=...)`` always picks from the bank.
     """
 
     def __init__(
@@ -160,7 +156,6 @@ class DreamSimulator:
         autoreset: bool = True,
         context_source: ContextSource | None = None,
     ) -> None:
-        self.context_source = context_source
         self.num_envs = _check_int("num_envs", num_envs, 1)
         self.horizon = _check_int("horizon", horizon, 1)
         if reward_mode not in REWARD_MODES:
@@ -181,16 +176,10 @@ class DreamSimulator:
         self.sampler_config = sampler_config(
             world_model.config.sampler, num_denoising_steps, sampler
         )
-        bank = world_model.contexts
-        if bank.obs.ndim != 5 or bank.obs.shape[0] == 0:
-            raise ValueError(
-                f"world_model.contexts: expected at least one starting context (K, L, H, W, 3), "
-                f"got obs of shape {tuple(bank.obs.shape)}"
-            )
-        self._bank_obs = bank.obs.to(self.device)  # uint8 (K, L, H, W, C)
-        self._bank_act = bank.act.to(self.device, torch.int64)  # (K, L)
-        self.num_contexts, self.num_context, height, width, channels = bank.obs.shape
-        self.frame_shape: tuple[int, int, int] = (channels, height, width)
+        self.bank = BankContexts(world_model.contexts, self.device)
+        self.contexts: ContextSource = self.bank if context_source is None else context_source
+        self.num_contexts, self.num_context = len(self.bank), self.bank.num_context
+        self.frame_shape: tuple[int, int, int] = self.bank.frame_shape
         self._keys = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
         self._counters = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
         self._churn_generator = torch.Generator(device=self.device)
@@ -273,25 +262,29 @@ class DreamSimulator:
             raise ValueError("mask: the first reset must reset every env (all True)")
         if seed is not None:
             self._seed_envs(self._per_env_seeds(seed), envs)
-        indices = self._draw_contexts(envs)
-        if context_index is not None:
-            indices = self._apply_context_index(indices, envs, context_index)
-        self._start(envs, *self._contexts(indices))
+        chosen = None if context_index is None else self._chosen(envs, context_index)
+        self._start(envs, *self._contexts(self._draw_uniforms(envs), chosen))
         return self.obs
 
-    def _contexts(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frames (M, L, C, H, W) float and actions (M, L) of the contexts to start from: bank
-        entries ``indices``, or ``len(indices)`` draws of the context source."""
-        if self.context_source is None:
-            return to_model(self._bank_obs[indices]), self._bank_act[indices]
-        obs, act = self.context_source(len(indices))
-        expected = (len(indices), self.num_context, *self.frame_shape)
+    def _contexts(
+        self, uniforms: torch.Tensor, chosen: list[int | None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames (M, L, C, H, W) float and actions (M, L) of the contexts to start from: the
+        source's draws for ``uniforms`` (M,), with bank entries where ``chosen`` names one."""
+        obs, act = self.contexts.draw(uniforms)
+        expected = (len(uniforms), self.num_context, *self.frame_shape)
         if tuple(obs.shape) != expected or tuple(act.shape) != expected[:2]:
             raise ValueError(
                 f"context_source: expected frames {expected} and actions {expected[:2]}, got "
                 f"{tuple(obs.shape)} and {tuple(act.shape)}"
             )
-        return obs.to(self.device, torch.float32), act.to(self.device, torch.int64)
+        obs, act = obs.to(self.device, torch.float32), act.to(self.device, torch.int64)
+        rows = [j for j, k in enumerate(chosen or []) if k is not None]
+        if rows:
+            picked = torch.tensor([chosen[j] for j in rows], device=self.device)  # type: ignore[index]
+            index = torch.tensor(rows, device=self.device)
+            obs[index], act[index] = self.bank.at(picked)
+        return obs, act
 
     def _per_env_seeds(self, seed: SeedArg) -> list[int | None]:
         if isinstance(seed, int) and not isinstance(seed, bool):
@@ -338,15 +331,14 @@ class DreamSimulator:
             raise ValueError("mask: expected at least one True entry, got none")
         return envs
 
-    def _apply_context_index(
-        self, indices: torch.Tensor, envs: list[int], context_index: Sequence[int | None]
-    ) -> torch.Tensor:
+    def _chosen(self, envs: list[int], context_index: Sequence[int | None]) -> list[int | None]:
+        """The bank entry (or None: a draw) each env in ``envs`` starts from."""
         if len(context_index) != self.num_envs:
             raise ValueError(
                 f"context_index: expected {self.num_envs} entries (int or None), "
                 f"got {len(context_index)}"
             )
-        chosen = indices.clone()
+        chosen: list[int | None] = [None] * len(envs)
         for j, i in enumerate(envs):
             k = context_index[i]
             if k is None:
@@ -362,12 +354,13 @@ class DreamSimulator:
             chosen[j] = value
         return chosen
 
-    def _draw_contexts(self, envs: Sequence[int]) -> torch.Tensor:
-        """One starting-context index per env in ``envs``, each from that env's next draw."""
+    def _draw_uniforms(self, envs: Sequence[int]) -> torch.Tensor:
+        """One uniform in [0, 1) per env in ``envs``, each that env's next draw (the context
+        source turns it into a start; made whether or not it is used, so streams never shift)."""
         rows = torch.tensor(list(envs), device=self.device)
         u = keyed_random.uniform(self._keys[rows], self._counters[rows], 1)[:, 0]
         self._counters[rows] += 1
-        return (u * self.num_contexts).long().clamp_(max=self.num_contexts - 1)
+        return u
 
     def _start(self, envs: list[int], obs: torch.Tensor, act: torch.Tensor) -> None:
         """Load contexts (frames (M, L, C, H, W), actions (M, L)) into envs ``envs`` (M) and burn
@@ -426,7 +419,7 @@ class DreamSimulator:
         self._elapsed = elapsed
         ended = [i for i, d in enumerate(host[1:]) if d]
         if self.autoreset and ended:
-            self._start(ended, *self._contexts(self._draw_contexts(ended)))
+            self._start(ended, *self._contexts(self._draw_uniforms(ended)))
         return SimStep(self.obs, reward, terminated, truncated, next_obs)
 
     def state_dict(self) -> dict[str, Any]:

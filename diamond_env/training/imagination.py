@@ -30,7 +30,8 @@ import torch
 from diamond_env.config import Config
 from diamond_env.data.episode import FlatData
 from diamond_env.data.segments import Segment, SegmentSampler, to_torch
-from diamond_env.dream.simulator import ContextSource, DreamSimulator
+from diamond_env.dream.contexts import ContextSource
+from diamond_env.dream.simulator import DreamSimulator
 from diamond_env.models.actor_critic import ActorCritic, State
 from diamond_env.training.distributed import Distributed
 from diamond_env.training.optim import make_optimizer, optimizer_step
@@ -101,7 +102,12 @@ class ReplayContexts:
         """Draw from ``data`` from the next preload on (the current set is served first)."""
         self.sampler.update(data)
 
-    def __call__(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(self, uniforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:class:`~diamond_env.dream.contexts.ContextSource`: ``len(uniforms)`` contexts from this
+        source's own recency-weighted draws (the uniforms are not used)."""
+        return self.take(len(uniforms))
+
+    def take(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` contexts: frames float (n, L, 3, H, W) (padding 0.0) and actions int64 (n, L),
         the last action slot 0 (the agent's action goes there)."""
         if self._segment is None or self._cursor + n > len(self._segment.episode):
