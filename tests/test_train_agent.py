@@ -192,3 +192,33 @@ def test_sb3_saves_periodically_and_resumes_in_the_same_world_model_only(
     capsys.readouterr()
     assert main([*base[:2], str(other), *base[3:], "--steps", "1536", "--resume"]) == 2
     assert "their weights differ" in capsys.readouterr().err
+
+
+def test_dreams_can_start_from_a_dataset(
+    tiny_checkpoint: Path,
+    breakout_dataset: object,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--contexts DATASET`` replaces the checkpoint's 8 stored contexts by windows of real play
+    from the dataset (here up to 50), for this run only."""
+    import torch
+
+    from diamond_env.training import agents
+    from diamond_env.world_model.model import WorldModel
+
+    seen: list[WorldModel] = []
+    monkeypatch.setattr(agents, "_train_sb3", lambda opts, wm, out: seen.append(wm))
+    root = str(breakout_dataset.root)  # type: ignore[attr-defined]
+    base = ["train-agent", "--checkpoint", str(tiny_checkpoint), "--algo", "ppo", "--no-progress"]
+    assert (
+        main([*base, "--out", str(tmp_path / "a"), "--contexts", root, "--num-contexts", "50"]) == 0
+    )
+    bank = seen[0].contexts
+    assert len(bank) == 50 and len(WorldModel.load(tiny_checkpoint).contexts) == 8
+    frames = torch.from_numpy(breakout_dataset.load_all().obs)  # type: ignore[attr-defined]
+    first = bank.obs[:, 0].flatten(1)
+    assert all(bool((frames.flatten(1) == row).all(1).any()) for row in first[:5])  # real frames
+    assert main([*base, "--out", str(tmp_path / "b"), "--contexts", str(tmp_path / "none")]) == 2
+    assert "error" in capsys.readouterr().err

@@ -50,7 +50,7 @@ from diamond_env.run.safe_io import (
     read_regular,
 )
 from diamond_env.training.imagination import ImaginationTrainer
-from diamond_env.world_model.model import WorldModel
+from diamond_env.world_model.model import ContextBank, WorldModel
 
 ALGOS = ("actor-critic", "ppo", "a2c", "dqn")
 
@@ -107,6 +107,12 @@ class TrainAgentOptions:
         "dream speed options: auto (measured per device) | plain | comma-separated "
         "names from channels_last,bf16,fp16,inference_mode,compile,cuda_graphs",
     )
+    contexts: str | None = opt(
+        None,
+        "dataset of real play whose windows the dreams start from instead of the checkpoint's "
+        "stored contexts (e.g. the world model's training data: many more starting states)",
+    )
+    num_contexts: int = opt(4096, "with --contexts: windows drawn from it (at most)")
     resume: bool = opt(False, "continue the run in --out (same world model)")
     progress: bool = opt(True, "show a progress bar")
 
@@ -118,7 +124,7 @@ class TrainAgentOptions:
         if self.algo not in ALGOS:
             raise ValueError(f"algo: expected one of {list(ALGOS)}, got {self.algo!r}")
         resolve_device(self.device)
-        for name in ("steps", "num_envs", "n_stack", "horizon", "save_every"):
+        for name in ("steps", "num_envs", "n_stack", "horizon", "save_every", "num_contexts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)}")
         if self.num_denoising_steps < 0:
@@ -143,6 +149,8 @@ def train_agent(opts: TrainAgentOptions) -> Path:
     from diamond_env.world_model.fastpath import with_fastpath
 
     wm = with_fastpath(wm, opts.fastpath)
+    if opts.contexts is not None:  # (the model is this run's copy; it is never saved)
+        wm.contexts = _contexts_from(opts.contexts, wm, opts.num_contexts, opts.seed)
     identity = _world_model_identity(checkpoint)
     if opts.resume:
         _check_same_world_model(out, identity)
@@ -160,6 +168,21 @@ def train_agent(opts: TrainAgentOptions) -> Path:
 
 
 WORLD_MODEL_ID = "world_model_id.json"
+
+
+def _contexts_from(dataset: str, wm: WorldModel, num_contexts: int, seed: int) -> ContextBank:
+    """Up to ``num_contexts`` starting contexts (windows inside one life) from ``dataset``, which
+    must be of ``wm``'s game."""
+    from diamond_env.data.dataset import EpisodeDataset
+    from diamond_env.training.wm_trainer import build_context_bank
+
+    data = EpisodeDataset.open(dataset)
+    if data.game != wm.game:
+        raise InputError(f"--contexts {dataset}: a dataset of {data.game}, not of {wm.game}")
+    rng = np.random.default_rng(seed)
+    bank = build_context_bank(data.load_all(), num_contexts, wm.config.denoiser.num_context, rng)
+    bank.validate(wm.config.denoiser.num_context, wm.num_actions)
+    return bank
 
 
 def _world_model_identity(checkpoint: Path) -> dict[str, Any]:
