@@ -613,3 +613,21 @@ def test_refusals_stay_small_in_memory(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr[-2000:]
     peak_mb = int(done.stdout.strip().splitlines()[-1]) / 1024
     assert peak_mb < 1024, peak_mb
+
+
+def test_metrics_lines_that_are_not_records_are_skipped(tmp_path: Path) -> None:
+    """metrics.jsonl is read through the checked JSON parser: a list, a deeply nested line, a NaN
+    or a cut line is passed over, never a crash."""
+    from diamond_env.run.metrics import read_metrics
+
+    lines = [
+        '{"kind": "train", "step": 1}',
+        "[1, 2, 3]",
+        "[" * 10_000 + "]" * 10_000,
+        '{"kind": "train", "step": NaN}',
+        '{"kind": "eval", "step": 2}',
+        '{"kind": "tra',
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines))
+    assert read_metrics(tmp_path) == [{"kind": "train", "step": 1}, {"kind": "eval", "step": 2}]
+    assert read_metrics(tmp_path, "eval") == [{"kind": "eval", "step": 2}]

@@ -449,7 +449,7 @@ class EpisodeDataset:
         if self._lock is not None:
             return
         key = _take_writer_lock(self.root)
-        on_disk = json.loads((self.root / INDEX_NAME).read_text())
+        on_disk = read_json(self.root / INDEX_NAME, max_bytes=INDEX_MAX_BYTES)
         if (on_disk["num_steps"], len(on_disk["episodes"])) != (self.num_steps, self.num_episodes):
             _release_writer_lock(key)
             raise DatasetCorruptError(

@@ -42,8 +42,8 @@ from diamond_env.data.collect import Policy, RandomPolicy
 from diamond_env.evaluation.agent_files import load_sb3_policy, sb3_algorithms
 from diamond_env.models.actor_critic import CONFIG_FILE, ActorCritic, State
 from diamond_env.real_env import EnvSpec, PixelVectorEnv
-from diamond_env.run.checkpoint import atomic_write_json, read_json_object
-from diamond_env.run.safe_io import confined
+from diamond_env.run.checkpoint import atomic_write_json
+from diamond_env.run.safe_io import confined, read_json
 
 __all__ = ["ActionFrequencyPolicy", "ActorCriticPolicy", "EvalResult", "FrameStacker"]
 __all__ += ["RandomPolicy", "SB3Policy", "baseline_margins", "cmd_evaluate", "evaluate"]
@@ -612,7 +612,7 @@ def load_agent(
 
 
 def _read_agent_json(path: Path) -> dict[str, Any]:
-    return read_json_object(path) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def _load_sb3_model(root: Path, meta: dict[str, Any], device: str | torch.device) -> Any:

@@ -60,13 +60,6 @@ def read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tenso
         raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
 
 
-def read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON file holding an object, bounded in size and nesting (:func:`read_json`);
-    ``InputError`` (a ``ValueError``) naming ``path`` otherwise."""
-    data: dict[str, Any] = read_json(path)
-    return data
-
-
 def atomic_write(path: Path, write: Callable[[Path], object], *, suffix: str = ".tmp") -> None:
     """The one way this package writes a file: ``write(tmp_path)`` on a temporary file beside
     ``path`` (ending in ``suffix``, for writers that choose a format by it), fsync it, rename it

@@ -9,6 +9,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from diamond_env.run.safe_io import InputError, parse_json
+
 
 class MetricsLogger:
     """Appends ``{"step": ..., "time": ..., **values}`` records to ``run_dir/metrics.jsonl``.
@@ -89,9 +91,11 @@ def read_metrics(run_dir: Path, kind: str | None = None) -> list[dict[str, Any]]
             if not line:
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+                record = parse_json(line, str(path))
+            except InputError:
                 continue  # a line cut by a crash mid-write
+            if not isinstance(record, dict):
+                continue  # not a record of ours
             if kind is None or record.get("kind") == kind:
                 records.append(record)
     return records

@@ -15,8 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from diamond_env.run.checkpoint import read_json_object
-from diamond_env.run.safe_io import InputError
+from diamond_env.run.safe_io import InputError, read_json
 
 T = TypeVar("T")
 
@@ -148,7 +147,7 @@ def with_stored_options(opts: R, given: set[str]) -> R:
     path = opts.options_file()
     if not path.is_file():
         return opts
-    stored = read_json_object(path)
+    stored: dict[str, Any] = read_json(path)
     names = {f.name for f in dataclasses.fields(opts)}  # type: ignore[arg-type]
     taken = {
         k: v for k, v in stored.items() if k in names and k not in given and k not in NEVER_STORED

@@ -389,7 +389,7 @@ def _complete(directory: Path) -> bool:
     """Whether a checkpoint dir was fully written (config.json, written last, and every file
     it records with a matching digest)."""
     try:
-        meta = json.loads((directory / CONFIG_FILE).read_text())
+        meta = read_json(directory / CONFIG_FILE)
         digests = meta["sha256"]
         return all(file_sha256(directory / n) == digests[n] for n in (MODEL_FILE, CONTEXTS_FILE))
     except (OSError, ValueError, KeyError, TypeError):
