@@ -105,7 +105,7 @@ def build(d: dict[str, Any], num_envs: int, side: str) -> dict[str, Callable[[],
     from diamond_env.world_model.diamond_format import convert, load_into
     from diamond_env.world_model.fastpath import (
         FastPathOptions,
-        prepare_from_options,
+        prepare_world_model,
         resolve_fastpath,
     )
     from diamond_env.world_model.model import ContextBank, WorldModel
@@ -125,7 +125,7 @@ def build(d: dict[str, Any], num_envs: int, side: str) -> dict[str, Callable[[],
     load_into(ours.denoiser, ckpt.denoiser, "denoiser")
     load_into(ours.rew_end, ckpt.rew_end, "rew_end")
     ours.eval()
-    fast = prepare_from_options(
+    fast = prepare_world_model(
         ours, FastPathOptions.from_names(resolve_fastpath("auto", ours.device))
     )
 

@@ -19,7 +19,6 @@ from diamond_env.frames import to_model
 from diamond_env.world_model.fastpath import (
     DEVICE_DEFAULTS,
     FastPathOptions,
-    FastWorldModel,
     prepare_world_model,
     resolve_fastpath,
 )
@@ -82,7 +81,7 @@ def _check_same_kind(fast: WorldModelStep, plain: WorldModelStep) -> None:
 @pytest.mark.parametrize("preset", ["tiny", "cpu"])
 def test_channels_last_matches_plain(preset: str) -> None:
     plain = _model(preset)
-    fast = prepare_world_model(plain, channels_last=True)
+    fast = prepare_world_model(plain, FastPathOptions(channels_last=True))
     assert fast.denoiser.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert not fast.denoiser.conv_in.weight.is_contiguous()  # the layout really changed
     assert plain.denoiser.conv_in.weight.is_contiguous()  # and the original kept its own
@@ -105,7 +104,7 @@ def test_channels_last_matches_plain(preset: str) -> None:
 
 def test_bf16_autocast_close_to_plain_with_plain_dtypes() -> None:
     plain = _model("tiny")
-    fast = prepare_world_model(plain, autocast_dtype=torch.bfloat16)
+    fast = prepare_world_model(plain, FastPathOptions(autocast_dtype=torch.bfloat16))
     obs, act, x, sigma = _inputs(plain)
     with torch.no_grad():
         ref = plain.denoiser.denoise(x, sigma, obs, act)
@@ -127,7 +126,7 @@ def test_bf16_autocast_close_to_plain_with_plain_dtypes() -> None:
 
 def test_inference_mode_step_is_identical_and_returns_normal_tensors() -> None:
     plain = _model("tiny")
-    fast = prepare_world_model(plain, inference_mode=True)
+    fast = prepare_world_model(plain, FastPathOptions(inference_mode=True))
     obs, act, _, _ = _inputs(plain)
     a, b = _step(plain, obs, act), _step(fast, obs, act)
     _check_same_kind(b, a)
@@ -143,7 +142,7 @@ def test_simulator_over_a_prepared_model_repeats_the_plain_rollout() -> None:
     """Steps with horizon 2: envs that end are restarted by writing into the buffers in place,
     which fails if a step leaked inference tensors into them."""
     plain = _model("tiny")
-    fast = prepare_world_model(plain, inference_mode=True)
+    fast = prepare_world_model(plain, FastPathOptions(inference_mode=True))
     sims = [DreamSimulator(m, 3, horizon=2, seed=5) for m in (plain, fast)]
     for sim in sims:
         sim.reset()
@@ -162,11 +161,11 @@ _IMPORTS_OF_PREPARE = """
 import sys
 import torch
 from diamond_env.config import get_preset
-from diamond_env.world_model.fastpath import prepare_world_model
+from diamond_env.world_model.fastpath import FastPathOptions, prepare_world_model
 from diamond_env.world_model.model import WorldModel
 wm = WorldModel(get_preset("tiny"), "Breakout", ["NOOP", "FIRE", "RIGHT", "LEFT"])
 before = set(sys.modules)
-prepare_world_model(wm, channels_last=True)
+prepare_world_model(wm, FastPathOptions(channels_last=True))
 print(sorted(m for m in set(sys.modules) - before if m.startswith("torch.")))
 """
 
@@ -189,7 +188,7 @@ def test_prepare_copies_and_keeps_the_checkpoint_format(tmp_path: Path) -> None:
     plain = _model("tiny")
     before = {k: v.clone() for k, v in plain.state_dict().items()}
     rng = torch.get_rng_state()
-    fast = prepare_world_model(plain, channels_last=True, inference_mode=True)
+    fast = prepare_world_model(plain, FastPathOptions(channels_last=True, inference_mode=True))
     assert torch.equal(torch.get_rng_state(), rng)  # the global RNG is left as it was
     assert isinstance(fast, WorldModel) and fast is not plain and not fast.training
     assert list(fast.state_dict()) == list(before)
@@ -217,17 +216,17 @@ def test_options_from_names() -> None:
 def test_prepare_rejects_cuda_only_options_on_cpu() -> None:
     plain = _model("tiny")
     with pytest.raises(ValueError, match="cuda_graphs"):
-        prepare_world_model(plain, cuda_graphs=True)
+        prepare_world_model(plain, FastPathOptions(cuda_graphs=True))
     with pytest.raises(ValueError, match="float16"):
-        prepare_world_model(plain, autocast_dtype=torch.float16)
+        prepare_world_model(plain, FastPathOptions(autocast_dtype=torch.float16))
     with pytest.raises(ValueError, match="autocast_dtype"):
-        prepare_world_model(plain, autocast_dtype=torch.float64)
+        prepare_world_model(plain, FastPathOptions(autocast_dtype=torch.float64))
 
 
 @pytest.mark.slow
 def test_compiled_denoiser_matches_plain() -> None:
     plain = _model("tiny")
-    fast = prepare_world_model(plain, compile=True)
+    fast = prepare_world_model(plain, FastPathOptions(compile=True))
     obs, act, x, sigma = _inputs(plain)
     with torch.no_grad():
         ref = plain.denoiser.denoise(x, sigma, obs, act)
@@ -243,7 +242,7 @@ def test_compiled_denoiser_matches_plain() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graphs_repeat_the_plain_rollout() -> None:
     plain = _model("tiny", "cuda")
-    fast = prepare_world_model(plain, cuda_graphs=True)
+    fast = prepare_world_model(plain, FastPathOptions(cuda_graphs=True))
     sims = [DreamSimulator(m, 4, horizon=3, seed=5) for m in (plain, fast)]
     for sim in sims:
         sim.reset()
@@ -252,7 +251,7 @@ def test_cuda_graphs_repeat_the_plain_rollout() -> None:
         a, b = (sim.step(actions) for sim in sims)
         assert (a.obs - b.obs).abs().max() <= LEVEL + 1e-6
         assert torch.equal(a.reward, b.reward) and torch.equal(a.truncated, b.truncated)
-    assert len(fast.denoiser._graphs) == 1  # type: ignore[union-attr]  # one shape, one capture
+    assert len(fast.denoiser.denoise.graphs) == 1  # type: ignore[attr-defined]  # one shape, one capture
 
 
 def test_resolve_fastpath_auto_plain_and_names() -> None:
@@ -285,14 +284,13 @@ def test_auto_prepares_a_loaded_model_and_leaves_a_given_one(tmp_path: Path) -> 
     model = _model("tiny")
     model.save(tmp_path / "wm")
     auto = make_simulator("Breakout", 2, checkpoint=tmp_path / "wm")
-    assert isinstance(auto.world_model, FastWorldModel)
-    assert auto.world_model.options == FastPathOptions.from_names(
+    assert auto.world_model.fastpath == FastPathOptions.from_names(
         resolve_fastpath("auto", "cpu", num_envs=2)
     )
-    assert auto.world_model.options.channels_last  # on every CPU; bf16 too where AMX has it
+    assert auto.world_model.fastpath.channels_last  # on every CPU; bf16 too where AMX has it
     plain = make_simulator("Breakout", 2, checkpoint=tmp_path / "wm", fastpath="plain")
-    assert type(plain.world_model) is WorldModel
+    assert plain.world_model.fastpath is None
     given = make_simulator("Breakout", 2, world_model=model)
     assert given.world_model is model  # the caller's model: its later training reaches the dream
     chosen = make_simulator("Breakout", 2, world_model=model, fastpath=["inference_mode"])
-    assert chosen.world_model.options == FastPathOptions(inference_mode=True)  # type: ignore[attr-defined]
+    assert chosen.world_model.fastpath == FastPathOptions(inference_mode=True)

@@ -365,10 +365,10 @@ def test_fastpath_kwarg_serves_a_prepared_copy(tiny_checkpoint: Path) -> None:
         fastpath=["channels_last"],
     )
     auto = gym.make_vec(ID, num_envs=2, checkpoint=tiny_checkpoint)  # the CPU default
-    assert type(plain.unwrapped.simulator.world_model) is WorldModel
-    assert fast.unwrapped.simulator.world_model.options == FastPathOptions(channels_last=True)
+    assert plain.unwrapped.simulator.world_model.fastpath is None
+    assert fast.unwrapped.simulator.world_model.fastpath == FastPathOptions(channels_last=True)
     expected = FastPathOptions.from_names(resolve_fastpath("auto", "cpu", num_envs=2))
-    assert auto.unwrapped.simulator.world_model.options == expected
+    assert auto.unwrapped.simulator.world_model.fastpath == expected
     a, _ = plain.reset(seed=3)
     b, _ = fast.reset(seed=3)
     np.testing.assert_array_equal(a, b)  # same starting contexts

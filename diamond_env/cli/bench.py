@@ -31,7 +31,7 @@ import torch
 
 from diamond_env.atari import ATARI_SETTINGS, make_atari_env
 from diamond_env.config import PRESETS, LoopConfig
-from diamond_env.world_model.fastpath import FastPathOptions, prepare_from_options
+from diamond_env.world_model.fastpath import FastPathOptions, prepare_world_model
 from diamond_env.world_model.flops import (
     count_model_flops,
     denoiser_passes,
@@ -267,7 +267,7 @@ def bench_dream(
     model = synthetic_world_model(preset, game, device, seed)
     flops = count_model_flops(model.config, model.num_actions)
     if fastpath is not None:
-        model = prepare_from_options(model, fastpath)
+        model = prepare_world_model(model, fastpath)
     start_mem = _memory_start(dev)
     sim = DreamSimulator(model, num_envs, horizon=horizon, seed=seed)
     gen = torch.Generator().manual_seed(seed)

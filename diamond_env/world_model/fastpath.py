@@ -1,8 +1,9 @@
 """Fast paths for dreaming: options that change how the world model runs, never what it computes
 (up to rounding), each tested for equivalence against the plain path.
 
-:func:`prepare_world_model` returns a copy of a :class:`WorldModel` (same weights, same
-``state_dict`` keys, same ``step``/``burn_in`` contract) with any of:
+:func:`prepare_world_model` returns a copy of a :class:`WorldModel` (same class, same weights,
+same ``state_dict`` keys, same ``step``/``burn_in`` contract) whose functions are wrapped by any
+of:
 
 - ``channels_last``: 4-d weights in channels-last memory format, so convolutions run NHWC;
 - ``autocast_dtype``: denoiser and reward/end model under ``torch.autocast`` (bf16 on CPU or
@@ -23,19 +24,16 @@ turns any ``fastpath`` argument into option names.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 
-from diamond_env.config import Config, DenoiserConfig, RewEndConfig
 from diamond_env.devices import cpu_has_amx_bf16
-from diamond_env.models.denoiser import Denoiser
-from diamond_env.models.rew_end import LstmState, RewEndModel
-from diamond_env.world_model.model import ContextBank, WorldModel, WorldModelStep
+from diamond_env.models.rew_end import LstmState
+from diamond_env.world_model.model import WorldModel, WorldModelStep
 
 AUTOCAST_NAMES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 """Names of the ``autocast_dtype`` choices in :meth:`FastPathOptions.from_names`."""
@@ -125,12 +123,46 @@ def resolve_fastpath(
     return names
 
 
-def _autocast(
-    device: torch.device, dtype: torch.dtype | None
-) -> contextlib.AbstractContextManager[Any]:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+DenoiseFn = Callable[..., torch.Tensor]
+""":meth:`Denoiser.denoise`'s signature: ``(x, sigma, obs_ctx, act_ctx, context_sigma=0.0,
+context_eps=None) -> (B, 3, H, W)``."""
+
+
+def autocast_denoise(denoise: DenoiseFn, dtype: torch.dtype) -> DenoiseFn:
+    """``denoise`` run under ``torch.autocast(dtype)``; the result comes back in ``x``'s dtype."""
+
+    @functools.wraps(denoise)
+    def wrapped(
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        obs_ctx: torch.Tensor,
+        act_ctx: torch.Tensor,
+        context_sigma: float = 0.0,
+        context_eps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=dtype):
+            out = denoise(x, sigma, obs_ctx, act_ctx, context_sigma, context_eps)
+        return out.to(x.dtype)
+
+    return wrapped
+
+
+def autocast_rew_end(forward: Callable[..., Any], dtype: torch.dtype) -> Callable[..., Any]:
+    """A reward/end model's ``forward`` run under ``torch.autocast(dtype)``; logits and LSTM
+    state come back as float32, as from the plain model."""
+
+    @functools.wraps(forward)
+    def wrapped(
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        next_obs: torch.Tensor,
+        state: LstmState | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, LstmState]:
+        with torch.autocast(obs.device.type, dtype=dtype):
+            rew, end, (h, c) = forward(obs, act, next_obs, state)
+        return rew.float(), end.float(), (h.float(), c.float())
+
+    return wrapped
 
 
 class _DenoiseGraph:
@@ -162,25 +194,15 @@ class _DenoiseGraph:
         return self.output.clone()
 
 
-class FastDenoiser(Denoiser):
-    """A :class:`Denoiser` whose :meth:`denoise` runs under autocast and, on CUDA with
-    ``cuda_graphs`` and gradients off, replays one captured graph per input shape. Training
-    (``compute_loss``) is unchanged."""
+class GraphedDenoise:
+    """``denoise`` replayed from CUDA graphs: on CUDA with gradients off, each input shape is
+    captured once (:attr:`graphs`) and replayed; otherwise ``denoise`` runs as it is."""
 
-    def __init__(
-        self,
-        config: DenoiserConfig,
-        num_actions: int,
-        *,
-        autocast_dtype: torch.dtype | None,
-        cuda_graphs: bool,
-    ) -> None:
-        super().__init__(config, num_actions)
-        self.autocast_dtype = autocast_dtype
-        self.cuda_graphs = cuda_graphs
-        self._graphs: dict[tuple[Any, ...], _DenoiseGraph] = {}
+    def __init__(self, denoise: DenoiseFn) -> None:
+        self.denoise = denoise
+        self.graphs: dict[tuple[Any, ...], _DenoiseGraph] = {}
 
-    def _plain_denoise(
+    def __call__(
         self,
         x: torch.Tensor,
         sigma: torch.Tensor,
@@ -189,112 +211,35 @@ class FastDenoiser(Denoiser):
         context_sigma: float = 0.0,
         context_eps: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        with _autocast(x.device, self.autocast_dtype):
-            out = super().denoise(x, sigma, obs_ctx, act_ctx, context_sigma, context_eps)
-        return out.to(x.dtype)
-
-    def denoise(
-        self,
-        x: torch.Tensor,
-        sigma: torch.Tensor,
-        obs_ctx: torch.Tensor,
-        act_ctx: torch.Tensor,
-        context_sigma: float = 0.0,
-        context_eps: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """As :meth:`Denoiser.denoise`; float ``(B, 3, H, W)`` of ``x``'s dtype."""
-        if not (self.cuda_graphs and x.is_cuda and not torch.is_grad_enabled()):
-            return self._plain_denoise(x, sigma, obs_ctx, act_ctx, context_sigma, context_eps)
-        if context_sigma > 0.0 and context_eps is None:
-            return self._plain_denoise(x, sigma, obs_ctx, act_ctx, context_sigma)  # its error
+        if not (x.is_cuda and not torch.is_grad_enabled()) or (
+            context_sigma > 0.0 and context_eps is None  # (the denoiser's own error)
+        ):
+            return self.denoise(x, sigma, obs_ctx, act_ctx, context_sigma, context_eps)
         if context_sigma <= 0.0:
             context_eps = None
-        return self._graph_denoise(x, sigma, obs_ctx, act_ctx, context_sigma, context_eps)
-
-    def _noised_denoise(
-        self,
-        context_sigma: float,
-        x: torch.Tensor,
-        sigma: torch.Tensor,
-        obs_ctx: torch.Tensor,
-        act_ctx: torch.Tensor,
-        context_eps: torch.Tensor,
-    ) -> torch.Tensor:
-        return self._plain_denoise(x, sigma, obs_ctx, act_ctx, context_sigma, context_eps)
-
-    def _graph_denoise(
-        self,
-        x: torch.Tensor,
-        sigma: torch.Tensor,
-        obs_ctx: torch.Tensor,
-        act_ctx: torch.Tensor,
-        context_sigma: float,
-        context_eps: torch.Tensor | None,
-    ) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
         inputs: tuple[torch.Tensor, ...] = (x, sigma, obs_ctx, act_ctx)
         if context_eps is not None:
             inputs = (*inputs, context_eps)
         key = (context_sigma, *((tuple(t.shape), t.dtype, t.device) for t in inputs))
-        graph = self._graphs.get(key)
+        graph = self.graphs.get(key)
         if graph is None:
-            fn: Any = self._plain_denoise
-            if context_eps is not None:
-                fn = functools.partial(self._noised_denoise, context_sigma)
-            graph = self._graphs[key] = _DenoiseGraph(fn, *inputs)
+
+            def fn(*args: torch.Tensor) -> torch.Tensor:
+                return self.denoise(*args[:4], context_sigma, *args[4:])
+
+            graph = self.graphs[key] = _DenoiseGraph(fn, *inputs)
         return graph(*inputs)
 
 
-class FastRewEndModel(RewEndModel):
-    """A :class:`RewEndModel` whose forward runs under autocast; logits and state come back as
-    float32, as from the plain model."""
+def in_inference_mode(step: Callable[..., WorldModelStep]) -> Callable[..., WorldModelStep]:
+    """``WorldModel.step`` under ``torch.inference_mode``; its outputs are cloned outside, so
+    callers never hold inference tensors."""
 
-    def __init__(
-        self, config: RewEndConfig, num_actions: int, *, autocast_dtype: torch.dtype | None
-    ) -> None:
-        super().__init__(config, num_actions)
-        self.autocast_dtype = autocast_dtype
-
-    def forward(
-        self,
-        obs: torch.Tensor,
-        act: torch.Tensor,
-        next_obs: torch.Tensor,
-        state: LstmState | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, LstmState]:
-        """As :meth:`RewEndModel.forward`."""
-        with _autocast(obs.device, self.autocast_dtype):
-            rew, end, (h, c) = super().forward(obs, act, next_obs, state)
-        return rew.float(), end.float(), (h.float(), c.float())
-
-
-class FastWorldModel(WorldModel):
-    """A :class:`WorldModel` with :class:`FastDenoiser`, :class:`FastRewEndModel` and, with
-    ``options.inference_mode``, a :meth:`step` under ``torch.inference_mode``. Build it with
-    :func:`prepare_world_model`."""
-
-    def __init__(
-        self,
-        config: Config,
-        game: str,
-        action_meanings: list[str],
-        contexts: ContextBank,
-        options: FastPathOptions,
-    ) -> None:
-        super().__init__(config, game, action_meanings, contexts)
-        self.options = options
-        dtype = options.autocast_dtype
-        self.denoiser = FastDenoiser(
-            config.denoiser, self.num_actions, autocast_dtype=dtype, cuda_graphs=options.cuda_graphs
-        )
-        self.rew_end = FastRewEndModel(config.rew_end, self.num_actions, autocast_dtype=dtype)
-
-    def step(self, *args: Any, **kwargs: Any) -> WorldModelStep:
-        """As :meth:`WorldModel.step` (same arguments, same output dtypes)."""
-        if not self.options.inference_mode:
-            return super().step(*args, **kwargs)
+    @functools.wraps(step)
+    def wrapped(*args: Any, **kwargs: Any) -> WorldModelStep:
         with torch.inference_mode():
-            out = super().step(*args, **kwargs)
+            out = step(*args, **kwargs)
         h, c = out.state
         return WorldModelStep(
             out.next_obs.clone(),
@@ -303,48 +248,53 @@ class FastWorldModel(WorldModel):
             (h.clone(), c.clone()),
         )
 
+    return wrapped
 
-def prepare_world_model(
-    world_model: WorldModel,
-    *,
-    channels_last: bool = False,
-    autocast_dtype: torch.dtype | None = None,
-    compile: bool = False,
-    inference_mode: bool = False,
-    cuda_graphs: bool = False,
-) -> WorldModel:
-    """A copy of ``world_model`` (weights copied, on its device, in eval mode) with the chosen
-    fast paths (see the module docstring); the original is untouched and the global RNG is not
-    consumed. Raises ``ValueError`` for ``cuda_graphs`` off CUDA, fp16 off CUDA or an
-    ``autocast_dtype`` other than bf16/fp16."""
-    options = FastPathOptions(channels_last, autocast_dtype, compile, inference_mode, cuda_graphs)
+
+def prepare_world_model(world_model: WorldModel, options: FastPathOptions) -> WorldModel:
+    """A copy of ``world_model`` (weights copied, on its device, in eval mode) that runs with the
+    fast paths ``options`` turns on, each a wrapper of one function of the copy: the denoiser's
+    ``denoise`` (autocast, CUDA graphs), the reward/end model's ``forward`` (autocast) and the
+    model's ``step`` (inference mode); ``channels_last`` and ``compile`` change the copy's
+    weights' layout and compile its U-Net. The copy's ``fastpath`` holds ``options``; the
+    original is untouched and the global RNG is not consumed. Raises ``ValueError`` for
+    ``cuda_graphs`` off CUDA, fp16 off CUDA or an ``autocast_dtype`` other than bf16/fp16."""
     device = world_model.device
-    if autocast_dtype not in (None, torch.bfloat16, torch.float16):
+    dtype = options.autocast_dtype
+    if dtype not in (None, torch.bfloat16, torch.float16):
         raise ValueError(
-            f"autocast_dtype: expected None, torch.bfloat16 or torch.float16, got {autocast_dtype}"
+            f"autocast_dtype: expected None, torch.bfloat16 or torch.float16, got {dtype}"
         )
-    if autocast_dtype == torch.float16 and device.type != "cuda":
+    if dtype == torch.float16 and device.type != "cuda":
         raise ValueError(f"autocast_dtype: float16 needs a CUDA model, got one on {device}")
-    if cuda_graphs and device.type != "cuda":
+    if options.cuda_graphs and device.type != "cuda":
         raise ValueError(f"cuda_graphs: needs a CUDA model, got one on {device}")
     # built on the CPU and overwritten: the meta device would cost seconds of imports in each
     # new process (its decompositions load on first use), more than initialising the weights
     with torch.random.fork_rng(devices=[]):
-        fast = FastWorldModel(
-            world_model.config,
-            world_model.game,
-            world_model.action_meanings,
-            world_model.contexts,
-            options,
+        fast = WorldModel(
+            world_model.config, world_model.game, world_model.action_meanings, world_model.contexts
         )
     fast.load_state_dict(world_model.state_dict())
     fast.env = world_model.env
+    fast.sampler_config = world_model.sampler_config
     fast.to(device)
     fast.eval()
-    if channels_last:
+    if options.channels_last:
         fast.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped kwarg
-    if compile:
+    if options.compile:
         fast.denoiser.unet.compile()
+    # instance attributes: the wrappers shadow the methods of this copy only
+    denoise: DenoiseFn = fast.denoiser.denoise
+    if dtype is not None:
+        denoise = autocast_denoise(denoise, dtype)
+        fast.rew_end.forward = autocast_rew_end(fast.rew_end.forward, dtype)  # type: ignore[method-assign]
+    if options.cuda_graphs:
+        denoise = GraphedDenoise(denoise)
+    fast.denoiser.denoise = denoise  # type: ignore[method-assign]
+    if options.inference_mode:
+        fast.step = in_inference_mode(fast.step)  # type: ignore[method-assign]
+    fast.fastpath = options
     return fast
 
 
@@ -356,20 +306,6 @@ def with_fastpath(
     """``world_model`` prepared with what ``fastpath`` means on its device (:func:`resolve_fastpath`
     for a batch of ``num_envs``); the model itself when that is nothing."""
     names = resolve_fastpath(fastpath, world_model.device, num_envs)
-    return (
-        prepare_from_options(world_model, FastPathOptions.from_names(names))
-        if names
-        else world_model
-    )
-
-
-def prepare_from_options(world_model: WorldModel, options: FastPathOptions) -> WorldModel:
-    """:func:`prepare_world_model` with the fields of ``options``."""
-    return prepare_world_model(
-        world_model,
-        channels_last=options.channels_last,
-        autocast_dtype=options.autocast_dtype,
-        compile=options.compile,
-        inference_mode=options.inference_mode,
-        cuda_graphs=options.cuda_graphs,
-    )
+    if not names:
+        return world_model
+    return prepare_world_model(world_model, FastPathOptions.from_names(names))

@@ -161,6 +161,9 @@ class WorldModel(nn.Module):
         bank = contexts if contexts is not None else ContextBank.empty(self.num_context)
         bank.validate(self.num_context, self.num_actions)
         self.contexts = bank
+        self.fastpath: Any = None
+        """The :class:`~diamond_env.world_model.fastpath.FastPathOptions` a prepared copy runs with
+        (:func:`~diamond_env.world_model.fastpath.prepare_world_model`); None: the plain model."""
 
     @property
     def device(self) -> torch.device:
