@@ -294,3 +294,16 @@ def test_auto_prepares_a_loaded_model_and_leaves_a_given_one(tmp_path: Path) -> 
     assert given.world_model is model  # the caller's model: its later training reaches the dream
     chosen = make_simulator("Breakout", 2, world_model=model, fastpath=["inference_mode"])
     assert chosen.world_model.fastpath == FastPathOptions(inference_mode=True)
+
+
+def test_a_prepared_copy_keeps_the_callers_sampler_settings() -> None:
+    """``eval-wm --num-denoising-steps N --fastpath ...`` sets the sampler, then prepares: the
+    copy must dream with N steps, not fall back to the checkpoint's."""
+    import dataclasses
+
+    plain = _model("tiny")
+    plain.sampler_config = dataclasses.replace(plain.sampler_config, num_steps=1)
+    fast = prepare_world_model(plain, FastPathOptions(channels_last=True))
+    assert fast.sampler_config.num_steps == 1 != plain.config.sampler.num_steps
+    assert fast.fastpath == FastPathOptions(channels_last=True) and plain.fastpath is None
+    assert type(fast) is WorldModel and list(fast.state_dict()) == list(plain.state_dict())
