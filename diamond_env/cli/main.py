@@ -105,14 +105,14 @@ def _cmd_dataset(opts: DatasetOptions) -> int:
             print(f"moved {len(moved)} orphan file(s) to {root / 'orphans'}")
     report = verify_dataset(root)
     print(
-        f"{root}: {report['episodes']} episodes, {report['steps']} steps; "
-        f"{len(report['corrupt'])} damaged part(s), {len(report['orphans'])} orphan file(s)"
+        f"{root}: {report.episodes} episodes, {report.steps} steps; "
+        f"{len(report.corrupt)} damaged part(s), {len(report.orphans)} orphan file(s)"
     )
-    for line in report["corrupt"]:
+    for line in report.corrupt:
         print(f"  damaged: {line}")
-    for name in report["orphans"]:
+    for name in report.orphans:
         print(f"  orphan (not in the index, never read): {name}")
-    return 0 if report["ok"] else 1
+    return 0 if report.ok else 1
 
 
 def _cmd_eval_wm(opts: EvalWMOptions) -> int:

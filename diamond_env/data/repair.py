@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import shutil
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -31,11 +31,24 @@ from diamond_env.data.episode import Episode
 from diamond_env.run.safe_io import InputError
 
 
-def verify_dataset(root: str | Path) -> dict[str, Any]:
-    """Read every part of the dataset in ``root`` against its index; list orphans.
+@dataclass(frozen=True)
+class DatasetReport:
+    """What :func:`verify_dataset` found: the index's ``episodes`` and ``steps``, one message per
+    damaged part (``corrupt``) and the names of files no index entry points to (``orphans``)."""
 
-    Returns ``{"ok", "episodes", "steps", "corrupt": [messages], "orphans": [file names]}``.
-    """
+    episodes: int
+    steps: int
+    corrupt: tuple[str, ...]
+    orphans: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """No damaged part and no orphan."""
+        return not self.corrupt and not self.orphans
+
+
+def verify_dataset(root: str | Path) -> DatasetReport:
+    """Read every part of the dataset in ``root`` against its index; list orphans."""
     dataset = EpisodeDataset.open(root)
     corrupt = []
     for e in range(dataset.num_episodes):
@@ -43,14 +56,12 @@ def verify_dataset(root: str | Path) -> dict[str, Any]:
             dataset.load_episode(e)
         except DatasetCorruptError as err:
             corrupt.append(str(err))
-    orphans = [p.name for p in dataset.orphans()]
-    return {
-        "ok": not corrupt and not orphans,
-        "episodes": dataset.num_episodes,
-        "steps": dataset.num_steps,
-        "corrupt": corrupt,
-        "orphans": orphans,
-    }
+    return DatasetReport(
+        dataset.num_episodes,
+        dataset.num_steps,
+        tuple(corrupt),
+        tuple(p.name for p in dataset.orphans()),
+    )
 
 
 def _read_loose_part(path: Path, root: Path) -> tuple[Episode, bytes]:
