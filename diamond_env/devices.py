@@ -17,11 +17,15 @@ itself. Elsewhere (musl, macOS, Windows) it does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Iterator
 
-__all__ = ["cpu_flags", "cpu_has_amx_bf16", "tune_allocator"]
+import torch
+
+__all__ = ["cpu_flags", "cpu_has_amx_bf16", "tf32_matmuls", "tune_allocator"]
 
 ENV_VAR = "DIAMOND_ENV_MALLOC"
 _M_TRIM_THRESHOLD = -1
@@ -66,3 +70,18 @@ def cpu_has_amx_bf16() -> bool:
     """True on CPUs with AMX tiles for bf16 (``amx_bf16``), where oneDNN runs bf16 convolutions
     on them: there ``fastpath="auto"`` dreams in bf16 (docs/benchmarks.md)."""
     return "amx_bf16" in cpu_flags()
+
+
+@contextlib.contextmanager
+def tf32_matmuls(device: torch.device) -> Iterator[None]:
+    """CUDA matmuls in TF32 while the block runs on a CUDA ``device`` (DIAMOND's trainer turns
+    them on for its whole process, ``src/trainer.py``); the caller's setting comes back after."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before

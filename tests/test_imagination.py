@@ -171,3 +171,80 @@ def test_replay_contexts_follow_recency_and_pad_with_zero() -> None:
     frames, _ = many.take(4000)
     game = ((frames[:, -1, 0, 1, 1] + 1) * 127.5).round().long() - 1  # channel 0 codes the game
     assert abs(float((game == 3).float().mean()) - 0.7) < 0.03
+
+
+def _tiny_pair(device: str) -> tuple[WorldModel, ActorCritic]:
+    from fake_world_model import make_bank
+
+    from diamond_env.atari import action_meanings
+
+    config = get_preset("tiny")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        wm = WorldModel(config, "Breakout", action_meanings("Breakout"), make_bank(5, 4))
+        for p in wm.parameters():  # no zero-initialised layer: the denoiser's output matters
+            if p.ndim > 1 and not bool(p.any()):
+                torch.nn.init.normal_(p, std=0.05)
+        ac = ActorCritic(config.actor_critic, wm.num_actions)
+    return wm.to(device), ac.to(device)
+
+
+def test_the_dream_can_run_a_stand_in_denoise_function() -> None:
+    """``denoise_fn`` (how the loop's dreams replay CUDA graphs) reaches every denoiser pass and
+    changes nothing when it computes the same function; off by default on a CPU."""
+    calls = [0]
+    wm, ac = _tiny_pair("cpu")
+    plain = ImaginationTrainer(ac, wm, wm.config, seed=3)
+    assert plain.denoise_fn is None
+
+    def counting(*args: torch.Tensor | float | None) -> torch.Tensor:
+        calls[0] += 1
+        return wm.denoiser.denoise(*args)  # type: ignore[arg-type]
+
+    wm2, ac2 = _tiny_pair("cpu")
+    other = ImaginationTrainer(ac2, wm2, wm2.config, seed=3)
+    other.denoise_fn = counting
+    other.simulator = other._make_simulator(3)
+    plain.simulator = plain._make_simulator(3)
+    a, b = plain.rollout(), other.rollout()
+    passes = wm.config.sampler.num_steps * wm.config.imagination.horizon
+    assert calls[0] == passes
+    torch.testing.assert_close(a.rewards, b.rewards)
+    torch.testing.assert_close(a.logits, b.logits)
+    with pytest.raises(ValueError, match="cuda_graphs: needs a CUDA"):
+        ImaginationTrainer(ac, wm, wm.config, cuda_graphs=True)
+
+
+def test_tf32_is_scoped_to_the_block() -> None:
+    from diamond_env.devices import tf32_matmuls
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    with tf32_matmuls(torch.device("cpu")):
+        assert torch.backends.cuda.matmul.allow_tf32 == before
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with tf32_matmuls(torch.device("cuda")):  # (setting the flag needs no GPU)
+            assert torch.backends.cuda.matmul.allow_tf32
+        assert not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_graphed_dreams_follow_the_live_weights() -> None:
+    """On CUDA the loop's dreams replay CUDA graphs of the live denoiser: the same rollouts as
+    the plain path, also after the world model's weights changed in place."""
+    runs = []
+    for graphs in (False, True):
+        wm, ac = _tiny_pair("cuda")
+        trainer = ImaginationTrainer(ac, wm, wm.config, seed=3, cuda_graphs=graphs)
+        first = trainer.rollout()
+        with torch.no_grad():
+            for p in wm.denoiser.parameters():
+                p.mul_(1.01)  # in place, as an optimiser step
+        runs.append((first, trainer.rollout()))
+    (a1, a2), (b1, b2) = runs
+    for a, b in ((a1, b1), (a2, b2)):
+        torch.testing.assert_close(a.logits, b.logits, atol=1e-3, rtol=1e-3)
+        assert torch.equal(a.terminations, b.terminations)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -140,6 +140,9 @@ class DreamSimulator:
         context_source: where (re)starts take their contexts from instead of the world model's
             bank (:mod:`diamond_env.dream.contexts`; e.g. recency-weighted draws from the replay,
             as DIAMOND's training does). ``reset(context_index=...)`` always picks from the bank.
+        denoise_fn: stands in for ``world_model.denoiser.denoise`` in every step (same result;
+            e.g. :class:`~diamond_env.world_model.fastpath.GraphedDenoise` over the live model a
+            trainer updates in place, which a prepared copy could not follow).
     """
 
     def __init__(
@@ -155,7 +158,9 @@ class DreamSimulator:
         seed: int | None = None,
         autoreset: bool = True,
         context_source: ContextSource | None = None,
+        denoise_fn: Callable[..., torch.Tensor] | None = None,
     ) -> None:
+        self.denoise_fn = denoise_fn
         self.num_envs = _check_int("num_envs", num_envs, 1)
         self.horizon = _check_int("horizon", horizon, 1)
         if reward_mode not in REWARD_MODES:
@@ -400,6 +405,7 @@ class DreamSimulator:
             generator=self._churn_generator,
             sampler=self.sampler_config,
             reward_mode=self.reward_mode,
+            **({} if self.denoise_fn is None else {"denoise_fn": self.denoise_fn}),
         )
         next_obs, reward = out.next_obs.float(), out.reward.float()
         elapsed = self._elapsed + 1

@@ -132,6 +132,7 @@ def next_frame(
     noise: torch.Tensor,
     cfg: SamplerConfig,
     generator: torch.Generator | None = None,
+    denoise_fn: Callable[..., torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The whole dreamt frame: the sampler's steps from ``noise`` around ``denoiser.origin(obs)``
     with each denoised estimate put on the 256 levels (``denoiser.quantize``), then the pixels
@@ -140,19 +141,19 @@ def next_frame(
 
     ``obs`` (B, L, 3, H, W) float in [-1, 1] and ``act`` (B, L) condition the denoiser; ``noise``
     (B, 3, H, W) is standard normal. With ``cfg.context_noise`` > 0 the context frames are seen
-    with that much noise, drawn once from ``generator`` and shared by the steps. Returns float
-    (B, 3, H, W) on the 256 levels.
+    with that much noise, drawn once from ``generator`` and shared by the steps. ``denoise_fn``
+    stands in for ``denoiser.denoise`` (same signature and result; e.g. a CUDA-graph replay of
+    it). Returns float (B, 3, H, W) on the 256 levels.
     """
+    run = denoiser.denoise if denoise_fn is None else denoise_fn
     context_eps = None
     if cfg.context_noise > 0.0:
         context_eps = draw_normal(tuple(obs.shape), obs.device, generator).to(obs.dtype)
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if context_eps is None:
-            return denoiser.quantize(denoiser.denoise(x, sigma, obs, act))
-        return denoiser.quantize(
-            denoiser.denoise(x, sigma, obs, act, cfg.context_noise, context_eps)
-        )
+            return denoiser.quantize(run(x, sigma, obs, act))
+        return denoiser.quantize(run(x, sigma, obs, act, cfg.context_noise, context_eps))
 
     frame = sample(denoise, noise, cfg, generator, origin=denoiser.origin(obs))
     if cfg.min_change > 0:

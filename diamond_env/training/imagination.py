@@ -36,6 +36,7 @@ from diamond_env.models.actor_critic import ActorCritic, State
 from diamond_env.training.distributed import Distributed
 from diamond_env.training.optim import make_optimizer, optimizer_step
 from diamond_env.training.returns import actor_critic_loss, lambda_returns
+from diamond_env.world_model.fastpath import GraphedDenoise
 from diamond_env.world_model.model import WorldModel
 
 _STEP_FIELDS = (
@@ -160,6 +161,9 @@ class ImaginationTrainer:
             dreams ``batch_size / processes`` envs with its own seeds, and the gradients are
             averaged over the ranks before clipping (every rank's loss is a mean over as many
             steps); the metrics returned are the means over the ranks.
+        cuda_graphs: replay each denoiser pass of the dreams from a CUDA graph (DIAMOND compiles
+            its dream so); None: on for a CUDA world model. The same numbers up to rounding; the
+            graphs read the live weights, so the world model's training reaches the dreams.
     """
 
     def __init__(
@@ -172,6 +176,7 @@ class ImaginationTrainer:
         num_denoising_steps: int | None = None,
         contexts: ContextSource | None = None,
         dist: Distributed | None = None,
+        cuda_graphs: bool | None = None,
     ) -> None:
         if actor_critic.num_actions != world_model.num_actions:
             raise ValueError(
@@ -188,6 +193,14 @@ class ImaginationTrainer:
         self.config = config
         self.num_denoising_steps = num_denoising_steps
         self.contexts = contexts
+        if cuda_graphs is None:  # DIAMOND compiles its dream with CUDA graphs (src/trainer.py)
+            cuda_graphs = world_model.device.type == "cuda"
+        if cuda_graphs and world_model.device.type != "cuda":
+            raise ValueError(
+                f"cuda_graphs: needs a CUDA world model, got one on {world_model.device}"
+            )
+        # replays read the live weights, which the world model's optimiser updates in place
+        self.denoise_fn = GraphedDenoise(world_model.denoiser.denoise) if cuda_graphs else None
         self.dist = dist if dist is not None else Distributed(device=world_model.device)
         self.batch_size = self.dist.per_rank(
             config.imagination.batch_size, "imagination.batch_size"
@@ -213,6 +226,7 @@ class ImaginationTrainer:
             num_denoising_steps=self.num_denoising_steps,
             seed=seed,
             context_source=self.contexts,
+            denoise_fn=self.denoise_fn,
         )
 
     def refresh_contexts(self) -> None:

@@ -35,6 +35,7 @@ from diamond_env.config import Config, apply_overrides, get_preset
 from diamond_env.data.collect import Collector, RandomPolicy, open_game_dataset
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.data.segments import SegmentSampler
+from diamond_env.devices import tf32_matmuls
 from diamond_env.evaluation.real_game import ActorCriticPolicy, EvalResult, evaluate
 from diamond_env.models.actor_critic import ActorCritic
 from diamond_env.run.checkpoint import (
@@ -142,7 +143,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         fixed=_FIXED_ON_RESUME,
         markers=("resume.pt", "eval.json"),
     )
-    with distributed.joined(resolve_device(opts.device)) as dist:
+    device = resolve_device(opts.device)
+    with distributed.joined(device) as dist, tf32_matmuls(device):
         return _train(opts, run_dir, dist)
 
 

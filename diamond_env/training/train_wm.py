@@ -22,6 +22,7 @@ from diamond_env.data.collect import collect_random_until
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.data.episode import FlatData
 from diamond_env.data.segments import SegmentSampler
+from diamond_env.devices import tf32_matmuls
 from diamond_env.evaluation.wm_eval import evaluate_world_model
 from diamond_env.real_env import check_game, is_ale_game
 from diamond_env.run.checkpoint import (
@@ -281,7 +282,8 @@ def train_world_model(opts: TrainWMOptions) -> dict[str, Any]:
         run_dir, resume=opts.resume, options=dataclasses.asdict(opts), fixed=_FIXED_ON_RESUME
     )
     source = _init_source(opts)
-    with distributed.joined(resolve_device(opts.device)) as dist:
+    device = resolve_device(opts.device)
+    with distributed.joined(device) as dist, tf32_matmuls(device):
         return _train(opts, run_dir, dist, source)
 
 

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -209,6 +209,7 @@ class WorldModel(nn.Module):
         generator: torch.Generator | None = None,
         sampler: SamplerConfig | None = None,
         reward_mode: Literal["sample", "mean"] = "sample",
+        denoise_fn: Callable[..., torch.Tensor] | None = None,
     ) -> WorldModelStep:
         """Imagine the next frame, reward and termination for N environments.
 
@@ -221,7 +222,9 @@ class WorldModel(nn.Module):
         p(end) > 0.5. With ``sampler.min_change`` > 0, pixels that moved by fewer levels than
         that keep the last frame's colour. With ``sampler.context_noise`` > 0 the denoiser sees
         the context frames with that much noise, drawn from ``generator`` after the uniforms.
-        The context buffers are not rolled here.
+        ``denoise_fn`` stands in for ``self.denoiser.denoise`` (e.g. its CUDA-graph replay,
+        :class:`~diamond_env.world_model.fastpath.GraphedDenoise`). The context buffers are not
+        rolled here.
         """
         self._check_obs_act(obs, act)
         if reward_mode not in ("sample", "mean"):
@@ -239,7 +242,9 @@ class WorldModel(nn.Module):
             raise ValueError(f"uniforms: expected shape ({n}, 2), got {tuple(uniforms.shape)}")
 
         cfg = sampler if sampler is not None else self.sampler_config
-        next_obs = next_frame(self.denoiser, obs, act, noise.to(device, obs.dtype), cfg, generator)
+        next_obs = next_frame(
+            self.denoiser, obs, act, noise.to(device, obs.dtype), cfg, generator, denoise_fn
+        )
         logits_rew, logits_end, new_state = self.rew_end.predict(
             obs[:, -1:], act[:, -1:], next_obs[:, None], state
         )
