@@ -132,16 +132,9 @@ def autocast_denoise(denoise: DenoiseFn, dtype: torch.dtype) -> DenoiseFn:
     """``denoise`` run under ``torch.autocast(dtype)``; the result comes back in ``x``'s dtype."""
 
     @functools.wraps(denoise)
-    def wrapped(
-        x: torch.Tensor,
-        sigma: torch.Tensor,
-        obs_ctx: torch.Tensor,
-        act_ctx: torch.Tensor,
-        context_sigma: float = 0.0,
-        context_eps: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def wrapped(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         with torch.autocast(x.device.type, dtype=dtype):
-            out = denoise(x, sigma, obs_ctx, act_ctx, context_sigma, context_eps)
+            out = denoise(x, *args, **kwargs)
         return out.to(x.dtype)
 
     return wrapped
