@@ -124,3 +124,32 @@ def test_eval_wm_measures_a_fast_path_and_fewer_steps(dataset: Path, tmp_path: P
     assert main(argv) == 0
     assert "psnr" in out.read_text()
     assert main([*argv[:-4], "--fastpath", "nonsense"]) == 2
+
+
+def test_a_slimmer_student_starts_fresh_beside_the_teachers_reward_model(
+    dataset: Path, tmp_path: Path
+) -> None:
+    teacher = WorldModel.load(OLD / "world_model")
+    slim = make_student(teacher, 1, "denoiser.channels=[4,4,4,4]")
+    assert slim.config.denoiser.channels == (4, 4, 4, 4)
+    assert sum(p.numel() for p in slim.denoiser.parameters()) < sum(
+        p.numel() for p in teacher.denoiser.parameters()
+    )
+    for key, value in teacher.rew_end.state_dict().items():
+        assert torch.equal(slim.rew_end.state_dict()[key], value)
+    with pytest.raises(InputError, match="only denoiser"):
+        make_student(teacher, 1, "rew_end.lstm_dim=8")
+    with pytest.raises(ValueError, match="no field"):
+        make_student(teacher, 1, "denoiser.width=8")
+    run = tmp_path / "slim"
+    opts = DistillOptions(
+        teacher=str(OLD / "world_model"),
+        dataset=str(dataset),
+        run_dir=str(run),
+        steps=3,
+        student_overrides="denoiser.channels=[4,4,4,4]",
+        progress=False,
+    )
+    distill(opts)
+    saved = WorldModel.load(run / "world_model")  # an ordinary checkpoint of the slim size
+    assert saved.config.denoiser.channels == (4, 4, 4, 4) and saved.config.sampler.num_steps == 1

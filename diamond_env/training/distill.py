@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from diamond_env.config import Config
+from diamond_env.config import Config, apply_overrides
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.data.segments import SegmentSampler, to_torch
 from diamond_env.evaluation.wm_eval import evaluate_world_model
@@ -50,7 +50,16 @@ from diamond_env.training.optim import make_optimizer, optimizer_step
 from diamond_env.training.train_wm import eval_scalars
 from diamond_env.world_model.model import WorldModel
 
-_FIXED_ON_RESUME = ("teacher", "dataset", "num_steps", "batch_size", "lr", "change_weight", "seed")
+_FIXED_ON_RESUME = (
+    "teacher",
+    "dataset",
+    "num_steps",
+    "student_overrides",
+    "batch_size",
+    "lr",
+    "change_weight",
+    "seed",
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,12 @@ class DistillOptions:
     )
     run_dir: str | None = opt(None, "run directory; the student is written to RUN_DIR/world_model")
     num_steps: int = opt(1, "denoising steps of the student (fewer than the teacher's)")
+    student_overrides: str = opt(
+        "",
+        "a student denoiser of another size, e.g. 'denoiser.channels=[16,16,16,16]' "
+        "(whitespace-separated denoiser.field=JSON): it starts from fresh weights instead of the "
+        "teacher's and keeps the teacher's reward/end model",
+    )
     steps: int = opt(1_000, "gradient steps; a resumed run continues up to it")
     batch_size: int = opt(0, "contexts per step (0: the teacher's denoiser batch)")
     lr: float = opt(1e-4, "AdamW learning rate (after the teacher preset's warm-up)")
@@ -127,12 +142,24 @@ def student_config(teacher: Config, num_steps: int) -> Config:
     return dataclasses.replace(teacher, sampler=dataclasses.replace(cfg, num_steps=num_steps))
 
 
-def make_student(teacher: WorldModel, num_steps: int) -> WorldModel:
-    """A world model with the teacher's weights, contexts and game, and a ``num_steps`` sampler."""
+def make_student(teacher: WorldModel, num_steps: int, overrides: str = "") -> WorldModel:
+    """A world model with the teacher's contexts and game and a ``num_steps`` sampler, and the
+    teacher's weights; with ``overrides`` (``denoiser.field=JSON ...``) a denoiser of that
+    config with fresh weights beside the teacher's reward/end model."""
     config = student_config(teacher.config, num_steps)
+    if overrides:
+        sections = {item.partition(".")[0] for item in overrides.split()}
+        if sections != {"denoiser"}:
+            raise InputError(
+                f"--student-overrides {overrides!r}: only denoiser.field=value items are allowed"
+            )
+        config = apply_overrides(config, overrides)
     student = WorldModel(config, teacher.game, teacher.action_meanings, teacher.contexts)
     student.env = teacher.env
-    student.load_state_dict(teacher.state_dict())
+    if overrides:
+        student.rew_end.load_state_dict(teacher.rew_end.state_dict())
+    else:
+        student.load_state_dict(teacher.state_dict())
     return student.to(teacher.device)
 
 
@@ -200,7 +227,8 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
     )
     device = resolve_device(opts.device)
     teacher = WorldModel.load(opts.teacher, device=device)
-    student = make_student(teacher, opts.num_steps)  # checks the teacher before anything is written
+    # checks the teacher and the overrides before anything is written
+    student = make_student(teacher, opts.num_steps, opts.student_overrides)
     with EpisodeDataset.open(opts.dataset) as ds:
         if ds.game != teacher.game or ds.action_meanings != teacher.action_meanings:
             raise InputError(
