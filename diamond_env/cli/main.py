@@ -537,14 +537,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = OPTIONAL_MODULES.get((err.name or "").split(".")[0])
         if extra is None:
             raise
-        words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
-        name = f"diamond-env {words[0]}" if words else "diamond-env"
         print(
-            f"{name}: error: needs {err.name}, an optional dependency: "
+            f"{_command_name(argv)}: error: needs {err.name}, an optional dependency: "
             f"pip install 'diamond_env[{extra}]'",
             file=sys.stderr,
         )
         return 2
+
+
+def _command_name(argv: Sequence[str] | None) -> str:
+    """``diamond-env <command>`` as the user typed it, for one-line errors."""
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    return f"diamond-env {words[0]}" if words else "diamond-env"
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -553,8 +557,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         command, opts = parse_command(argv)
     except InputError as err:  # a resumed run's stored options are unreadable
-        words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
-        print(f"diamond-env {words[0]}: error: {err}", file=sys.stderr)
+        print(f"{_command_name(argv)}: error: {err}", file=sys.stderr)
         return 2
     from diamond_env.devices import tune_allocator
     from diamond_env.training.distributed import launched_by_torchrun
