@@ -156,6 +156,23 @@ def test_resume_refuses_changed_configuration(
         train_world_model(_opts(tmp_path, breakout_dataset, steps=6))
 
 
+def test_resume_of_a_run_older_than_an_option(
+    tmp_path: Path, breakout_dataset: EpisodeDataset
+) -> None:
+    # a run started before an option existed stored no value for it: it ran with what is now the
+    # option's default, so resuming with the default continues and another value is refused
+    train_world_model(_opts(tmp_path, breakout_dataset, steps=3))
+    path = tmp_path / "run" / "options.json"
+    stored = json.loads(path.read_text())
+    del stored["overrides"]
+    path.write_text(json.dumps(stored))
+    assert train_world_model(_opts(tmp_path, breakout_dataset, resume=True))["grad_steps"] == 6
+    with pytest.raises(ValueError, match="overrides: run has ''"):
+        train_world_model(
+            _opts(tmp_path, breakout_dataset, steps=9, resume=True, overrides="denoiser.predict_change=true")
+        )
+
+
 def test_resume_after_sigkill(tmp_path: Path, breakout_dataset: EpisodeDataset) -> None:
     run = tmp_path / "run"
     cmd = [

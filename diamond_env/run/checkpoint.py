@@ -15,7 +15,7 @@ import json
 import os
 import random
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -201,12 +201,14 @@ def check_run_dir(
     options: dict[str, Any],
     fixed: Sequence[str],
     markers: Sequence[str] = ("resume.pt",),
+    defaults: Mapping[str, Any] | None = None,
 ) -> None:
     """Refuse to overwrite a run, or to resume one that is not there or was asked otherwise.
 
     Without ``resume``, any of ``markers`` in ``run_dir`` means a run is there (ValueError). With
     it, ``resume.pt`` must exist (FileNotFoundError) and ``options[k]`` must equal the run's
-    ``options.json`` for every ``k`` in ``fixed`` (ValueError listing each difference).
+    ``options.json`` for every ``k`` in ``fixed`` (ValueError listing each difference); a key the
+    file lacks (a run started before that option existed) counts as ``defaults[k]``.
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"{run_dir} is a file, not a run directory; choose another --run-dir")
@@ -223,10 +225,11 @@ def check_run_dir(
             "start it again without --resume)"
         )
     saved = read_json(run_dir / "options.json")
+    # An option the run's options.json lacks was added after the run started; the run used what
+    # is now its default (new options default to the old behaviour).
+    stored = {k: saved.get(k, (defaults or {}).get(k)) for k in fixed}
     diffs = [
-        f"{k}: run has {saved.get(k)!r}, got {options[k]!r}"
-        for k in fixed
-        if saved.get(k) != options[k]
+        f"{k}: run has {stored[k]!r}, got {options[k]!r}" for k in fixed if stored[k] != options[k]
     ]
     if diffs:
         raise ValueError("--resume with a different configuration: " + "; ".join(diffs))

@@ -168,6 +168,18 @@ def with_stored_options(opts: R, given: set[str]) -> R:
     return dataclasses.replace(opts, **taken)  # type: ignore[type-var]
 
 
+def field_defaults(cls: Any) -> dict[str, Any]:
+    """Each field of the dataclass ``cls`` (or of an instance's class) with its default value;
+    fields without one are left out."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
 NEVER_STORED = frozenset({"resume", "run_dir", "out"})
 """Options a resumed run never takes from its stored file: where it writes is where the user
 pointed it, never a path the file names."""

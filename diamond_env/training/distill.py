@@ -42,7 +42,7 @@ from diamond_env.run.checkpoint import (
     set_rng_state,
 )
 from diamond_env.run.metrics import MetricsLogger
-from diamond_env.run.options import opt
+from diamond_env.run.options import field_defaults, opt
 from diamond_env.run.progress import BudgetBar
 from diamond_env.run.runinfo import start_run
 from diamond_env.run.safe_io import InputError
@@ -223,7 +223,11 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
     assert opts.teacher is not None and opts.dataset is not None and opts.run_dir is not None
     run_dir = Path(opts.run_dir)
     check_run_dir(
-        run_dir, resume=opts.resume, options=dataclasses.asdict(opts), fixed=_FIXED_ON_RESUME
+        run_dir,
+        resume=opts.resume,
+        options=dataclasses.asdict(opts),
+        fixed=_FIXED_ON_RESUME,
+        defaults=field_defaults(opts),
     )
     device = resolve_device(opts.device)
     teacher = WorldModel.load(opts.teacher, device=device)

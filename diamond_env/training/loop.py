@@ -50,7 +50,7 @@ from diamond_env.run.checkpoint import (
     set_rng_state,
 )
 from diamond_env.run.metrics import MetricsLogger
-from diamond_env.run.options import opt
+from diamond_env.run.options import field_defaults, opt
 from diamond_env.run.paths import default_run_dir
 from diamond_env.run.runinfo import start_run
 from diamond_env.training import distributed
@@ -142,6 +142,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         options=dataclasses.asdict(opts),
         fixed=_FIXED_ON_RESUME,
         markers=("resume.pt", "eval.json"),
+        defaults=field_defaults(opts),
     )
     device = resolve_device(opts.device)
     with distributed.joined(device) as dist, tf32_matmuls(device):

@@ -37,7 +37,7 @@ from diamond_env.run.checkpoint import (
     set_rng_state,
 )
 from diamond_env.run.metrics import MetricsLogger
-from diamond_env.run.options import opt
+from diamond_env.run.options import field_defaults, opt
 from diamond_env.run.paths import default_run_dir
 from diamond_env.run.progress import BudgetBar
 from diamond_env.run.runinfo import start_run
@@ -279,7 +279,11 @@ def train_world_model(opts: TrainWMOptions) -> dict[str, Any]:
     opts.validate()
     run_dir = opts.resolved_run_dir()
     check_run_dir(
-        run_dir, resume=opts.resume, options=dataclasses.asdict(opts), fixed=_FIXED_ON_RESUME
+        run_dir,
+        resume=opts.resume,
+        options=dataclasses.asdict(opts),
+        fixed=_FIXED_ON_RESUME,
+        defaults=field_defaults(opts),
     )
     source = _init_source(opts)
     device = resolve_device(opts.device)
