@@ -36,7 +36,12 @@ from diamond_env.evaluation.wm_eval import evaluate_world_model
 from diamond_env.run.paths import PRETRAINED_ROOT
 from diamond_env.world_model.model import WorldModel
 
-AGENT_FILES = ("agent.json", "actor_critic.json", "actor_critic.safetensors")
+AGENT_FILES = (
+    "agent.json",
+    "actor_critic.json",
+    "actor_critic.safetensors",
+    "sb3_policy.safetensors",
+)
 
 
 def measure(path: Path, heldout: EpisodeDataset, rollouts: int, seed: int) -> dict[str, Any]:
