@@ -169,7 +169,13 @@ def test_resume_of_a_run_older_than_an_option(
     assert train_world_model(_opts(tmp_path, breakout_dataset, resume=True))["grad_steps"] == 6
     with pytest.raises(ValueError, match="overrides: run has ''"):
         train_world_model(
-            _opts(tmp_path, breakout_dataset, steps=9, resume=True, overrides="denoiser.predict_change=true")
+            _opts(
+                tmp_path,
+                breakout_dataset,
+                steps=9,
+                resume=True,
+                overrides="denoiser.predict_change=true",
+            )
         )
 
 
