@@ -114,4 +114,4 @@ def test_demo_end_to_end_then_rerun_then_in_a_shipped_dream(
     assert "world model shipped inside the package" in report
     assert "### Shipped world model" in report and "### Fresh world model" in report
     assert "| copy the last frame / majority class |" in report
-    assert "the shipped actor-critic" in report
+    assert "the shipped agent" in report

@@ -59,7 +59,7 @@ LABELS = {
     "actor_critic": "our actor-critic, trained only in the dream",
     "ppo_dream": "SB3 PPO, trained only in the dream",
     "ppo_real": "SB3 PPO, model-free on the same real steps",
-    "shipped_agent": "the shipped actor-critic (trained in the shipped dream)",
+    "shipped_agent": "the shipped agent (trained only in the shipped dream; its model card says which)",
 }
 DREAMS = ("shipped", "fresh")
 HELDOUT_SEED_OFFSET = 777
