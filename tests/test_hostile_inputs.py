@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from diamond_env.cli.main import main
+from diamond_env.config import get_preset
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.models.actor_critic import ActorCritic
 from diamond_env.run.checkpoint import (
@@ -163,7 +164,7 @@ def test_world_model_config_sizes(
 
 def test_actor_critic_config_sizes(tmp_path: Path) -> None:
     agent = tmp_path / "agent"
-    shutil.copytree(SHIPPED / "agent", agent)
+    ActorCritic(get_preset("tiny").actor_critic, num_actions=4).save(agent)
     _edit_json(agent / "actor_critic.json", lambda c: c["config"].update(lstm_dim=10**7))
     with pytest.raises(ValueError, match="lstm_dim"):
         ActorCritic.load(agent)
