@@ -97,17 +97,6 @@ def _diamond_worker(conn: Any, checkout: str, checkpoint: str, num_envs: int, th
     from side_by_side import _Contexts, load_diamond
 
     d = load_diamond(Path(checkout))
-    import agent as diamond_agent  # type: ignore[import-not-found]
-    import models.actor_critic as diamond_ac  # type: ignore[import-not-found]
-    import models.diffusion as diamond_diffusion  # type: ignore[import-not-found]
-    import models.rew_end_model as diamond_rew_end  # type: ignore[import-not-found]
-
-    d.update(
-        agent=diamond_agent,
-        diffusion=diamond_diffusion,
-        rew_end=diamond_rew_end,
-        actor_critic=diamond_ac,
-    )
     wm = WorldModel.load(checkpoint)
     torch.manual_seed(0)
     agent = d["agent"].Agent(_diamond_config(d, wm)).eval()
@@ -226,16 +215,18 @@ def main() -> None:
     labels = [d["label"] for d in dreams]
     if args.diamond:
         labels.insert(0, "DIAMOND's code (yardstick)")
+        # same network size as the first dream, 3 steps: its work a frame is our 3-step dream's
+        first = WorldModel.load(dreams[0]["checkpoint"])
+        yardstick_frame_flops = dream_frame_flops(
+            count_model_flops(first.config, len(first.action_meanings)), 3
+        )
     for num_envs in (int(n) for n in args.num_envs.split(",")):
         envs = [build(d, num_envs) for d in dreams]
         if args.diamond:
             yardstick = DiamondYardstick(
                 args.diamond, dreams[0]["checkpoint"], num_envs, args.threads
             )
-            # same network size, 3 steps: its work a frame is counted as our 3-step dream's
-            wm = WorldModel.load(dreams[0]["checkpoint"])
-            flops = count_model_flops(wm.config, len(wm.action_meanings))
-            envs.insert(0, (yardstick, num_envs * dream_frame_flops(flops, 3)))
+            envs.insert(0, (yardstick, num_envs * yardstick_frame_flops))
         per_round: list[list[float]] = []
         for _ in range(args.rounds):
             per_round.append(

@@ -73,6 +73,8 @@ def load_diamond(checkout: Path) -> dict[str, Any]:
         "agent": diamond_agent,
         "diffusion": diamond_diffusion,
         "wm_env": diamond_wm_env,
+        "rew_end": diamond_rew_end,
+        "actor_critic": diamond_ac,
         "utils": diamond_utils,
         "Batch": Batch,
     }
