@@ -153,3 +153,54 @@ def test_a_slimmer_student_starts_fresh_beside_the_teachers_reward_model(
     distill(opts)
     saved = WorldModel.load(run / "world_model")  # an ordinary checkpoint of the slim size
     assert saved.config.denoiser.channels == (4, 4, 4, 4) and saved.config.sampler.num_steps == 1
+
+
+def test_a_student_continues_from_an_earlier_one(dataset: Path, tmp_path: Path) -> None:
+    """``--init-student``: the denoiser starts from an earlier student's (not the teacher's), and a
+    student of another size, step count or game is refused before anything is written."""
+    base = {"teacher": str(OLD / "world_model"), "dataset": str(dataset), "progress": False}
+    first = tmp_path / "first"
+    distill(DistillOptions(**base, run_dir=str(first), steps=6, lr=1e-3))  # type: ignore[arg-type]
+    earlier = WorldModel.load(first / "world_model")
+    teacher = WorldModel.load(OLD / "world_model")
+    changed = [
+        k
+        for k, v in earlier.denoiser.state_dict().items()
+        if not torch.equal(v, teacher.denoiser.state_dict()[k])
+    ]
+    assert changed  # the earlier student moved away from the teacher
+
+    second = tmp_path / "second"
+    opts = DistillOptions(
+        **base,  # type: ignore[arg-type]
+        run_dir=str(second),
+        init_student=str(first / "world_model"),
+        steps=1,
+        lr=1e-9,  # one step that barely moves: the start is what is seen
+    )
+    distill(opts)
+    cont = WorldModel.load(second / "world_model")
+    for key in changed:
+        assert torch.allclose(cont.denoiser.state_dict()[key], earlier.denoiser.state_dict()[key])
+    for key, value in teacher.rew_end.state_dict().items():
+        assert torch.equal(cont.rew_end.state_dict()[key], value)
+
+    slim = tmp_path / "slim"
+    distill(
+        DistillOptions(
+            **base,  # type: ignore[arg-type]
+            run_dir=str(slim),
+            steps=1,
+            student_overrides="denoiser.channels=[4,4,4,4]",
+        )
+    )
+    refused = tmp_path / "refused"
+    with pytest.raises(InputError, match="--init-student .*another config"):
+        distill(
+            DistillOptions(**base, run_dir=str(refused), init_student=str(slim / "world_model"))
+        )  # type: ignore[arg-type]
+    assert not refused.exists()
+    argv = ["distill", "--teacher", str(OLD / "world_model"), "--dataset", str(dataset)]
+    argv += ["--run-dir", str(refused), "--init-student", str(tmp_path / "nowhere")]
+    assert main(argv) == 2
+    assert not (refused / "resume.pt").exists()

@@ -55,6 +55,7 @@ _FIXED_ON_RESUME = (
     "dataset",
     "num_steps",
     "student_overrides",
+    "init_student",
     "batch_size",
     "lr",
     "change_weight",
@@ -77,6 +78,12 @@ class DistillOptions:
         "a student denoiser of another size, e.g. 'denoiser.channels=[16,16,16,16]' "
         "(whitespace-separated denoiser.field=JSON): it starts from fresh weights instead of the "
         "teacher's and keeps the teacher's reward/end model",
+    )
+    init_student: str | None = opt(
+        None,
+        "a student checkpoint (an earlier distillation's world_model) whose denoiser this one "
+        "starts from instead of the teacher's: to continue at another --lr, or onto a teacher "
+        "trained further",
     )
     steps: int = opt(1_000, "gradient steps; a resumed run continues up to it")
     batch_size: int = opt(0, "contexts per step (0: the teacher's denoiser batch)")
@@ -163,6 +170,24 @@ def make_student(teacher: WorldModel, num_steps: int, overrides: str = "") -> Wo
     return student.to(teacher.device)
 
 
+def warm_start(student: WorldModel, earlier: WorldModel, where: str) -> None:
+    """Copy ``earlier``'s denoiser into ``student`` (``InputError`` unless both are of the same
+    game and actions, denoiser config and number of denoising steps)."""
+    why = None
+    if (earlier.game, earlier.action_meanings) != (student.game, student.action_meanings):
+        why = f"a model of {earlier.game} {earlier.action_meanings}"
+    elif earlier.config.denoiser != student.config.denoiser:
+        why = "a denoiser of another config (compare --student-overrides)"
+    elif earlier.config.sampler.num_steps != student.config.sampler.num_steps:
+        why = f"a {earlier.config.sampler.num_steps}-step sampler"
+    if why is not None:
+        raise InputError(
+            f"--init-student {where}: {why}; the student is {student.game}, "
+            f"{student.config.sampler.num_steps} step(s)"
+        )
+    student.denoiser.load_state_dict(earlier.denoiser.state_dict())
+
+
 def student_frame(
     student: WorldModel, noise: torch.Tensor, obs: torch.Tensor, act: torch.Tensor
 ) -> torch.Tensor:
@@ -233,6 +258,8 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
     teacher = WorldModel.load(opts.teacher, device=device)
     # checks the teacher and the overrides before anything is written
     student = make_student(teacher, opts.num_steps, opts.student_overrides)
+    if opts.init_student is not None:
+        warm_start(student, WorldModel.load(opts.init_student, device=device), opts.init_student)
     with EpisodeDataset.open(opts.dataset) as ds:
         if ds.game != teacher.game or ds.action_meanings != teacher.action_meanings:
             raise InputError(
