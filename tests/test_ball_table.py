@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 
@@ -105,21 +103,9 @@ def test_shapes_are_checked() -> None:
         ball_table(ctx, r, d[:, :1], *(np.zeros((1, 2)),) * 4)
 
 
-def _tracker() -> object:
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "breakout_tracker", Path(__file__).parent.parent / "tools" / "breakout_tracker.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_tracker_follows_the_ball_and_fires_without_one() -> None:
-    trk: Any = _tracker()
+    from diamond_env.evaluation import paddle as trk
+
     frame = _frame((40, 50))  # paddle at columns 28-35 (centre 31.5), ball to its right
     assert trk.paddle_centre(frame) == 31.5
     assert trk.landing_column(40.0, 50.0, 0.0, 1.0) == 50.0  # not falling: where it is

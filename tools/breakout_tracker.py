@@ -8,6 +8,7 @@ the ball (:mod:`diamond_env.evaluation.ball`) and the paddle (rows 57-58), extra
 falling ball will cross the paddle's row (bouncing off the side walls), and moves the paddle
 there; with no ball in view it presses FIRE. Mixed with uniformly random actions (``--epsilon``,
 so every action is seen in every kind of state), it gives a dataset in which the ball comes back.
+The policy is :class:`diamond_env.evaluation.paddle.TrackerPolicy` (also the paddle probe's FOLLOW).
 It is a measuring instrument, not a learnt agent: the steps it plays count as real steps like
 any others. Appends to ``DATASET`` (created if missing) up to ``N`` steps.
 """
@@ -20,54 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from diamond_env.data.collect import collect_until
-from diamond_env.evaluation.ball import COLS, ball_centres
-
-NOOP, FIRE, RIGHT, LEFT = 0, 1, 2, 3
-PADDLE_ROWS = slice(57, 59)
-WALL_LEFT, WALL_RIGHT = COLS.start, COLS.stop - 1
-
-
-def paddle_centre(frame: np.ndarray) -> float:
-    """Column of the paddle's centre in a (64, 64, 3) uint8 frame; NaN when none is seen."""
-    bright = frame[PADDLE_ROWS, 3:61].astype(np.int32).sum(-1) > 100
-    cols = np.nonzero(bright.any(axis=0))[0]
-    return float(cols.mean()) + 3 if len(cols) else float("nan")
-
-
-def landing_column(row: float, col: float, d_row: float, d_col: float) -> float:
-    """Where a ball at ``(row, col)`` moving ``(d_row, d_col)`` per frame crosses the paddle's
-    row, reflected off the side walls; its column when it is not falling."""
-    if d_row <= 0:
-        return col
-    col = col + d_col * (PADDLE_ROWS.start - row) / d_row
-    width = WALL_RIGHT - WALL_LEFT
-    offset = (col - WALL_LEFT) % (2 * width)
-    return WALL_LEFT + (offset if offset <= width else 2 * width - offset)
-
-
-class TrackerPolicy:
-    """The scripted tracker as a :class:`diamond_env.data.collect.Policy` (one memory per env:
-    the ball's last centre, for its velocity)."""
-
-    def __init__(self, num_envs: int = 1) -> None:
-        self.last = np.full((num_envs, 2), np.nan)
-
-    def reset(self, mask: np.ndarray) -> None:
-        self.last[np.asarray(mask, dtype=bool)] = np.nan
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        balls = ball_centres(obs)  # (N, 2)
-        actions = np.full(len(obs), FIRE, dtype=np.int64)
-        for i, frame in enumerate(obs):
-            paddle = paddle_centre(frame)
-            ball = balls[i]
-            if np.isnan(ball[0]) or np.isnan(paddle):
-                continue
-            velocity = ball - self.last[i] if not np.isnan(self.last[i, 0]) else np.zeros(2)
-            target = landing_column(ball[0], ball[1], velocity[0], velocity[1])
-            actions[i] = RIGHT if target > paddle + 1 else LEFT if target < paddle - 1 else NOOP
-        self.last = balls
-        return actions
+from diamond_env.evaluation.paddle import TrackerPolicy
 
 
 def main() -> None:

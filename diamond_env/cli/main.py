@@ -143,6 +143,10 @@ def _cmd_eval_wm(opts: EvalWMOptions) -> int:
         num_rollouts=opts.rollouts,
         grid_path=grid,
     )
+    if opts.paddle_states:
+        from diamond_env.evaluation.paddle import paddle_probe
+
+        results["paddle"] = paddle_probe(wm, num_states=opts.paddle_states, seed=opts.seed)
     from diamond_env.evaluation.fidelity import fidelity_lines
 
     print(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from diamond_env.run.options import opt, positive_int, probability
+from diamond_env.run.options import non_negative_int, opt, positive_int, probability
 
 TRUST_PICKLE_HELP = (
     "also load a bare SB3 model.zip: SB3 unpickles it, and a crafted file runs arbitrary code, "
@@ -91,6 +91,12 @@ class EvalWMOptions:
         "(channels_last,bf16,...): what the path costs in fidelity",
     )
     num_denoising_steps: int = opt(0, "denoising steps per dreamt frame (0: the checkpoint's)")
+    paddle_states: int = opt(
+        0,
+        "Breakout: also run the paddle probe from this many real states (does following the "
+        "ball save lives in the dream as in the game?); 0: off",
+        parse=non_negative_int,
+    )
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from diamond_env.evaluation.ball import ball_rows, ball_summary
+from diamond_env.evaluation.paddle import paddle_rows, paddle_summary
 
 MAX_PSNR = 100.0
 """PSNR reported for a zero error (identical frames)."""
@@ -223,4 +224,8 @@ def fidelity_lines(fid: dict[str, Any]) -> list[str]:
         lines += markdown_table(
             ball_rows(ball), ("ball table (Breakout)", "world model", "copy last frame")
         )
+    paddle = fid.get("paddle")
+    if paddle:
+        lines += [f"**{paddle_summary(paddle)}**", ""]
+        lines += markdown_table(paddle_rows(paddle), ("paddle probe (Breakout)", "dream", "game"))
     return lines

@@ -1,0 +1,360 @@
+"""The Breakout paddle probe: does the dream answer the paddle the way the game does?
+
+The ball table (:mod:`diamond_env.evaluation.ball`) replays the real actions; an agent instead
+learns from what the dream does with *its* actions. In Breakout the one lesson that matters is
+that a paddle under a falling ball returns it and a paddle elsewhere loses a life. This probe asks
+both the game and the dream that question from the same states:
+
+1. real states are drawn from the game played by the scripted tracker (:class:`TrackerPolicy`,
+   with uniformly random actions mixed in), each one where the ball is in view, falling, and in
+   the lower part of the play area (rows >= ``MIN_ROW`` of the 64 x 64 frame);
+2. from each state the real game (its emulator state restored) and the dream (the same context
+   of real frames and actions, ``repeats`` dreams) are played ``horizon`` steps in closed loop by
+   two policies that read the frames they are shown: FOLLOW (the tracker) and AWAY (the paddle
+   moves away from the ball); 20 steps by default, as a ball falling from row 30 may take that
+   long to leave the screen and cost the life;
+3. for each policy and each side: the share of runs that lose a life, that return the ball (seen
+   rising after it was seen near the paddle, rows >= ``NEAR_PADDLE_ROW``), and the rewards.
+
+In the game, following the ball loses far fewer lives than moving away; the figure that says
+whether an agent can learn to play in a dream is that same gap measured in the dream
+(``life_gap``: lives lost AWAY minus FOLLOW, in points).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from diamond_env.evaluation.ball import BALL_GAME, COLS, ball_centres
+from diamond_env.frames import to_model, to_uint8
+
+NOOP, FIRE, RIGHT, LEFT = 0, 1, 2, 3
+"""Breakout's minimal action set."""
+PADDLE_ROWS = slice(57, 59)
+"""Rows of the paddle in the 64 x 64 frame."""
+WALL_LEFT, WALL_RIGHT = COLS.start, COLS.stop - 1
+MIN_ROW = 30
+"""Probe states have the ball falling at or below this row (it reaches the paddle in the run)."""
+NEAR_PADDLE_ROW = 48
+"""A ball seen rising after it was seen at or below this row was returned by the paddle."""
+POLICIES = ("follow", "away")
+
+
+def paddle_centre(frame: np.ndarray) -> float:
+    """Column of the paddle's centre in a (64, 64, 3) uint8 frame; NaN when none is seen."""
+    bright = frame[PADDLE_ROWS, 3:61].astype(np.int32).sum(-1) > 100
+    cols = np.nonzero(bright.any(axis=0))[0]
+    return float(cols.mean()) + 3 if len(cols) else float("nan")
+
+
+def landing_column(row: float, col: float, d_row: float, d_col: float) -> float:
+    """Where a ball at ``(row, col)`` moving ``(d_row, d_col)`` per frame crosses the paddle's
+    row, reflected off the side walls; its column when it is not falling."""
+    if d_row <= 0:
+        return col
+    col = col + d_col * (PADDLE_ROWS.start - row) / d_row
+    width = WALL_RIGHT - WALL_LEFT
+    offset = (col - WALL_LEFT) % (2 * width)
+    return WALL_LEFT + (offset if offset <= width else 2 * width - offset)
+
+
+class FramePolicy(Protocol):
+    """A policy over batches of uint8 ``(N, 64, 64, 3)`` frames, with per-env memory."""
+
+    def reset(self, mask: np.ndarray) -> None: ...
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray: ...
+
+
+class TrackerPolicy:
+    """A scripted Breakout player reading each 64 x 64 frame: it extrapolates where a falling ball
+    will cross the paddle's row (off the side walls) and moves the paddle there; with no ball in
+    view it presses FIRE. One memory per env (the ball's last centre, for its velocity). A
+    measuring instrument and a data source (``tools/breakout_tracker.py``), not a learnt agent."""
+
+    def __init__(self, num_envs: int = 1) -> None:
+        self.last = np.full((num_envs, 2), np.nan)
+
+    def reset(self, mask: np.ndarray) -> None:
+        self.last[np.asarray(mask, dtype=bool)] = np.nan
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        balls = ball_centres(obs)  # (N, 2)
+        actions = np.full(len(obs), FIRE, dtype=np.int64)
+        for i, frame in enumerate(obs):
+            paddle = paddle_centre(frame)
+            ball = balls[i]
+            if np.isnan(ball[0]) or np.isnan(paddle):
+                continue
+            velocity = ball - self.last[i] if not np.isnan(self.last[i, 0]) else np.zeros(2)
+            target = landing_column(ball[0], ball[1], velocity[0], velocity[1])
+            actions[i] = RIGHT if target > paddle + 1 else LEFT if target < paddle - 1 else NOOP
+        self.last = balls
+        return actions
+
+
+class AwayPolicy:
+    """Moves the paddle away from the ball's column (FIRE with no ball or paddle in view)."""
+
+    def __init__(self, num_envs: int = 1) -> None:
+        self.num_envs = num_envs
+
+    def reset(self, mask: np.ndarray) -> None:
+        pass
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        balls = ball_centres(obs)
+        actions = np.full(len(obs), FIRE, dtype=np.int64)
+        for i, frame in enumerate(obs):
+            paddle = paddle_centre(frame)
+            if not (np.isnan(balls[i, 0]) or np.isnan(paddle)):
+                actions[i] = LEFT if balls[i, 1] >= paddle else RIGHT
+        return actions
+
+
+MAKERS: dict[str, Callable[[int], FramePolicy]] = {"follow": TrackerPolicy, "away": AwayPolicy}
+
+
+def returned(frames: np.ndarray) -> bool:
+    """Whether the ball in uint8 ``(T, 64, 64, 3)`` frames is seen rising (by a row or more, on
+    consecutive frames) after it was seen at or below :data:`NEAR_PADDLE_ROW`."""
+    rows = ball_centres(frames)[:, 0]
+    low = np.flatnonzero(rows >= NEAR_PADDLE_ROW)
+    if not len(low):
+        return False
+    after = rows[low[0] :]
+    with np.errstate(invalid="ignore"):
+        return bool(np.any(np.diff(after) <= -1.0))
+
+
+@dataclass
+class ProbeState:
+    """A real state of the game: the emulator's state, the last ``L`` frames uint8
+    ``(L, 64, 64, 3)`` (current last), the actions taken at all but the last (int64 ``(L,)``, the
+    last slot 0) and the lives left."""
+
+    ale_state: Any
+    frames: np.ndarray
+    actions: np.ndarray
+    lives: int
+
+
+def draw_states(
+    env: Any, num_states: int, num_context: int, seed: int, epsilon: float = 0.25
+) -> list[ProbeState]:
+    """``num_states`` probe states from ``env`` (one real Breakout env,
+    :func:`diamond_env.atari.make_single_atari_env`) played by the tracker with ``epsilon``
+    random actions; a qualifying step is taken with probability 0.3, at most one per fall of
+    the ball, so states spread over its path and over the games."""
+    ale = env.unwrapped.ale
+    rng = np.random.default_rng(seed)
+    tracker = TrackerPolicy(1)
+    states: list[ProbeState] = []
+    obs, _ = env.reset(seed=int(rng.integers(2**31)))
+    frames: list[np.ndarray] = [obs]
+    actions: list[int] = []
+    last_row, taken = float("nan"), False
+    for _ in range(200 * num_states + 10_000):
+        if len(states) == num_states:
+            return states
+        a = int(tracker(obs[None])[0]) if rng.random() >= epsilon else int(rng.integers(4))
+        obs, _, term, trunc, _ = env.step(a)
+        frames, actions = frames[-num_context:] + [obs], actions[-num_context:] + [a]
+        row = float(ball_centres(obs)[0])
+        if term or trunc:
+            obs, _ = env.reset(seed=int(rng.integers(2**31)))
+            frames, actions, last_row = [obs], [], float("nan")
+            tracker.reset(np.ones(1, bool))
+            continue
+        falling = row >= MIN_ROW and row > last_row
+        last_row = row
+        if not falling:
+            taken = False  # a new fall may give a state again
+        if falling and not taken and len(frames) > num_context and rng.random() < 0.3:
+            taken = True  # one state per fall: states of one fall would share their outcome
+            states.append(
+                ProbeState(
+                    ale.cloneState(),
+                    np.stack(frames[-num_context:]),
+                    np.array([*actions[-(num_context - 1) :], 0], dtype=np.int64),
+                    int(ale.lives()),
+                )
+            )
+    raise RuntimeError(f"paddle probe: found {len(states)} of {num_states} states")
+
+
+def _primed(make: Callable[[int], FramePolicy], states: list[ProbeState], repeats: int) -> Any:
+    """A policy for ``repeats`` copies of ``states`` that has seen each state's previous frame
+    (so the tracker knows the ball's velocity)."""
+    policy = make(len(states) * repeats)
+    policy(np.concatenate([np.stack([s.frames[-2] for s in states])] * repeats))
+    return policy
+
+
+def play_real(
+    env: Any, states: list[ProbeState], make: Callable[[int], FramePolicy], horizon: int
+) -> dict[str, np.ndarray]:
+    """Each state played ``horizon`` steps in the real game (stopping at a life loss)."""
+    ale = env.unwrapped.ale
+    lost, back, rew = [], [], []
+    for s in states:
+        ale.restoreState(s.ale_state)
+        policy = _primed(make, [s], 1)
+        obs, seen, total, died = s.frames[-1], [], 0.0, False
+        for _ in range(horizon):
+            obs, r, term, _, _ = env.step(int(policy(obs[None])[0]))
+            seen.append(obs)
+            total += float(r)
+            if ale.lives() < s.lives or term:
+                died = True
+                break
+        lost.append(died)
+        back.append(returned(np.stack(seen)))
+        rew.append(total)
+    return {"life_lost": np.array(lost), "returned": np.array(back), "reward": np.array(rew)}
+
+
+class _FixedContexts:
+    """A context source that starts env ``i`` from context ``i`` (one reset of all envs)."""
+
+    def __init__(self, obs: torch.Tensor, act: torch.Tensor) -> None:
+        self.obs, self.act = obs, act
+
+    def draw(self, uniforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(uniforms) != len(self.obs):
+            raise RuntimeError("paddle probe: the dream restarted an env before its end")
+        return self.obs, self.act
+
+
+def play_dream(
+    world_model: Any,
+    states: list[ProbeState],
+    make: Callable[[int], FramePolicy],
+    horizon: int,
+    repeats: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Each state dreamt ``repeats`` times for ``horizon`` steps from its real context (stopping
+    at the dream's own life loss); arrays ``(repeats * len(states),)``, state-major per repeat."""
+    from diamond_env.dream.simulator import DreamSimulator
+
+    obs = torch.stack([to_model(torch.from_numpy(s.frames)) for s in states]).repeat(
+        repeats, 1, 1, 1, 1
+    )
+    act = torch.stack([torch.from_numpy(s.actions) for s in states]).repeat(repeats, 1)
+    device = torch.device(world_model.device)
+    sim = DreamSimulator(
+        world_model,
+        len(obs),
+        horizon=horizon,
+        seed=seed,
+        autoreset=False,
+        context_source=_FixedContexts(obs.to(device), act.to(device)),
+    )
+    frames = to_uint8(sim.reset()).cpu().numpy()
+    policy = _primed(make, states, repeats)
+    alive = np.ones(len(obs), bool)
+    lost = np.zeros(len(obs), bool)
+    rew = np.zeros(len(obs))
+    seen = []
+    for _ in range(horizon):
+        out = sim.step(torch.from_numpy(policy(frames)))
+        frames = to_uint8(out.final_obs).cpu().numpy()
+        seen.append(np.where(alive[:, None, None, None], frames, 0))
+        rew += np.where(alive, out.reward.cpu().numpy(), 0.0)
+        ended = out.terminated.cpu().numpy()
+        lost |= alive & ended
+        alive &= ~ended
+    sim.close()
+    video = np.stack(seen, axis=1)  # (N, T, 64, 64, 3), black after a life loss
+    back = np.array([returned(v) for v in video])
+    return {"life_lost": lost, "returned": back, "reward": rew}
+
+
+def paddle_probe(
+    world_model: Any,
+    *,
+    num_states: int = 64,
+    repeats: int = 2,
+    horizon: int = 20,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The probe's figures for ``world_model`` (a Breakout :class:`WorldModel`, possibly on a fast
+    path): per policy, shares of runs that lose a life and that return the ball, and rewards per
+    run, in the game and in the dream; ``life_gap`` (AWAY minus FOLLOW lives lost) for both."""
+    if world_model.game != BALL_GAME:
+        raise ValueError(f"the paddle probe is for {BALL_GAME}, got a model of {world_model.game}")
+    from diamond_env.atari import make_single_atari_env
+
+    env = make_single_atari_env(BALL_GAME)
+    try:
+        states = draw_states(env, num_states, world_model.config.denoiser.num_context, seed)
+        was_training = world_model.training
+        world_model.eval()
+        out: dict[str, Any] = {"states": num_states, "repeats": repeats, "horizon": horizon}
+        for name in POLICIES:
+            real = play_real(env, states, MAKERS[name], horizon)
+            with torch.no_grad():
+                dream = play_dream(world_model, states, MAKERS[name], horizon, repeats, seed)
+            out[name] = {
+                f"{side}_{key}": float(np.mean(values[key]))
+                for side, values in (("real", real), ("dream", dream))
+                for key in ("life_lost", "returned", "reward")
+            }
+        world_model.train(was_training)
+    finally:
+        env.close()
+    for side in ("real", "dream"):
+        out[f"{side}_life_gap"] = (
+            out["away"][f"{side}_life_lost"] - out["follow"][f"{side}_life_lost"]
+        )
+    return out
+
+
+def paddle_rows(probe: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(measure, dream, game)`` rows of :func:`paddle_probe`'s figures."""
+
+    def pct(v: float) -> str:
+        return f"{100 * v:.0f} %"
+
+    rows = []
+    for name, what in (("follow", "paddle follows the ball"), ("away", "paddle moves away")):
+        p = probe[name]
+        rows += [
+            (
+                f"{what}: runs that return the ball",
+                pct(p["dream_returned"]),
+                pct(p["real_returned"]),
+            ),
+            (f"{what}: runs that lose a life", pct(p["dream_life_lost"]), pct(p["real_life_lost"])),
+            (
+                f"{what}: reward per run",
+                f"{p['dream_reward']:.2f}",
+                f"{p['real_reward']:.2f}",
+            ),
+        ]
+    rows.append(
+        (
+            "lives saved by following (away minus follow)",
+            f"{100 * probe['dream_life_gap']:+.0f} points",
+            f"{100 * probe['real_life_gap']:+.0f} points",
+        )
+    )
+    return rows
+
+
+def paddle_summary(probe: dict[str, Any]) -> str:
+    """One line: does following the ball save lives in the dream as it does in the game?"""
+    return (
+        f"Paddle probe ({probe['states']} real states with the ball falling, {probe['horizon']} "
+        f"steps, closed loop): following the ball instead of moving away saves a life in "
+        f"{100 * probe['real_life_gap']:+.0f} points of runs in the game, "
+        f"{100 * probe['dream_life_gap']:+.0f} in the dream; the ball comes back "
+        f"{100 * probe['follow']['real_returned']:.0f} % of the time in the game, "
+        f"{100 * probe['follow']['dream_returned']:.0f} % in the dream."
+    )
