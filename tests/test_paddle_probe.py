@@ -23,6 +23,7 @@ from diamond_env.evaluation.paddle import (
     draw_states,
     paddle_probe,
     play_real,
+    reached,
     returned,
 )
 from diamond_env.world_model.model import WorldModel
@@ -43,6 +44,7 @@ def _video(rows: list[int | None]) -> np.ndarray:
 
 
 def test_returned_needs_the_ball_near_the_paddle_then_rising() -> None:
+    assert reached(_video([44, 48])) and not reached(_video([40, 44, None, None]))
     assert returned(_video([44, 48, 52, None, 50, 46]))  # down to the paddle, a gap, back up
     assert not returned(_video([44, 48, 52, 55, None, None]))  # lost
     assert not returned(_video([40, 38, 36, 34]))  # rising, but never near the paddle
@@ -72,6 +74,7 @@ def test_in_the_real_game_following_the_ball_saves_lives() -> None:
     assert np.array_equal(follow["life_lost"], again["life_lost"])
     assert away["life_lost"].mean() >= follow["life_lost"].mean() + 0.2
     assert follow["returned"].mean() >= away["returned"].mean() + 0.25
+    assert follow["reached"].mean() >= follow["returned"].mean()
 
 
 def test_the_probe_on_a_world_model_and_in_eval_wm(tmp_path: Path) -> None:

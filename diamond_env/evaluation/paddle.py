@@ -13,8 +13,9 @@ both the game and the dream that question from the same states:
    two policies that read the frames they are shown: FOLLOW (the tracker) and AWAY (the paddle
    moves away from the ball); 20 steps by default, as a ball falling from row 30 may take that
    long to leave the screen and cost the life;
-3. for each policy and each side: the share of runs that lose a life, that return the ball (seen
-   rising after it was seen near the paddle, rows >= ``NEAR_PADDLE_ROW``), and the rewards.
+3. for each policy and each side: the share of runs that lose a life, in which the ball reaches
+   the paddle's rows (seen at rows >= ``NEAR_PADDLE_ROW``: a dream that loses the ball on its way
+   down does not), that return the ball (seen rising after that), and the rewards.
 
 In the game, following the ball loses far fewer lives than moving away; the figure that says
 whether an agent can learn to play in a dream is that same gap measured in the dream
@@ -120,6 +121,13 @@ class AwayPolicy:
 MAKERS: dict[str, Callable[[int], FramePolicy]] = {"follow": TrackerPolicy, "away": AwayPolicy}
 
 
+def reached(frames: np.ndarray) -> bool:
+    """Whether the ball in uint8 ``(T, 64, 64, 3)`` frames is seen at or below
+    :data:`NEAR_PADDLE_ROW` (a dream that loses the ball on its way down never gets there)."""
+    with np.errstate(invalid="ignore"):
+        return bool(np.any(ball_centres(frames)[:, 0] >= NEAR_PADDLE_ROW))
+
+
 def returned(frames: np.ndarray) -> bool:
     """Whether the ball in uint8 ``(T, 64, 64, 3)`` frames is seen rising (by a row or more, on
     consecutive frames) after it was seen at or below :data:`NEAR_PADDLE_ROW`."""
@@ -201,7 +209,7 @@ def play_real(
 ) -> dict[str, np.ndarray]:
     """Each state played ``horizon`` steps in the real game (stopping at a life loss)."""
     ale = env.unwrapped.ale
-    lost, back, rew = [], [], []
+    lost, near, back, rew = [], [], [], []
     for s in states:
         ale.restoreState(s.ale_state)
         policy = _primed(make, [s], 1)
@@ -214,9 +222,15 @@ def play_real(
                 died = True
                 break
         lost.append(died)
+        near.append(reached(np.stack(seen)))
         back.append(returned(np.stack(seen)))
         rew.append(total)
-    return {"life_lost": np.array(lost), "returned": np.array(back), "reward": np.array(rew)}
+    return {
+        "life_lost": np.array(lost),
+        "reached": np.array(near),
+        "returned": np.array(back),
+        "reward": np.array(rew),
+    }
 
 
 class _FixedContexts:
@@ -272,8 +286,9 @@ def play_dream(
         alive &= ~ended
     sim.close()
     video = np.stack(seen, axis=1)  # (N, T, 64, 64, 3), black after a life loss
+    near = np.array([reached(v) for v in video])
     back = np.array([returned(v) for v in video])
-    return {"life_lost": lost, "returned": back, "reward": rew}
+    return {"life_lost": lost, "reached": near, "returned": back, "reward": rew}
 
 
 def paddle_probe(
@@ -304,7 +319,7 @@ def paddle_probe(
             out[name] = {
                 f"{side}_{key}": float(np.mean(values[key]))
                 for side, values in (("real", real), ("dream", dream))
-                for key in ("life_lost", "returned", "reward")
+                for key in ("life_lost", "reached", "returned", "reward")
             }
         world_model.train(was_training)
     finally:
