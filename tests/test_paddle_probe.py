@@ -88,6 +88,7 @@ def test_the_probe_on_a_world_model_and_in_eval_wm(tmp_path: Path) -> None:
     )
     text = "\n".join(fidelity_lines({"paddle": probe}))
     assert "Paddle probe (4 real states" in text and "lives saved by following" in text
+    assert "ball reaches the paddle's rows" in text
 
     out = tmp_path / "eval.json"
     argv = ["eval-wm", "--checkpoint", str(OLD / "world_model"), "--dataset"]

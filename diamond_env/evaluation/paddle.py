@@ -342,6 +342,11 @@ def paddle_rows(probe: dict[str, Any]) -> list[tuple[str, str, str]]:
         p = probe[name]
         rows += [
             (
+                f"{what}: runs where the ball reaches the paddle's rows",
+                pct(p["dream_reached"]),
+                pct(p["real_reached"]),
+            ),
+            (
                 f"{what}: runs that return the ball",
                 pct(p["dream_returned"]),
                 pct(p["real_returned"]),
