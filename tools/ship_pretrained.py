@@ -12,7 +12,7 @@ stays within ``--fp16-tolerance`` dB of float32, and writes::
 Usage::
 
     python tools/ship_pretrained.py --world-model RUN/world_model --heldout HELDOUT_DATASET \\
-        --training training.json [--agent AGENT_DIR --scores SCORES_JSON]
+        --training training.json [--agent AGENT_DIR --scores SCORES_JSON] [--paddle-states 96]
 
 ``training.json`` records how the model was made (command, data, steps, minutes, machine, date);
 ``--scores`` is ``diamond-env evaluate --out`` of the agent (or a ``{"name": result}`` map).
@@ -32,6 +32,7 @@ import torch
 
 from diamond_env.data.dataset import EpisodeDataset
 from diamond_env.evaluation.fidelity import fidelity_lines
+from diamond_env.evaluation.paddle import paddle_probe
 from diamond_env.evaluation.wm_eval import evaluate_world_model
 from diamond_env.run.paths import PRETRAINED_ROOT
 from diamond_env.world_model.model import WorldModel
@@ -67,7 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rollouts", type=int, default=64)
     p.add_argument("--fp16-tolerance", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--paddle-states",
+        type=int,
+        default=0,
+        help="Breakout: the card also gives the paddle probe from this many real states",
+    )
     args = p.parse_args(argv)
+    if args.paddle_states < 0:
+        p.error(f"--paddle-states: expected >= 0, got {args.paddle_states}")
 
     # read everything that can be wrong before the package's copy is replaced
     scores = None if args.scores is None else read_scores(args.scores)
@@ -80,12 +89,18 @@ def main(argv: list[str] | None = None) -> int:
         gaps = {h: abs(reduced["psnr"][h] - full["psnr"][h]) for h in full["psnr"]}
         use_fp16 = max(gaps.values()) <= args.fp16_tolerance
         source = Path(tmp) / "world_model" if use_fp16 else args.world_model
+        if args.paddle_states:  # on the weights that ship
+            probe = paddle_probe(
+                WorldModel.load(source), num_states=args.paddle_states, seed=args.seed
+            )
         game = heldout.game
         root = PRETRAINED_ROOT / game
         if root.exists():
             shutil.rmtree(root)  # the package's own copy, replaced as a whole
         shutil.copytree(source, root / "world_model")
     fidelity = reduced if use_fp16 else full
+    if args.paddle_states:
+        fidelity["paddle"] = probe
     card: dict[str, Any] = {
         "game": game,
         "training": json.loads(args.training.read_text(encoding="utf-8")),
