@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -93,7 +94,10 @@ def test_the_probe_on_a_world_model_and_in_eval_wm(tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
     argv = ["eval-wm", "--checkpoint", str(OLD / "world_model"), "--dataset"]
     argv += [str(OLD / "dataset"), "--batches", "1", "--rollouts", "2", "--out", str(out)]
-    assert main([*argv, "--paddle-states", "2"]) == 0
+    png = tmp_path / "probe.png"
+    assert main([*argv, "--paddle-states", "2", "--paddle-grid", str(png)]) == 0
     assert json.loads(out.read_text())["paddle"]["states"] == 2
+    image = cv2.imread(str(png))
+    assert image.shape == (2 * (4 * 40 + 3), 2 * 10 * 64, 3)  # 2 states x (game, dream), 10 frames
     with pytest.raises(SystemExit):
         main([*argv, "--paddle-states", "-1"])

@@ -146,7 +146,12 @@ def _cmd_eval_wm(opts: EvalWMOptions) -> int:
     if opts.paddle_states:
         from diamond_env.evaluation.paddle import paddle_probe
 
-        results["paddle"] = paddle_probe(wm, num_states=opts.paddle_states, seed=opts.seed)
+        results["paddle"] = paddle_probe(
+            wm,
+            num_states=opts.paddle_states,
+            seed=opts.seed,
+            grid_path=Path(opts.paddle_grid) if opts.paddle_grid else None,
+        )
     from diamond_env.evaluation.fidelity import fidelity_lines
 
     print(
@@ -159,6 +164,8 @@ def _cmd_eval_wm(opts: EvalWMOptions) -> int:
         print(f"wrote {opts.out}")
     if grid:
         print(f"wrote {grid}")
+    if "grid" in results.get("paddle", {}):
+        print(f"wrote {results['paddle']['grid']}")
     return 0
 
 

@@ -97,6 +97,9 @@ class EvalWMOptions:
         "ball save lives in the dream as in the game?); 0: off",
         parse=non_negative_int,
     )
+    paddle_grid: str | None = opt(
+        None, "with --paddle-states: a PNG of the first probe runs here (game above dream)"
+    )
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 import torch
 
@@ -207,9 +209,10 @@ def _primed(make: Callable[[int], FramePolicy], states: list[ProbeState], repeat
 def play_real(
     env: Any, states: list[ProbeState], make: Callable[[int], FramePolicy], horizon: int
 ) -> dict[str, np.ndarray]:
-    """Each state played ``horizon`` steps in the real game (stopping at a life loss)."""
+    """Each state played ``horizon`` steps in the real game (stopping at a life loss); per run the
+    figures and ``video`` uint8 ``(T, 64, 64, 3)`` (black after a life loss)."""
     ale = env.unwrapped.ale
-    lost, near, back, rew = [], [], [], []
+    lost, near, back, rew, videos = [], [], [], [], []
     for s in states:
         ale.restoreState(s.ale_state)
         policy = _primed(make, [s], 1)
@@ -225,11 +228,14 @@ def play_real(
         near.append(reached(np.stack(seen)))
         back.append(returned(np.stack(seen)))
         rew.append(total)
+        seen += [np.zeros_like(obs)] * (horizon - len(seen))
+        videos.append(np.stack(seen))
     return {
         "life_lost": np.array(lost),
         "reached": np.array(near),
         "returned": np.array(back),
         "reward": np.array(rew),
+        "video": np.stack(videos),
     }
 
 
@@ -254,7 +260,8 @@ def play_dream(
     seed: int,
 ) -> dict[str, np.ndarray]:
     """Each state dreamt ``repeats`` times for ``horizon`` steps from its real context (stopping
-    at the dream's own life loss); arrays ``(repeats * len(states),)``, state-major per repeat."""
+    at the dream's own life loss); arrays ``(repeats * len(states),)``, state-major per repeat, and
+    ``video`` ``(repeats * len(states), T, 64, 64, 3)``."""
     from diamond_env.dream.simulator import DreamSimulator
 
     obs = torch.stack([to_model(torch.from_numpy(s.frames)) for s in states]).repeat(
@@ -288,7 +295,7 @@ def play_dream(
     video = np.stack(seen, axis=1)  # (N, T, 64, 64, 3), black after a life loss
     near = np.array([reached(v) for v in video])
     back = np.array([returned(v) for v in video])
-    return {"life_lost": lost, "reached": near, "returned": back, "reward": rew}
+    return {"life_lost": lost, "reached": near, "returned": back, "reward": rew, "video": video}
 
 
 def paddle_probe(
@@ -298,10 +305,13 @@ def paddle_probe(
     repeats: int = 2,
     horizon: int = 20,
     seed: int = 0,
+    grid_path: Path | None = None,
 ) -> dict[str, Any]:
     """The probe's figures for ``world_model`` (a Breakout :class:`WorldModel`, possibly on a fast
     path): per policy, shares of runs that lose a life and that return the ball, and rewards per
-    run, in the game and in the dream; ``life_gap`` (AWAY minus FOLLOW lives lost) for both."""
+    run, in the game and in the dream; ``life_gap`` (AWAY minus FOLLOW lives lost) for both.
+    ``grid_path``: also a PNG of the first states' FOLLOW runs, game above dream
+    (:func:`save_probe_grid`)."""
     if world_model.game != BALL_GAME:
         raise ValueError(f"the paddle probe is for {BALL_GAME}, got a model of {world_model.game}")
     from diamond_env.atari import make_single_atari_env
@@ -316,6 +326,8 @@ def paddle_probe(
             real = play_real(env, states, MAKERS[name], horizon)
             with torch.no_grad():
                 dream = play_dream(world_model, states, MAKERS[name], horizon, repeats, seed)
+            if name == "follow" and grid_path is not None:
+                out["grid"] = str(save_probe_grid(real["video"], dream["video"], grid_path))
             out[name] = {
                 f"{side}_{key}": float(np.mean(values[key]))
                 for side, values in (("real", real), ("dream", dream))
@@ -329,6 +341,26 @@ def paddle_probe(
             out["away"][f"{side}_life_lost"] - out["follow"][f"{side}_life_lost"]
         )
     return out
+
+
+def save_probe_grid(
+    real: np.ndarray, dream: np.ndarray, path: Path, *, max_rows: int = 6, scale: int = 2
+) -> Path:
+    """PNG of runs ``(N, T, 64, 64, 3)``: for each of the first ``max_rows`` states the game's
+    frames above the dream's (every second step, the play area below the bricks), upscaled
+    without smoothing so the ball stays visible."""
+    rows = []
+    for i in range(min(max_rows, len(real))):
+        for video in (real[i], dream[i]):
+            rows.append(np.concatenate(list(video[1::2, 24:]), axis=1))
+        rows.append(np.full((3, rows[-1].shape[1], 3), 255, np.uint8))
+    grid = np.concatenate(rows[:-1], axis=0)
+    grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+    return path
 
 
 def paddle_rows(probe: dict[str, Any]) -> list[tuple[str, str, str]]:
