@@ -358,7 +358,8 @@ def save_probe_grid(
     grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
+    bgr = cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise OSError(f"could not write {path}")
     return path
 
