@@ -29,12 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 import torch
 
 from diamond_env.evaluation.ball import BALL_GAME, COLS, ball_centres
-from diamond_env.frames import to_model, to_uint8
+from diamond_env.frames import to_model, to_uint8, write_png
 
 NOOP, FIRE, RIGHT, LEFT = 0, 1, 2, 3
 """Breakout's minimal action set."""
@@ -354,14 +353,7 @@ def save_probe_grid(
         for video in (real[i], dream[i]):
             rows.append(np.concatenate(list(video[1::2, 24:]), axis=1))
         rows.append(np.full((3, rows[-1].shape[1], 3), 255, np.uint8))
-    grid = np.concatenate(rows[:-1], axis=0)
-    grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    bgr = cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
-        raise OSError(f"could not write {path}")
-    return path
+    return write_png(np.concatenate(rows[:-1], axis=0), path, scale)
 
 
 def paddle_rows(probe: dict[str, Any]) -> list[tuple[str, str, str]]:

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
@@ -21,7 +20,7 @@ from diamond_env.data.episode import FlatData
 from diamond_env.data.segments import SegmentSampler, life_index, to_torch
 from diamond_env.evaluation.ball import BALL_GAME, BALL_HORIZONS, ball_in_view, ball_table
 from diamond_env.evaluation.fidelity import event_scores, frame_figures, headline, rare_f1
-from diamond_env.frames import to_model, to_uint8
+from diamond_env.frames import to_model, to_uint8, write_png
 from diamond_env.world_model.model import WorldModel
 
 HORIZONS = (1, 5, 15)
@@ -217,13 +216,7 @@ def save_grid(rollouts: Rollouts, path: Path, *, max_rows: int = 4, scale: int =
         diff = np.repeat(np.clip(4 * diff, 0, 255).astype(np.uint8), 3, axis=-1)
         gap = np.full((4, real.shape[1], 3), 255, np.uint8)
         rows += [real, fake, diff, gap, gap]
-    grid = np.concatenate(rows[:-2], axis=0)
-    grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
-    return path
+    return write_png(np.concatenate(rows[:-2], axis=0), path, scale)
 
 
 def evaluate_world_model(
