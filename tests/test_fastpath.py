@@ -124,6 +124,60 @@ def test_bf16_autocast_close_to_plain_with_plain_dtypes() -> None:
     assert diff.max() <= 8 * LEVEL and diff.mean() < LEVEL
 
 
+@pytest.mark.parametrize(("preset", "n"), [("tiny", 1), ("tiny", 3), ("cpu", 1)])
+def test_fuse_matches_plain(preset: str, n: int) -> None:
+    """The fused norms (batch 1: the norm's own affine; more: one addcmul), the one-product
+    conditioning and the one-cell LSTM step compute what the plain modules do."""
+    plain = _model(preset)
+    fast = prepare_world_model(plain, FastPathOptions(fuse=True))
+    obs, act, x, sigma = _inputs(plain, n)
+    state = (torch.randn(n, 128 if preset == "cpu" else plain.config.rew_end.lstm_dim),) * 2
+    with torch.no_grad():
+        ref = plain.denoiser.denoise(x, sigma, obs, act)
+        skip = plain.denoiser.scalings(sigma).c_skip[:, None, None, None] * x
+        assert (ref - skip).abs().max() > 0.1  # the network contributes: the check can fail
+        torch.testing.assert_close(
+            fast.denoiser.denoise(x, sigma, obs, act), ref, rtol=1e-4, atol=1e-5
+        )
+        for hx in (None, state):  # one step: the fused cell, from zeros and from a state
+            args = (obs[:, -1:], act[:, -1:], obs[:, -1:], hx)
+            torch.testing.assert_close(
+                fast.rew_end(*args), plain.rew_end(*args), rtol=1e-4, atol=1e-5
+            )
+        seq = (obs[:, :-1], act[:, :-1], obs[:, 1:])  # a sequence: torch's LSTM, as it is
+        torch.testing.assert_close(fast.rew_end(*seq), plain.rew_end(*seq), rtol=1e-4, atol=1e-5)
+    a, b = _step(plain, obs, act), _step(fast, obs, act)
+    _check_same_kind(b, a)
+    diff = (a.next_obs - b.next_obs).abs()
+    assert diff.max() <= LEVEL + 1e-6 and (diff > 0).float().mean() < 0.01
+    assert torch.equal(a.reward, b.reward) and torch.equal(a.termination, b.termination)
+    torch.testing.assert_close(b.state, a.state, rtol=1e-4, atol=1e-5)
+
+
+def test_fuse_follows_weight_changes_and_leaves_gradients_to_the_plain_modules() -> None:
+    plain = _model("tiny")
+    fast = prepare_world_model(plain, FastPathOptions(fuse=True))
+    obs, act, x, sigma = _inputs(plain, 1)
+    norm = fast.denoiser.unet.mid[0].norm1
+    with torch.no_grad():
+        before = fast.denoiser.denoise(x, sigma, obs, act)
+        norm.linear.bias.add_(2.0)  # the stacked conditioning weights must be rebuilt
+        plain.denoiser.unet.mid[0].norm1.linear.bias.add_(2.0)
+        after = fast.denoiser.denoise(x, sigma, obs, act)
+        assert (after - before).abs().max() > 1e-4  # beyond the tolerance below
+        ref = plain.denoiser.denoise(x, sigma, obs, act)
+        torch.testing.assert_close(after, ref, rtol=1e-4, atol=1e-5)
+    # with gradients on, every module runs its own forward: the same numbers bit for bit
+    out = fast.denoiser.denoise(x, sigma, obs, act)
+    out.sum().backward()
+    assert norm.linear.weight.grad is not None
+    assert torch.equal(out.detach(), plain.denoiser.denoise(x, sigma, obs, act).detach())
+    logits, _, _ = fast.rew_end(obs[:, -1:], act[:, -1:], obs[:, -1:])
+    assert logits.requires_grad
+    assert torch.equal(logits, plain.rew_end(obs[:, -1:], act[:, -1:], obs[:, -1:])[0])
+    assert plain.denoiser.unet.mid[0].norm1.forward.__func__ is type(norm).forward  # type: ignore[attr-defined]
+
+
 def test_inference_mode_step_is_identical_and_returns_normal_tensors() -> None:
     plain = _model("tiny")
     fast = prepare_world_model(plain, FastPathOptions(inference_mode=True))
@@ -259,11 +313,12 @@ def test_resolve_fastpath_auto_plain_and_names() -> None:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fastpath, "cpu_has_amx_bf16", lambda: False)
-        assert resolve_fastpath("auto", "cpu") == list(DEVICE_DEFAULTS["cpu"]) == ["channels_last"]
+        cpu = ["channels_last", "fuse"]
+        assert resolve_fastpath("auto", "cpu") == list(DEVICE_DEFAULTS["cpu"]) == cpu
         mp.setattr(fastpath, "cpu_has_amx_bf16", lambda: True)  # bf16 on AMX tiles
-        assert resolve_fastpath("auto", "cpu") == ["channels_last", "bf16"]
-        assert resolve_fastpath("auto", "cpu", num_envs=32) == ["channels_last", "bf16"]
-        assert resolve_fastpath("auto", "cpu", num_envs=1) == ["channels_last"]  # slower there
+        assert resolve_fastpath("auto", "cpu") == ["channels_last", "bf16", "fuse"]
+        assert resolve_fastpath("auto", "cpu", num_envs=2) == ["channels_last", "bf16", "fuse"]
+        assert resolve_fastpath("auto", "cpu", num_envs=1) == cpu  # bf16 slower there
     assert resolve_fastpath("auto", torch.device("meta")) == []  # not measured: the plain path
     assert resolve_fastpath("auto", "cuda:0") == ["cuda_graphs"]  # resolving needs no GPU
     for plain in (None, "", "plain", []):

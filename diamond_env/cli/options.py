@@ -226,7 +226,7 @@ class BenchOptions:
     train_presets: str | None = opt(None, "presets of the train and imagination sections")
     fastpath: str | None = opt(
         None,
-        "dream with these options on vs off in one run: channels_last,bf16,fp16,compile,"
+        "dream with these options on vs off in one run: channels_last,fuse,bf16,fp16,compile,"
         "inference_mode,cuda_graphs",
     )
     presets: str | None = opt(None, "dream presets, e.g. tiny,small,paper")

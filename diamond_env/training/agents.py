@@ -105,7 +105,7 @@ class TrainAgentOptions:
     fastpath: str = opt(
         "auto",
         "dream speed options: auto (measured per device) | plain | comma-separated "
-        "names from channels_last,bf16,fp16,inference_mode,compile,cuda_graphs",
+        "names from channels_last,fuse,bf16,fp16,inference_mode,compile,cuda_graphs",
     )
     contexts: str | None = opt(
         None,

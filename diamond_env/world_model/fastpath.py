@@ -12,6 +12,11 @@ of:
   names, so the model still saves as a plain checkpoint);
 - ``inference_mode``: ``step`` runs under ``torch.inference_mode`` instead of ``no_grad``; its
   outputs are cloned outside, so callers never hold inference tensors;
+- ``fuse``: fewer operations per pass with gradients off (:func:`fuse_modules`): each adaptive
+  group norm's scale and shift applied by the norm itself (one operation instead of three at one
+  env, two at more), and the reward/end LSTM's single step computed as one cell (two matrix
+  products and four activations instead of the general sequence kernel); with gradients on, the
+  modules run as they are;
 - ``cuda_graphs`` (CUDA only): each denoiser pass of a given batch shape is captured once in a
   CUDA graph and replayed (static input buffers, no kernel launches from Python).
 
@@ -30,23 +35,31 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from diamond_env.devices import cpu_has_amx_bf16
-from diamond_env.models.rew_end import LstmState
+from diamond_env.models.blocks import AdaGroupNorm, ResBlock, UNet
+from diamond_env.models.rew_end import LstmState, RewEndEncoder
 from diamond_env.world_model.model import WorldModel, WorldModelStep
 
 AUTOCAST_NAMES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 """Names of the ``autocast_dtype`` choices in :meth:`FastPathOptions.from_names`."""
-FLAG_NAMES = ("channels_last", "compile", "inference_mode", "cuda_graphs")
+FLAG_NAMES = ("channels_last", "fuse", "compile", "inference_mode", "cuda_graphs")
 """The on/off options of :class:`FastPathOptions`."""
-DEVICE_DEFAULTS: dict[str, tuple[str, ...]] = {"cpu": ("channels_last",), "cuda": ("cuda_graphs",)}
+DEVICE_DEFAULTS: dict[str, tuple[str, ...]] = {
+    "cpu": ("channels_last", "fuse"),
+    "cuda": ("cuda_graphs",),
+}
 """What ``fastpath="auto"`` turns on, per device type, chosen by measurement
 (docs/studies/benchmarks-log.md, "Fast-path defaults" and "CUDA on a lent H200"; docs/benchmarks.md).
 CPU: channels-last was never slower over the presets and env counts measured and matches the
-plain path up to rare one-level rounding flips of 8-bit pixels. CUDA: CUDA graphs pay and match
+plain path up to rare one-level rounding flips of 8-bit pixels; ``fuse`` was faster at every
+batch measured (x1.10-1.20 at 1 to 32 envs, the Breakout student) and matches the plain path up
+to float rounding. CUDA: CUDA graphs pay and match
 the plain path up to one level; channels-last and bf16 were slower there. Devices not listed have
 not been measured and run the plain path. See :data:`AMX_BF16_DEFAULTS` for CPUs with AMX."""
-AMX_BF16_DEFAULTS: tuple[str, ...] = ("channels_last", "bf16")
+AMX_BF16_DEFAULTS: tuple[str, ...] = ("channels_last", "bf16", "fuse")
 """``fastpath="auto"`` on a CPU with AMX bf16 tiles (:func:`diamond_env.devices.cpu_has_amx_bf16`):
 there bf16 convolutions run on the tiles, a 32-env dream runs about twice as fast, and the
 held-out figures of the shipped Breakout model were those of fp32 (PSNR within 0.02 dB, the same
@@ -60,6 +73,7 @@ class FastPathOptions:
     """Which fast paths :func:`prepare_world_model` turns on (all off = the plain path)."""
 
     channels_last: bool = False
+    fuse: bool = False
     autocast_dtype: torch.dtype | None = None
     """``torch.bfloat16`` or ``torch.float16`` (CUDA only); None = full precision."""
     compile: bool = False
@@ -89,10 +103,10 @@ class FastPathOptions:
         return out
 
 
-AMX_BF16_MIN_ENVS = 32
+AMX_BF16_MIN_ENVS = 2
 """Dreams of at least this many envs get bf16 from ``fastpath="auto"`` on AMX CPUs: measured
-there at 32 envs about twice as fast, at 1 env slightly slower than fp32 (docs/benchmarks.md);
-batches in between were not measured and keep fp32."""
+there (the Breakout student, channels-last and ``fuse`` on both sides) x1.10 at 2 envs, x1.29
+at 4, x1.51 at 8 and x1.8 at 32 against fp32, and x0.89 at 1 env (docs/benchmarks.md)."""
 
 
 def resolve_fastpath(
@@ -225,6 +239,139 @@ class GraphedDenoise:
         return graph(*inputs)
 
 
+class _AffineTable:
+    """The scale and shift of every adaptive group norm under one module (a U-Net, an encoder)
+    whose forward passes one ``cond`` to all of them, from one matrix product per pass instead of
+    one per norm. The stacked weights are rebuilt whenever a norm's linear changed in place."""
+
+    def __init__(self, root: nn.Module) -> None:
+        self.norms = [m for m in root.modules() if isinstance(m, AdaGroupNorm)]
+        self.params = [p for m in self.norms for p in (m.linear.weight, m.linear.bias)]
+        self.current: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._key: tuple[Any, ...] | None = None
+
+    def _stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        key = tuple((p.data_ptr(), p._version) for p in self.params)
+        if key != self._key:
+            halves = [(m.linear.weight.chunk(2), m.linear.bias.chunk(2)) for m in self.norms]
+            self.weight = torch.cat([w[0] for w, _ in halves] + [w[1] for w, _ in halves])
+            self.bias = torch.cat([b[0] for _, b in halves] + [b[1] for _, b in halves])
+            self._key = key
+        return self.weight, self.bias
+
+    def fill(self, cond: torch.Tensor) -> None:
+        """Compute every norm's ``(1 + scale, shift)``, each (B, C), for this pass."""
+        weight, bias = self._stacked()
+        out = torch.addmm(bias, cond, weight.t())
+        total = out.shape[1] // 2
+        scale1, shift = out[:, :total] + 1.0, out[:, total:]
+        offset = 0
+        for m in self.norms:
+            c = m.norm.num_channels
+            self.current[id(m)] = (scale1[:, offset : offset + c], shift[:, offset : offset + c])
+            offset += c
+
+    def wrap(self, forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        """The root's ``forward(x, cond)`` filling the table for the pass (gradients off)."""
+
+        def wrapped(x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+            if torch.is_grad_enabled():
+                return forward(x, cond)
+            self.fill(cond)
+            try:
+                return forward(x, cond)
+            finally:
+                self.current.clear()
+
+        return wrapped
+
+
+def _fused_ada_norm(
+    module: AdaGroupNorm, table: _AffineTable | None
+) -> Callable[..., torch.Tensor]:
+    """``module.forward`` with the scale and shift applied by the group norm itself (its affine
+    weight and bias) at batch 1, by one ``addcmul`` at larger batches, taken from ``table`` when
+    its root filled it; as it is under autograd."""
+    plain, norm = module.forward, module.norm
+
+    def forward(x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return plain(x, cond)
+        packed = None if table is None else table.current.get(id(module))
+        if packed is None:
+            scale, shift = module.linear(cond).chunk(2, dim=1)
+            scale1 = 1.0 + scale
+        else:
+            scale1, shift = packed
+        if x.shape[0] == 1:
+            return F.group_norm(x, norm.num_groups, scale1.reshape(-1), shift.reshape(-1), norm.eps)
+        normed = F.group_norm(x, norm.num_groups, eps=norm.eps)
+        return torch.addcmul(shift[:, :, None, None], normed, scale1[:, :, None, None])
+
+    return forward
+
+
+def _fused_res_block(block: ResBlock) -> Callable[..., torch.Tensor]:
+    """``block.forward`` with its activations and residual sum in place (on tensors the block
+    itself just made); as it is under autograd."""
+    plain = block.forward
+
+    def forward(x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return plain(x, cond)
+        h = block.conv1(F.silu(block.norm1(x, cond), inplace=True))
+        h = block.conv2(F.silu(block.norm2(h, cond), inplace=True))
+        return block.attn(h.add_(block.proj(x)))
+
+    return forward
+
+
+def _fused_lstm(lstm: nn.LSTM) -> Callable[..., Any]:
+    """``lstm.forward`` for one time step of a one-layer, batch-first LSTM computed as one cell
+    (the gate order i, f, g, o of ``torch.nn.LSTM``); other calls and autograd as they are."""
+    plain = lstm.forward
+    simple = lstm.num_layers == 1 and lstm.batch_first and not lstm.bidirectional
+    simple = simple and not lstm.proj_size and lstm.bias
+
+    def forward(
+        x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        if torch.is_grad_enabled() or not simple or x.ndim != 3 or x.shape[1] != 1:
+            return plain(x, hx)
+        if hx is None:
+            h = c = x.new_zeros((x.shape[0], lstm.hidden_size))
+        else:
+            h, c = hx[0][0], hx[1][0]
+        gates = torch.addmm(lstm.bias_ih_l0, x[:, 0], lstm.weight_ih_l0.t())
+        gates = gates + torch.addmm(lstm.bias_hh_l0, h, lstm.weight_hh_l0.t())
+        i, f, g, o = gates.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h[:, None], (h[None], c[None])
+
+    return forward
+
+
+def fuse_modules(model: nn.Module) -> None:
+    """Give every adaptive group norm and LSTM of ``model`` the fused inference forward of the
+    ``fuse`` fast path, and every U-Net and reward/end encoder (one ``cond`` for all their norms)
+    one matrix product for all their norms' scales and shifts (instance attributes: other
+    instances of the classes are untouched)."""
+    tables: dict[int, _AffineTable] = {}
+    for root in model.modules():
+        if isinstance(root, UNet | RewEndEncoder):
+            table = _AffineTable(root)
+            root.forward = table.wrap(root.forward)  # type: ignore[method-assign]
+            tables.update({id(m): table for m in table.norms})
+    for module in model.modules():
+        if isinstance(module, AdaGroupNorm):
+            module.forward = _fused_ada_norm(module, tables.get(id(module)))  # type: ignore[method-assign]
+        elif isinstance(module, ResBlock):
+            module.forward = _fused_res_block(module)  # type: ignore[method-assign]
+        elif isinstance(module, nn.LSTM):
+            module.forward = _fused_lstm(module)  # type: ignore[method-assign]
+
+
 def in_inference_mode(step: Callable[..., WorldModelStep]) -> Callable[..., WorldModelStep]:
     """``WorldModel.step`` under ``torch.inference_mode``; its outputs are cloned outside, so
     callers never hold inference tensors."""
@@ -248,8 +395,9 @@ def prepare_world_model(world_model: WorldModel, options: FastPathOptions) -> Wo
     """A copy of ``world_model`` (weights copied, on its device, in eval mode) that runs with the
     fast paths ``options`` turns on, each a wrapper of one function of the copy: the denoiser's
     ``denoise`` (autocast, CUDA graphs), the reward/end model's ``forward`` (autocast) and the
-    model's ``step`` (inference mode); ``channels_last`` and ``compile`` change the copy's
-    weights' layout and compile its U-Net. The copy's ``fastpath`` holds ``options``; the
+    model's ``step`` (inference mode); ``channels_last``, ``fuse`` and ``compile`` change the
+    copy's weights' layout, its norms' and LSTM's forward (:func:`fuse_modules`) and compile its
+    U-Net. The copy's ``fastpath`` holds ``options``; the
     original is untouched and the global RNG is not consumed. Raises ``ValueError`` for
     ``cuda_graphs`` off CUDA, fp16 off CUDA or an ``autocast_dtype`` other than bf16/fp16."""
     device = world_model.device
@@ -275,6 +423,8 @@ def prepare_world_model(world_model: WorldModel, options: FastPathOptions) -> Wo
     fast.eval()
     if options.channels_last:
         fast.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped kwarg
+    if options.fuse:
+        fuse_modules(fast)
     if options.compile:
         fast.denoiser.unet.compile()
     # instance attributes: the wrappers shadow the methods of this copy only
