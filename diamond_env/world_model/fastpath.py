@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -342,8 +342,11 @@ def _fused_lstm(lstm: nn.LSTM) -> Callable[..., Any]:
             h = c = x.new_zeros((x.shape[0], lstm.hidden_size))
         else:
             h, c = hx[0][0], hx[1][0]
-        gates = torch.addmm(lstm.bias_ih_l0, x[:, 0], lstm.weight_ih_l0.t())
-        gates = gates + torch.addmm(lstm.bias_hh_l0, h, lstm.weight_hh_l0.t())
+        w_ih, w_hh, b_ih, b_hh = (
+            cast(torch.Tensor, getattr(lstm, name))
+            for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+        )
+        gates = torch.addmm(b_ih, x[:, 0], w_ih.t()) + torch.addmm(b_hh, h, w_hh.t())
         i, f, g, o = gates.chunk(4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
