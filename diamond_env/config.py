@@ -214,6 +214,12 @@ class LoopConfig:
     denoiser_reward_lead: int = 16
     """Frames before a reward that :attr:`denoiser_reward_fraction` draws from (16 = the
     imagination horizon + 1)."""
+    denoiser_bounce_fraction: float = 0.0
+    """Low-budget aid for Breakout, off in every preset: the share of denoiser windows whose
+    targets show the ball sent back up by the paddle (:func:`diamond_env.evaluation.ball.bounce_steps`).
+    A few windows in a hundred show it even in play that returns the ball, and a small model
+    dreams the ball vanishing at the paddle instead (docs/studies/benchmarks-log.md, "the paddle
+    probe"); an agent in such a dream cannot learn to return it."""
 
 
 @dataclass(frozen=True)

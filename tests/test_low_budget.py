@@ -10,7 +10,7 @@ import torch
 from test_segments import check_against_reference, coded_episode
 
 from diamond_env.config import SamplerConfig, apply_overrides, get_preset
-from diamond_env.data.episode import FlatData
+from diamond_env.data.episode import Episode, FlatData
 from diamond_env.data.segments import SegmentSampler, life_index
 from diamond_env.models.denoiser import Denoiser
 from diamond_env.models.sampler import sample
@@ -277,6 +277,83 @@ def test_reward_lead_draws_denoiser_windows_before_a_reward() -> None:
             SegmentSampler(data, seq, event_fraction=0.5, **kwargs)
 
 
+def test_focus_draws_denoiser_windows_around_marked_steps() -> None:
+    data = _sparse_events()
+    lives = life_index(data)
+    marked = np.zeros(len(data.act), dtype=bool)
+    marked[lives.step_starts[1] + 7] = marked[lives.step_starts[3] + 2] = True
+    where = {1: 7, 3: 2}  # life -> its marked step
+    seq = 6
+    sampler = SegmentSampler(
+        data, seq, pad_after_end=False, focus=lambda d: marked, focus_fraction=1.0, seed=0
+    )
+    batch = sampler.sample(600)
+    check_against_reference(batch, data, pad_after_end=False)
+    assert set(batch.episode.tolist()) == set(where)
+    # the last frame is s, s + 1 or s + 2 (cut at the life's last frame an action was taken at)
+    last = batch.start + seq - 1
+    s = np.array([where[int(e)] for e in batch.episode])
+    assert set((last - s).tolist()) == {0, 1, 2}
+    half = SegmentSampler(
+        data, seq, pad_after_end=False, focus=lambda d: marked, focus_fraction=0.5, seed=1
+    ).sample(2000)
+    near = np.array([where.get(int(e), -99) for e in half.episode])
+    assert 0.4 < np.isin(half.start + seq - 1 - near, (0, 1, 2)).mean() < 0.7
+    # nothing marked: the plain draw; off: the same stream as a sampler without it
+    nothing = SegmentSampler(
+        data, seq, pad_after_end=False, focus=lambda d: ~marked & False, focus_fraction=1.0, seed=2
+    ).sample(64)
+    plain = SegmentSampler(data, seq, pad_after_end=False, seed=2).sample(64)
+    np.testing.assert_array_equal(nothing.start, plain.start)
+    for kwargs, words in [
+        ({"focus_fraction": 1.5, "focus": lambda d: marked}, "focus_fraction"),
+        ({"focus_fraction": 0.5}, "needs focus"),
+        ({"focus_fraction": 0.5, "focus": lambda d: marked[:3]}, "a bool per step"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            SegmentSampler(data, seq, pad_after_end=False, **kwargs)
+    with pytest.raises(ValueError, match="needs focus"):
+        SegmentSampler(data, seq, pad_after_end=True, focus=lambda d: marked, focus_fraction=0.5)
+
+
+def test_bounce_steps_mark_the_paddle_sending_the_ball_back_once() -> None:
+    from test_ball_table import _frame
+
+    from diamond_env.evaluation.ball import bounce_steps
+
+    def episode(rows: list[float | None]) -> Episode:
+        frames = np.stack([_frame(None if r is None else (int(r), 30)) for r in rows])
+        n = len(rows) - 1
+        zeros = np.zeros(n, dtype=bool)
+        return Episode(
+            obs=frames,
+            act=np.zeros(n, np.int64),
+            rew=np.zeros(n, np.float32),
+            term=zeros,
+            trunc=zeros,
+            life_loss=zeros,
+        )
+
+    # falls to the paddle, hidden there a frame, comes back up; a high turn (bricks) is no bounce
+    first = episode([40, 44, 48, 52, 55, None, 54, 51, 48, 45, 40, 35, 31, 35])
+    second = episode([50, 53, 56, 53, 50, 47])  # sent back without being hidden
+    third = episode([None, None, 52, 49])  # first seen rising: marked (nothing rose into it)
+    data = FlatData.from_episodes([first, second, third])
+    marked = bounce_steps(data)
+    assert marked.shape == data.act.shape
+    steps = np.flatnonzero(marked)
+    expect = [6, len(first.act) + 2, len(first.act) + len(second.act) + 2]
+    assert steps.tolist() == expect
+    # in training: the denoiser's sampler draws around them; other games are refused
+    from diamond_env.training.wm_trainer import make_samplers
+
+    config = apply_overrides(get_preset("tiny"), "loop.denoiser_bounce_fraction=1.0")
+    den, _ = make_samplers(config, data, seed=0, game="Breakout")
+    assert den.focus_steps.tolist() == [6, 2, 2]
+    with pytest.raises(ValueError, match="Breakout frames only, got data of Pong"):
+        make_samplers(config, data, seed=0, game="Pong")
+
+
 def test_frame_difference_adds_next_minus_current_to_the_encoder_input() -> None:
     from diamond_env.models.rew_end import RewEndModel
 
@@ -409,3 +486,4 @@ def test_the_paper_preset_leaves_every_low_budget_aid_off() -> None:
     assert paper.loop.denoiser_reward_fraction == 0.0
     assert cpu.loop.denoiser_reward_fraction == get_preset("small").loop.denoiser_reward_fraction
     assert cpu.loop.denoiser_reward_fraction == 0.3 and cpu.loop.denoiser_reward_lead == 16
+    assert {p.loop.denoiser_bounce_fraction for p in (paper, cpu, get_preset("small"))} == {0.0}

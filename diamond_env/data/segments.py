@@ -39,10 +39,19 @@ reward instead: a uniform step ``s`` with a reward (ends do not count), and the 
 frame uniform among the ``reward_lead`` frames up to ``s + 1``, the first frame that shows it
 (``stop = min(T, max(1, s + 2 - U[0, reward_lead)))``). What leads to a reward (in Breakout, the
 ball on its way up to the bricks) is rare in random play and is what an agent's dream needs.
+
+``focus`` (denoiser windows only; a low-budget aid, None in DIAMOND) marks steps of the data (a
+function of the :class:`FlatData`, bool per step, e.g. :func:`diamond_env.evaluation.ball.bounce_steps`)
+around which the model should see its targets more often: a ``focus_fraction`` share of the
+windows is drawn instead around a uniform marked step ``s``, their last frame among frames ``s``
+to ``s + 2`` (``stop = min(T, s + 1 + U[0, 3))``; the denoiser's targets are a window's last
+frames, so frames ``s - 1`` to ``s + 2`` are targets). It is drawn after the reward
+windows, so it replaces some of them too. With no marked step in the data nothing changes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -190,6 +199,8 @@ class SegmentSampler:
         split_lives: bool = True,
         event_fraction: float = 0.0,
         reward_lead: int = 0,
+        focus: Callable[[FlatData], np.ndarray] | None = None,
+        focus_fraction: float = 0.0,
         seed: int | tuple[int, ...] | None = None,
     ) -> None:
         if not isinstance(seq_len, int) or seq_len < 2:
@@ -207,6 +218,12 @@ class SegmentSampler:
             raise ValueError(f"reward_lead: expected an int >= 0 (frames), got {reward_lead!r}")
         if reward_lead > 0 and pad_after_end:
             raise ValueError("reward_lead: only for denoiser windows (pad_after_end=False)")
+        if not 0.0 <= focus_fraction <= 1.0:
+            raise ValueError(f"focus_fraction: expected a share in [0, 1], got {focus_fraction!r}")
+        if focus_fraction > 0 and (focus is None or pad_after_end):
+            raise ValueError("focus_fraction: needs focus, for denoiser windows (pad_after_end=False)")
+        self.focus = focus if focus_fraction > 0 else None
+        self.focus_fraction = float(focus_fraction)
         self.seq_len = seq_len
         self.event_fraction = float(event_fraction)
         self.reward_lead = reward_lead
@@ -235,6 +252,17 @@ class SegmentSampler:
         life = np.searchsorted(self.lives.step_starts, steps, side="right") - 1
         self.event_lives = life.astype(np.int64)
         self.event_steps = (steps - self.lives.step_starts[life]).astype(np.int64)
+        self.focus_lives = self.focus_steps = np.zeros(0, dtype=np.int64)
+        if self.focus is not None:
+            marked = np.asarray(self.focus(data), dtype=bool)
+            if marked.shape != data.act.shape:
+                raise ValueError(
+                    f"focus: expected a bool per step {data.act.shape}, got shape {marked.shape}"
+                )
+            steps = np.flatnonzero(marked)
+            life = np.searchsorted(self.lives.step_starts, steps, side="right") - 1
+            self.focus_lives = life.astype(np.int64)
+            self.focus_steps = (steps - self.lives.step_starts[life]).astype(np.int64)
 
     def sample(self, batch_size: int) -> Segment:
         """``batch_size`` windows; the same seed and calls give the same batches."""
@@ -260,6 +288,14 @@ class SegmentSampler:
                 offset = np.where(chosen, 0, offset)
             else:
                 offset = np.where(chosen, self.rng.integers(0, seq - 1, size=batch_size), offset)
+        if self.focus_fraction > 0 and len(self.focus_lives) > 0:
+            # stop = t + 1 + offset below = s + 1 + U[0, 3): the last frame is s, s + 1 or s + 2
+            chosen = self.rng.random(batch_size) < self.focus_fraction
+            pick = self.rng.integers(0, len(self.focus_lives), size=batch_size)
+            episode = np.where(chosen, self.focus_lives[pick], episode)
+            length = lives.lengths[episode]
+            t = np.where(chosen, self.focus_steps[pick], t)
+            offset = np.where(chosen, self.rng.integers(0, 3, size=batch_size), offset)
         if self.pad_after_end:
             start = t - offset
         else:

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from diamond_env.data.episode import FlatData
+
 BALL_GAME = "Breakout"
 """The game whose frames the ball finder reads."""
 ROWS = slice(29, 57)
@@ -55,6 +57,31 @@ def ball_centres(frames: np.ndarray) -> np.ndarray:
     out = np.stack([r, c], axis=-1)
     out[count == 0] = np.nan
     return out
+
+
+BOUNCE_ROW = 48
+"""A ball seen at or below this row (the lower part of the play area) and a row higher one frame
+later has been sent back by the paddle (:func:`bounce_steps`)."""
+
+
+def bounce_steps(data: FlatData, chunk: int = 4096) -> np.ndarray:
+    """bool ``(num_steps,)`` of ``data``: the steps at which the ball is first seen sent back up by
+    the paddle (the ball seen at or below :data:`BOUNCE_ROW` in the step's frame and at least a
+    row higher in the next frame of the same episode, and not already rising into the step's
+    frame: a rising ball is marked once). Frames are read ``chunk`` at a time."""
+    rows = np.concatenate(
+        [ball_centres(data.obs[i : i + chunk])[:, 0] for i in range(0, len(data.obs), chunk)]
+    )
+    # step j of episode e goes from frame step_starts[e] + e + j to the next one
+    episode = np.repeat(np.arange(data.num_episodes), data.lengths)
+    frame = np.arange(len(data.act)) + episode
+    first = np.zeros(len(frame), dtype=bool)
+    first[data.step_starts] = True
+    now, after = rows[frame], rows[frame + 1]
+    before = np.where(first, np.nan, rows[np.maximum(frame - 1, 0)])
+    with np.errstate(invalid="ignore"):
+        rising_before = before >= now + 1.0
+        return (now >= BOUNCE_ROW) & (after <= now - 1.0) & ~rising_before
 
 
 def ball_in_view(frames: np.ndarray) -> np.ndarray:

@@ -255,7 +255,7 @@ def _build(
     if not dist.is_main:  # the same weights everywhere, but each rank its own noise
         torch.manual_seed(dist.torch_rank_seed(opts.seed))
     weights = config.loop.recency_weights
-    samplers = make_samplers(config, data, opts.seed, rank=dist.rank)
+    samplers = make_samplers(config, data, opts.seed, rank=dist.rank, game=dataset.game)
     contexts = ReplayContexts(
         data,
         config.denoiser.num_context,

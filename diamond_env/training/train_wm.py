@@ -322,7 +322,7 @@ def _train(
     trainer = WorldModelTrainer(
         wm, config, dist.device, dist=dist, batch_per_rank=opts.batch_per_rank or None
     )
-    samplers = make_samplers(config, train_data, opts.seed, rank=dist.rank)
+    samplers = make_samplers(config, train_data, opts.seed, rank=dist.rank, game=wm.game)
     if opts.resume:
         _load(run_dir, trainer, samplers, dist)
     with MetricsLogger(run_dir, enabled=dist.is_main) as log:

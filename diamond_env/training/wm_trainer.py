@@ -13,6 +13,7 @@ from torch import nn
 from diamond_env.config import Config
 from diamond_env.data.episode import FlatData
 from diamond_env.data.segments import SegmentSampler, life_index, to_torch
+from diamond_env.evaluation.ball import BALL_GAME, bounce_steps
 from diamond_env.training.distributed import Distributed
 from diamond_env.training.optim import make_optimizer, optimizer_step
 from diamond_env.world_model.model import ContextBank, WorldModel
@@ -72,11 +73,17 @@ def build_context_bank(
 
 
 def make_samplers(
-    config: Config, data: FlatData, seed: int, rank: int = 0
+    config: Config, data: FlatData, seed: int, rank: int = 0, game: str | None = None
 ) -> tuple[SegmentSampler, SegmentSampler]:
     """The denoiser's and the reward/end model's segment samplers (seeds ``seed + 1``, ``+ 2``;
-    on data-parallel rank ``r > 0``, ``(seed + 1, r)`` and ``(seed + 2, r)``)."""
+    on data-parallel rank ``r > 0``, ``(seed + 1, r)`` and ``(seed + 2, r)``) for ``data`` of
+    ``game`` (checked against the Breakout-only ``loop.denoiser_bounce_fraction``)."""
     loop = config.loop
+    if loop.denoiser_bounce_fraction > 0 and game != BALL_GAME:
+        raise ValueError(
+            f"loop.denoiser_bounce_fraction: the ball's bounces are found in {BALL_GAME} frames "
+            f"only, got data of {game}"
+        )
 
     def seed_of(base: int) -> int | tuple[int, int]:
         return base if rank == 0 else (base, rank)
@@ -89,6 +96,8 @@ def make_samplers(
         seed=seed_of(seed + 1),
         event_fraction=loop.denoiser_reward_fraction,
         reward_lead=loop.denoiser_reward_lead,
+        focus=bounce_steps if loop.denoiser_bounce_fraction > 0 else None,
+        focus_fraction=loop.denoiser_bounce_fraction,
     )
     re = SegmentSampler(
         data,
