@@ -221,7 +221,9 @@ class SegmentSampler:
         if not 0.0 <= focus_fraction <= 1.0:
             raise ValueError(f"focus_fraction: expected a share in [0, 1], got {focus_fraction!r}")
         if focus_fraction > 0 and (focus is None or pad_after_end):
-            raise ValueError("focus_fraction: needs focus, for denoiser windows (pad_after_end=False)")
+            raise ValueError(
+                "focus_fraction: needs focus, for denoiser windows (pad_after_end=False)"
+            )
         self.focus = focus if focus_fraction > 0 else None
         self.focus_fraction = float(focus_fraction)
         self.seq_len = seq_len
