@@ -21,10 +21,13 @@ from diamond_env.evaluation.paddle import (
     RIGHT,
     AwayPolicy,
     TrackerPolicy,
+    bounce_check,
     draw_states,
+    find_bounces,
     paddle_probe,
     play_real,
     reached,
+    record_play,
     returned,
 )
 from diamond_env.world_model.model import WorldModel
@@ -101,3 +104,42 @@ def test_the_probe_on_a_world_model_and_in_eval_wm(tmp_path: Path) -> None:
     assert image.shape == (2 * (4 * 40 + 3), 2 * 10 * 64, 3)  # 2 states x (game, dream), 10 frames
     with pytest.raises(SystemExit):
         main([*argv, "--paddle-states", "-1"])
+
+
+def test_find_bounces_on_constructed_frames() -> None:
+    lives = np.full(20, 5)
+    video = _video(
+        [30, 34, 38, 42, 46, 50, 54, None, 52, 48, 44, 40, 36, 32, 30, 30, 30, 30, 30, 30]
+    )
+    assert find_bounces(video, lives, margin=2) == [6]  # the lowest frame seen before the gap
+    lost = lives.copy()
+    lost[8:] = 4  # the same fall, but a life is lost right after: no bounce
+    assert find_bounces(video, lost, margin=2) == []
+    high = _video([30, 34, 38, 42, 40, 36, 32, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30])
+    assert find_bounces(high, lives, margin=2) == []  # turned above the paddle rows (bricks)
+
+
+def test_the_bounce_check_in_the_real_game_and_in_eval_wm(tmp_path: Path) -> None:
+    env = make_single_atari_env("Breakout")
+    try:
+        games = record_play(env, 600, seed=0)
+    finally:
+        env.close()
+    assert sum(len(a) for _, a, _ in games) == 600
+    for frames, actions, lives in games:
+        assert len(frames) == len(actions) + 1 == len(lives)
+    bounces = [find_bounces(f, life, 17) for f, _, life in games]
+    assert sum(map(len, bounces)) >= 3  # the tracker returns the ball: bounces to check
+    wm = WorldModel.load(OLD / "world_model")
+    check = bounce_check(wm, steps=600, seed=0, leads=(0, 2))
+    assert check["bounces"] == sum(len(find_bounces(f, life, 2 + 4 + 8)) for f, _, life in games)
+    assert set(check["repeated"]) == {"0", "2"}
+    assert all(0.0 <= v <= 1.0 for v in check["repeated"].values())
+    text = "\n".join(fidelity_lines({"bounces": check}))
+    assert f"Bounce check ({check['bounces']} real bounces in 600 steps" in text
+
+    out = tmp_path / "eval.json"
+    argv = ["eval-wm", "--checkpoint", str(OLD / "world_model"), "--dataset"]
+    argv += [str(OLD / "dataset"), "--batches", "1", "--rollouts", "2", "--out", str(out)]
+    assert main([*argv, "--bounce-steps", "300"]) == 0
+    assert json.loads(out.read_text())["bounces"]["steps"] == 300

@@ -152,6 +152,10 @@ def _cmd_eval_wm(opts: EvalWMOptions) -> int:
             seed=opts.seed,
             grid_path=Path(opts.paddle_grid) if opts.paddle_grid else None,
         )
+    if opts.bounce_steps:
+        from diamond_env.evaluation.paddle import bounce_check
+
+        results["bounces"] = bounce_check(wm, steps=opts.bounce_steps, seed=opts.seed)
     from diamond_env.evaluation.fidelity import fidelity_lines
 
     print(

@@ -100,6 +100,12 @@ class EvalWMOptions:
     paddle_grid: str | None = opt(
         None, "with --paddle-states: a PNG of the first probe runs here (game above dream)"
     )
+    bounce_steps: int = opt(
+        0,
+        "Breakout: also record this many steps of tracker play and check, at each real bounce "
+        "off the paddle, whether the dream from the real context repeats it; 0: off",
+        parse=non_negative_int,
+    )
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from diamond_env.evaluation.ball import ball_rows, ball_summary
-from diamond_env.evaluation.paddle import paddle_rows, paddle_summary
+from diamond_env.evaluation.paddle import bounce_summary, paddle_rows, paddle_summary
 
 MAX_PSNR = 100.0
 """PSNR reported for a zero error (identical frames)."""
@@ -228,4 +228,6 @@ def fidelity_lines(fid: dict[str, Any]) -> list[str]:
     if paddle:
         lines += [f"**{paddle_summary(paddle)}**", ""]
         lines += markdown_table(paddle_rows(paddle), ("paddle probe (Breakout)", "dream", "game"))
+    if fid.get("bounces"):
+        lines += [f"**{bounce_summary(fid['bounces'])}**", ""]
     return lines

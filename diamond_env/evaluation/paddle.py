@@ -20,6 +20,13 @@ both the game and the dream that question from the same states:
 In the game, following the ball loses far fewer lives than moving away; the figure that says
 whether an agent can learn to play in a dream is that same gap measured in the dream
 (``life_gap``: lives lost AWAY minus FOLLOW, in points).
+
+:func:`bounce_check` asks the narrower question behind it, with no policy in the loop: in real
+tracker play, at each moment the falling ball reaches its lowest point above the paddle and the
+game sends it back (:data:`~diamond_env.evaluation.ball.BOUNCE_ROW`), does the dream started from
+the real context ``lead`` steps before, fed the real actions, send it back too? The game does in
+every case by construction (copying the last frame never does); a dream that fails even with
+``lead`` 0 has not learnt the bounce, one that fails only with longer leads drifts on the way.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from diamond_env.evaluation.ball import BALL_GAME, COLS, ball_centres
+from diamond_env.evaluation.ball import BALL_GAME, BOUNCE_ROW, COLS, ball_centres
 from diamond_env.frames import to_model, to_uint8, write_png
 
 NOOP, FIRE, RIGHT, LEFT = 0, 1, 2, 3
@@ -340,6 +347,132 @@ def paddle_probe(
             out["away"][f"{side}_life_lost"] - out["follow"][f"{side}_life_lost"]
         )
     return out
+
+
+BOUNCE_LEADS = (0, 2, 5)
+"""Steps between the end of the real context and the ball's lowest point in :func:`bounce_check`."""
+
+
+def record_play(
+    env: Any, steps: int, seed: int, epsilon: float = 0.25
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``steps`` real steps of the tracker with ``epsilon`` random actions, as games of
+    ``(frames (T + 1, 64, 64, 3), actions (T,), lives (T + 1,))``."""
+    rng = np.random.default_rng(seed)
+    tracker = TrackerPolicy(1)
+    games = []
+    obs, _ = env.reset(seed=seed)
+    frames, actions, lives = [obs], [], [int(env.unwrapped.ale.lives())]
+    for i in range(steps):
+        a = int(tracker(obs[None])[0]) if rng.random() >= epsilon else int(rng.integers(4))
+        obs, _, term, trunc, _ = env.step(a)
+        frames.append(obs)
+        actions.append(a)
+        lives.append(int(env.unwrapped.ale.lives()))
+        if term or trunc or i == steps - 1:
+            games.append((np.stack(frames), np.array(actions, np.int64), np.array(lives)))
+            obs, _ = env.reset(seed=int(rng.integers(2**31)))
+            tracker.reset(np.ones(1, bool))
+            frames, actions, lives = [obs], [], [int(env.unwrapped.ale.lives())]
+    return games
+
+
+def find_bounces(frames: np.ndarray, lives: np.ndarray, margin: int) -> list[int]:
+    """Frame indices ``t`` (``margin <= t < len - margin``) at which the ball, seen falling at or
+    below ``BOUNCE_ROW``, is sent back by the paddle: seen a row higher within the next 3 frames,
+    no life lost in the next 6."""
+    rows = ball_centres(frames)[:, 0]
+    out = []
+    with np.errstate(invalid="ignore"):
+        for t in range(margin, len(frames) - margin):
+            if not (rows[t] >= BOUNCE_ROW and rows[t] > rows[t - 1]):
+                continue
+            ahead = np.r_[rows[t], rows[t + 1 : t + 4]]
+            ahead = ahead[~np.isnan(ahead)]
+            if np.any(ahead[1:] <= rows[t] - 1.0) and lives[t + 6] == lives[t]:
+                out.append(t)
+    return out
+
+
+def bounce_check(
+    world_model: Any, *, steps: int = 3000, seed: int = 0, leads: tuple[int, ...] = BOUNCE_LEADS
+) -> dict[str, Any]:
+    """For each lead ``d``: the share of the real bounces in ``steps`` steps of tracker play that
+    the dream repeats (the ball seen rising after the paddle rows, :func:`returned`, within
+    ``d + 5`` steps) from the real context ending ``d`` steps before the ball's lowest point, fed
+    the real actions (one dream per bounce, open loop)."""
+    if world_model.game != BALL_GAME:
+        raise ValueError(f"the bounce check is for {BALL_GAME}, got a model of {world_model.game}")
+    from diamond_env.atari import make_single_atari_env
+
+    env = make_single_atari_env(BALL_GAME)
+    try:
+        games = record_play(env, steps, seed)
+    finally:
+        env.close()
+    num_context = world_model.config.denoiser.num_context
+    margin = max(leads) + num_context + 8
+    found = [(g, t) for g, (f, _, life) in enumerate(games) for t in find_bounces(f, life, margin)]
+    out: dict[str, Any] = {"steps": steps, "bounces": len(found), "repeated": {}}
+    if not found:
+        return out
+    was_training = world_model.training
+    world_model.eval()
+    for lead in leads:
+        horizon = lead + 5
+        obs, act, future = [], [], []
+        for g, t in found:
+            frames, actions, _ = games[g]
+            s = t - lead  # the context's last frame
+            obs.append(to_model(torch.from_numpy(frames[s - num_context + 1 : s + 1])))
+            act.append(torch.from_numpy(np.r_[actions[s - num_context + 1 : s], 0]))
+            future.append(actions[s : s + horizon])
+        with torch.no_grad():
+            video = _open_loop(world_model, torch.stack(obs), torch.stack(act), np.stack(future))
+        out["repeated"][str(lead)] = float(np.mean([returned(v) for v in video]))
+    world_model.train(was_training)
+    return out
+
+
+def _open_loop(
+    world_model: Any, obs: torch.Tensor, act: torch.Tensor, future: np.ndarray
+) -> np.ndarray:
+    """Dreams from contexts ``obs`` / ``act`` fed the actions ``future`` (N, H): frames
+    ``(N, H, 64, 64, 3)``, black after the dream's own life loss."""
+    from diamond_env.dream.simulator import DreamSimulator
+
+    device = torch.device(world_model.device)
+    sim = DreamSimulator(
+        world_model,
+        len(obs),
+        horizon=future.shape[1] + 1,
+        seed=0,
+        autoreset=False,
+        context_source=_FixedContexts(obs.to(device), act.to(device)),
+    )
+    sim.reset()
+    alive = np.ones(len(obs), bool)
+    seen = []
+    for j in range(future.shape[1]):
+        out = sim.step(torch.from_numpy(future[:, j]))
+        frames = to_uint8(out.final_obs).cpu().numpy()
+        seen.append(np.where(alive[:, None, None, None], frames, 0))
+        alive &= ~out.terminated.cpu().numpy()
+    sim.close()
+    return np.stack(seen, axis=1)
+
+
+def bounce_summary(check: dict[str, Any]) -> str:
+    """One line of :func:`bounce_check`'s figures."""
+    if not check["bounces"]:
+        return f"Bounce check: no bounce in {check['steps']} steps of tracker play."
+    shares = " / ".join(f"{100 * v:.0f}" for v in check["repeated"].values())
+    leads = " / ".join(check["repeated"])
+    return (
+        f"Bounce check ({check['bounces']} real bounces in {check['steps']} steps of tracker "
+        f"play): the dream sends the ball back in {shares} % of them from the real context "
+        f"{leads} steps before (the game 100 %, copying the last frame 0 %)."
+    )
 
 
 def save_probe_grid(
