@@ -31,6 +31,7 @@ every case by construction (copying the last frame never does); a dream that fai
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,6 +258,45 @@ class _FixedContexts:
         return self.obs, self.act
 
 
+def _run_dreams(
+    world_model: Any,
+    obs: torch.Tensor,
+    act: torch.Tensor,
+    horizon: int,
+    choose: Callable[[np.ndarray, int], np.ndarray],
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dreams from the contexts ``obs`` (N, L, 3, 64, 64) / ``act`` (N, L), each step's actions
+    ``choose(frames shown, step)``, stopping at the dream's own life loss: frames ``(N, horizon,
+    64, 64, 3)`` (black after a life loss), lives lost and rewards, each ``(N,)``."""
+    from diamond_env.dream.simulator import DreamSimulator
+
+    device = torch.device(world_model.device)
+    sim = DreamSimulator(
+        world_model,
+        len(obs),
+        horizon=horizon + 1,
+        seed=seed,
+        autoreset=False,
+        context_source=_FixedContexts(obs.to(device), act.to(device)),
+    )
+    frames = to_uint8(sim.reset()).cpu().numpy()
+    alive = np.ones(len(obs), bool)
+    lost = np.zeros(len(obs), bool)
+    rew = np.zeros(len(obs))
+    seen = []
+    for j in range(horizon):
+        out = sim.step(torch.from_numpy(choose(frames, j)))
+        frames = to_uint8(out.final_obs).cpu().numpy()
+        seen.append(np.where(alive[:, None, None, None], frames, 0))
+        rew += np.where(alive, out.reward.cpu().numpy(), 0.0)
+        ended = out.terminated.cpu().numpy()
+        lost |= alive & ended
+        alive &= ~ended
+    sim.close()
+    return np.stack(seen, axis=1), lost, rew
+
+
 def play_dream(
     world_model: Any,
     states: list[ProbeState],
@@ -268,37 +308,14 @@ def play_dream(
     """Each state dreamt ``repeats`` times for ``horizon`` steps from its real context (stopping
     at the dream's own life loss); arrays ``(repeats * len(states),)``, state-major per repeat, and
     ``video`` ``(repeats * len(states), T, 64, 64, 3)``."""
-    from diamond_env.dream.simulator import DreamSimulator
-
     obs = torch.stack([to_model(torch.from_numpy(s.frames)) for s in states]).repeat(
         repeats, 1, 1, 1, 1
     )
     act = torch.stack([torch.from_numpy(s.actions) for s in states]).repeat(repeats, 1)
-    device = torch.device(world_model.device)
-    sim = DreamSimulator(
-        world_model,
-        len(obs),
-        horizon=horizon,
-        seed=seed,
-        autoreset=False,
-        context_source=_FixedContexts(obs.to(device), act.to(device)),
-    )
-    frames = to_uint8(sim.reset()).cpu().numpy()
     policy = _primed(make, states, repeats)
-    alive = np.ones(len(obs), bool)
-    lost = np.zeros(len(obs), bool)
-    rew = np.zeros(len(obs))
-    seen = []
-    for _ in range(horizon):
-        out = sim.step(torch.from_numpy(policy(frames)))
-        frames = to_uint8(out.final_obs).cpu().numpy()
-        seen.append(np.where(alive[:, None, None, None], frames, 0))
-        rew += np.where(alive, out.reward.cpu().numpy(), 0.0)
-        ended = out.terminated.cpu().numpy()
-        lost |= alive & ended
-        alive &= ~ended
-    sim.close()
-    video = np.stack(seen, axis=1)  # (N, T, 64, 64, 3), black after a life loss
+    video, lost, rew = _run_dreams(
+        world_model, obs, act, horizon, lambda frames, _: policy(frames), seed
+    )
     near = np.array([reached(v) for v in video])
     back = np.array([returned(v) for v in video])
     return {"life_lost": lost, "reached": near, "returned": back, "reward": rew, "video": video}
@@ -427,39 +444,24 @@ def bounce_check(
             obs.append(to_model(torch.from_numpy(frames[s - num_context + 1 : s + 1])))
             act.append(torch.from_numpy(np.r_[actions[s - num_context + 1 : s], 0]))
             future.append(actions[s : s + horizon])
+        actions = np.stack(future)
         with torch.no_grad():
-            video = _open_loop(world_model, torch.stack(obs), torch.stack(act), np.stack(future))
+            video, _, _ = _run_dreams(
+                world_model,
+                torch.stack(obs),
+                torch.stack(act),
+                horizon,
+                functools.partial(_replayed, actions),
+                seed,
+            )
         out["repeated"][str(lead)] = float(np.mean([returned(v) for v in video]))
     world_model.train(was_training)
     return out
 
 
-def _open_loop(
-    world_model: Any, obs: torch.Tensor, act: torch.Tensor, future: np.ndarray
-) -> np.ndarray:
-    """Dreams from contexts ``obs`` / ``act`` fed the actions ``future`` (N, H): frames
-    ``(N, H, 64, 64, 3)``, black after the dream's own life loss."""
-    from diamond_env.dream.simulator import DreamSimulator
-
-    device = torch.device(world_model.device)
-    sim = DreamSimulator(
-        world_model,
-        len(obs),
-        horizon=future.shape[1] + 1,
-        seed=0,
-        autoreset=False,
-        context_source=_FixedContexts(obs.to(device), act.to(device)),
-    )
-    sim.reset()
-    alive = np.ones(len(obs), bool)
-    seen = []
-    for j in range(future.shape[1]):
-        out = sim.step(torch.from_numpy(future[:, j]))
-        frames = to_uint8(out.final_obs).cpu().numpy()
-        seen.append(np.where(alive[:, None, None, None], frames, 0))
-        alive &= ~out.terminated.cpu().numpy()
-    sim.close()
-    return np.stack(seen, axis=1)
+def _replayed(actions: np.ndarray, _frames: np.ndarray, step: int) -> np.ndarray:
+    """The recorded actions ``actions[:, step]`` (a :func:`_run_dreams` chooser)."""
+    return actions[:, step]
 
 
 def bounce_summary(check: dict[str, Any]) -> str:
