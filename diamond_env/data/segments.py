@@ -278,11 +278,12 @@ class SegmentSampler:
         if self.event_fraction > 0 and len(self.event_lives) > 0:
             # a share of the windows around a uniform step with a reward or an end instead, that
             # step being one of the window's transitions
-            chosen = self.rng.random(batch_size) < self.event_fraction
-            pick = self.rng.integers(0, len(self.event_lives), size=batch_size)
-            episode = np.where(chosen, self.event_lives[pick], episode)
+            chosen, life_of, step_of = self._around(
+                self.event_fraction, self.event_lives, self.event_steps, batch_size
+            )
+            episode = np.where(chosen, life_of, episode)
             length = lives.lengths[episode]
-            t = np.where(chosen, self.event_steps[pick], t)
+            t = np.where(chosen, step_of, t)
             if self.reward_lead:
                 # stop = t + 1 + offset below: the last frame s + 1 - U[0, reward_lead), >= 0
                 back = self.rng.integers(0, self.reward_lead, size=batch_size)
@@ -292,17 +293,27 @@ class SegmentSampler:
                 offset = np.where(chosen, self.rng.integers(0, seq - 1, size=batch_size), offset)
         if self.focus_fraction > 0 and len(self.focus_lives) > 0:
             # stop = t + 1 + offset below = s + 1 + U[0, 3): the last frame is s, s + 1 or s + 2
-            chosen = self.rng.random(batch_size) < self.focus_fraction
-            pick = self.rng.integers(0, len(self.focus_lives), size=batch_size)
-            episode = np.where(chosen, self.focus_lives[pick], episode)
+            chosen, life_of, step_of = self._around(
+                self.focus_fraction, self.focus_lives, self.focus_steps, batch_size
+            )
+            episode = np.where(chosen, life_of, episode)
             length = lives.lengths[episode]
-            t = np.where(chosen, self.focus_steps[pick], t)
+            t = np.where(chosen, step_of, t)
             offset = np.where(chosen, self.rng.integers(0, 3, size=batch_size), offset)
         if self.pad_after_end:
             start = t - offset
         else:
             start = np.minimum(length, t + 1 + offset) - seq
         return self.gather(episode.astype(np.int64), start.astype(np.int64))
+
+    def _around(
+        self, fraction: float, marked_lives: np.ndarray, marked_steps: np.ndarray, batch_size: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Which windows are drawn around a marked step (the event or focus share), and a uniform
+        marked step (its life, its step in the life) for each window."""
+        chosen = self.rng.random(batch_size) < fraction
+        pick = self.rng.integers(0, len(marked_lives), size=batch_size)
+        return chosen, marked_lives[pick], marked_steps[pick]
 
     def gather(self, episode: np.ndarray, start: np.ndarray) -> Segment:
         """The windows of lives ``episode`` starting at life frame ``start`` (int64 ``(B,)``, as

@@ -55,8 +55,7 @@ DEVICE_DEFAULTS: dict[str, tuple[str, ...]] = {
 (docs/studies/benchmarks-log.md, "Fast-path defaults" and "CUDA on a lent H200"; docs/benchmarks.md).
 CPU: channels-last was never slower over the presets and env counts measured and matches the
 plain path up to rare one-level rounding flips of 8-bit pixels; ``fuse`` was faster at every
-batch measured (x1.10-1.20 at 1 to 32 envs, the Breakout student) and matches the plain path up
-to float rounding. CUDA: CUDA graphs pay and match
+batch measured and matches the plain path up to float rounding. CUDA: CUDA graphs pay and match
 the plain path up to one level; channels-last and bf16 were slower there. Devices not listed have
 not been measured and run the plain path. See :data:`AMX_BF16_DEFAULTS` for CPUs with AMX."""
 AMX_BF16_DEFAULTS: tuple[str, ...] = ("channels_last", "bf16", "fuse")
@@ -105,8 +104,7 @@ class FastPathOptions:
 
 AMX_BF16_MIN_ENVS = 2
 """Dreams of at least this many envs get bf16 from ``fastpath="auto"`` on AMX CPUs: measured
-there (the Breakout student, channels-last and ``fuse`` on both sides) x1.10 at 2 envs, x1.29
-at 4, x1.51 at 8 and x1.8 at 32 against fp32, and x0.89 at 1 env (docs/benchmarks.md)."""
+there faster than fp32 from 2 envs up and slower at 1 env (docs/benchmarks.md)."""
 
 
 def resolve_fastpath(
