@@ -13,6 +13,13 @@ Usage::
 
     python tools/ship_pretrained.py --world-model RUN/world_model --heldout HELDOUT_DATASET \\
         --training training.json [--agent AGENT_DIR --scores SCORES_JSON] [--paddle-states 96]
+    python tools/ship_pretrained.py --agent-only --game Breakout --agent AGENT_DIR \\
+        --scores SCORES_JSON [--training training.json]
+
+The second form replaces only the shipped agent (and its scores, and the training record when
+given) and keeps the shipped world model and its measurements: agents are retrained more often
+than models. Either way an agent ships only if it was trained in the world model being shipped
+(its ``world_model_id.json`` digests match those of ``--world-model``, recorded in the card).
 
 ``training.json`` records how the model was made (command, data, steps, minutes, machine, date);
 ``--scores`` is ``diamond-env evaluate --out`` of the agent (or a ``{"name": result}`` map).
@@ -35,6 +42,7 @@ from diamond_env.evaluation.fidelity import fidelity_lines
 from diamond_env.evaluation.paddle import paddle_probe
 from diamond_env.evaluation.wm_eval import evaluate_world_model
 from diamond_env.run.paths import PRETRAINED_ROOT
+from diamond_env.run.safe_io import read_json
 from diamond_env.world_model.model import WorldModel
 
 AGENT_FILES = (
@@ -60,9 +68,11 @@ def measure(path: Path, heldout: EpisodeDataset, rollouts: int, seed: int) -> di
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--world-model", required=True, type=Path)
-    p.add_argument("--heldout", required=True, type=Path, help="dataset never trained on")
-    p.add_argument("--training", required=True, type=Path, help="JSON: how the model was made")
+    p.add_argument("--agent-only", action="store_true", help="replace only the shipped agent")
+    p.add_argument("--game", default=None, help="with --agent-only: whose shipped agent")
+    p.add_argument("--world-model", type=Path, default=None)
+    p.add_argument("--heldout", type=Path, default=None, help="dataset never trained on")
+    p.add_argument("--training", type=Path, default=None, help="JSON: how the model was made")
     p.add_argument("--agent", type=Path, default=None)
     p.add_argument("--scores", type=Path, default=None, help="JSON: the agent's real scores")
     p.add_argument("--rollouts", type=int, default=64)
@@ -77,6 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.paddle_states < 0:
         p.error(f"--paddle-states: expected >= 0, got {args.paddle_states}")
+    if args.agent_only:
+        if args.game is None or args.agent is None or args.scores is None:
+            p.error("--agent-only needs --game, --agent and --scores")
+        if args.world_model is not None or args.heldout is not None:
+            p.error("--agent-only keeps the shipped world model: drop --world-model/--heldout")
+        return ship_agent_only(args.game, args.agent, args.scores, args.training)
+    if args.world_model is None or args.heldout is None or args.training is None:
+        p.error("--world-model, --heldout and --training are required (or --agent-only)")
+    source_sha256 = read_json(args.world_model / "config.json").get("sha256")
+    if args.agent is not None:
+        check_agent_world(args.agent, source_sha256)
 
     # read everything that can be wrong before the package's copy is replaced
     scores = None if args.scores is None else read_scores(args.scores)
@@ -114,28 +135,78 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
         },
         "fidelity": fidelity,
+        "source_sha256": source_sha256,
     }
     if args.agent is not None:
-        (root / "agent").mkdir()
-        for name in AGENT_FILES:
-            if (args.agent / name).exists():
-                shutil.copy2(args.agent / name, root / "agent" / name)
-        meta = json.loads((root / "agent" / "agent.json").read_text(encoding="utf-8"))
-        if "world_model" in meta:  # the shipped agent's world is the model beside it
-            meta["world_model"] = "../world_model"
-        (root / "agent" / "agent.json").write_text(
-            json.dumps(meta, indent=2) + "\n", encoding="utf-8"
-        )
+        copy_agent(args.agent, root / "agent")
         if scores is not None:
             card["agent_scores"] = portable(scores)
-    (root / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    (root / "MODEL_CARD.md").write_text(model_card(card), encoding="utf-8")
-    size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    write_card(root, card)
     print(
-        f"wrote {root} ({size / 2**20:.1f} MiB, {card['weights']} weights, "
+        f"wrote {root} ({package_mib(root):.1f} MiB, {card['weights']} weights, "
         f"fp16 PSNR gap {max(gaps.values()):.3f} dB)"
     )
     return 0
+
+
+def ship_agent_only(game: str, agent: Path, scores_path: Path, training: Path | None) -> int:
+    """Replace the shipped agent of ``game`` (and its scores; the training record when given)."""
+    root = PRETRAINED_ROOT / game
+    card_path = root / "card.json"
+    if not card_path.is_file():
+        raise SystemExit(f"--agent-only: {game} has no shipped model ({card_path} is missing)")
+    card = read_json(card_path)
+    if "source_sha256" not in card:
+        raise SystemExit(
+            f"--agent-only: {card_path} does not record which weights were measured; ship the "
+            "world model again with --world-model"
+        )
+    check_agent_world(agent, card["source_sha256"])
+    scores = read_scores(scores_path)
+    new_training = None if training is None else read_json(training)
+    if (root / "agent").exists():
+        shutil.rmtree(root / "agent")
+    copy_agent(agent, root / "agent")
+    card["agent_scores"] = portable(scores)
+    if new_training is not None:
+        card["training"] = new_training
+    write_card(root, card)
+    print(f"wrote {root / 'agent'} and the card ({package_mib(root):.1f} MiB in all)")
+    return 0
+
+
+def check_agent_world(agent: Path, source_sha256: Any) -> None:
+    """Exit unless ``agent`` was trained in the world model whose file digests are
+    ``source_sha256``: a shipped agent plays the dream shipped beside it."""
+    identity = agent / "world_model_id.json"
+    if not identity.is_file():
+        raise SystemExit(f"{agent}: no world_model_id.json, so which dream it learnt in is unknown")
+    trained_in = read_json(identity)
+    if not source_sha256 or trained_in.get("sha256") != source_sha256:
+        raise SystemExit(
+            f"{agent} was trained in {trained_in.get('checkpoint')}, not in the world model "
+            "being shipped (their weights differ)"
+        )
+
+
+def copy_agent(agent: Path, dest: Path) -> None:
+    dest.mkdir(parents=True)
+    for name in AGENT_FILES:
+        if (agent / name).exists():
+            shutil.copy2(agent / name, dest / name)
+    meta = read_json(dest / "agent.json")
+    if "world_model" in meta:  # the shipped agent's world is the model beside it
+        meta["world_model"] = "../world_model"
+    (dest / "agent.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def write_card(root: Path, card: dict[str, Any]) -> None:
+    (root / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (root / "MODEL_CARD.md").write_text(model_card(card), encoding="utf-8")
+
+
+def package_mib(root: Path) -> float:
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) / 2**20
 
 
 def read_scores(path: Path) -> dict[str, dict[str, Any]]:
