@@ -43,6 +43,7 @@ from diamond_env.evaluation.paddle import paddle_probe
 from diamond_env.evaluation.wm_eval import evaluate_world_model
 from diamond_env.run.paths import PRETRAINED_ROOT
 from diamond_env.run.safe_io import read_json
+from diamond_env.training.agents import WORLD_MODEL_ID
 from diamond_env.world_model.model import WorldModel
 
 AGENT_FILES = (
@@ -178,9 +179,9 @@ def ship_agent_only(game: str, agent: Path, scores_path: Path, training: Path | 
 def check_agent_world(agent: Path, source_sha256: Any) -> None:
     """Exit unless ``agent`` was trained in the world model whose file digests are
     ``source_sha256``: a shipped agent plays the dream shipped beside it."""
-    identity = agent / "world_model_id.json"
+    identity = agent / WORLD_MODEL_ID
     if not identity.is_file():
-        raise SystemExit(f"{agent}: no world_model_id.json, so which dream it learnt in is unknown")
+        raise SystemExit(f"{agent}: no {WORLD_MODEL_ID}, so which dream it learnt in is unknown")
     trained_in = read_json(identity)
     if not source_sha256 or trained_in.get("sha256") != source_sha256:
         raise SystemExit(
